@@ -1,0 +1,68 @@
+"""The ``rlhfkit`` command.
+
+Each subcommand lives in its own module ``rlhfkit.cli.<name>`` exposing ``main(argv) -> int``; it is
+imported only when used, so ``rlhfkit --help`` stays fast (no torch import).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from rlhfkit import __version__
+from rlhfkit.errors import RlhfkitError
+
+# command name -> (module under rlhfkit.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run the whole pipeline on the built-in world and write a report"),
+    "generate": ("generate", "sample K candidate responses per prompt from a causal LM"),
+    "annotate": ("annotate", "the ranking web app: import, add-annotator, serve, export, stats"),
+    "data": ("data", "preference data: convert between formats, stats"),
+    "train-rm": ("train_rm", "train a reward model on rankings or pairs (Bradley-Terry)"),
+    "score": ("score", "score responses with a reward model"),
+    "ppo": ("ppo", "tune a policy with PPO against a reward model or reward function"),
+    "detect": ("detect", "compare tuned vs base outputs and flag reward hacking"),
+    "report": ("report", "render report.html for a PPO run directory"),
+    "world": ("world", "the synthetic demo world: build the base policy"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [
+        f"rlhfkit {__version__} — RLHF: rankings → reward model → PPO → hacking detection",
+        "",
+        "usage: rlhfkit COMMAND [options]     (rlhfkit COMMAND --help for a command's options)",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"rlhfkit {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"rlhfkit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"rlhfkit.cli.{COMMANDS[name][0]}")
+    try:
+        return int(module.main(rest) or 0)
+    except RlhfkitError as e:
+        print(f"rlhfkit {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlhfkit {name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

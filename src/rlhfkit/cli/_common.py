@@ -1,0 +1,110 @@
+"""Shared CLI plumbing: a typed dataclass config *is* the command line (tyro), and any option can
+also come from a YAML file given with ``--config FILE.yaml`` (command-line flags win)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rlhfkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--config F`` / ``--config=F`` out of argv (tyro must not see it)."""
+    rest: list[str] = []
+    config: str | None = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ConfigError("--config needs a YAML file path")
+            config = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+            i += 1
+            continue
+        rest.append(arg)
+        i += 1
+    return config, rest
+
+
+def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of config fields (``kl_coef`` or ``kl-coef``); unknown keys are errors."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{path}: unknown option {key!r} (known: {known})")
+        out[name] = value
+    return out
+
+
+def parse_config(
+    cls: type[T], argv: list[str], prog: str, description: str | None = None, yaml_config: bool = True
+) -> T:
+    """Parse ``argv`` into a ``cls`` instance; ``--config F.yaml`` supplies defaults.
+
+    Fields without a default stay required unless the YAML file gives them.
+    """
+    import tyro
+
+    config_path, argv = _split_config_flag(argv) if yaml_config else (None, argv)
+    default = None
+    if config_path is not None:
+        values = load_yaml_config(cls, config_path)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in values:
+                kwargs[f.name] = values[f.name]
+            elif f.default is not dataclasses.MISSING:
+                kwargs[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                kwargs[f.name] = f.default_factory()
+            else:
+                kwargs[f.name] = tyro.MISSING
+        try:
+            default = cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{config_path}: {e}") from None
+    if yaml_config and description is not None:
+        description += "\n\nAny option can also be given in a YAML file with --config FILE.yaml."
+    try:
+        return tyro.cli(
+            cls,
+            args=argv,
+            prog=prog,
+            description=description,
+            default=default,
+        )
+    except ValueError as e:  # raised by __post_init__ validation
+        raise ConfigError(str(e)) from None
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr)
