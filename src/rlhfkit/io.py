@@ -30,7 +30,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno) from None
+                raise DataError(
+                    f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno
+                ) from None
             if lineno == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             if not text.strip():
@@ -43,7 +45,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success it is fsynced and renamed over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was.
@@ -118,7 +122,7 @@ class MetricsLogger:
         self._f: IO[str] | None = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8")
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
 
     def log(self, record: dict[str, Any]) -> None:
         if self._f is None:

@@ -1,0 +1,179 @@
+"""The losses and objectives of RLHF, as pure functions.
+
+Reward model: Bradley-Terry over pairs, and its ranking-native form over K responses (InstructGPT).
+Policy: the KL-penalized reward and PPO's clipped surrogate; critic: the clipped value loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.ops import masked_mean
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """Mean of ``−log σ(r(y_w) − r(y_l) − margin)`` over pairs.
+
+    Bradley & Terry (1952) as used for reward models by Stiennon et al. 2020 and Ouyang et al. 2022;
+    the optional margin is Llama 2's (and TRL's ``margin`` column). chosen, rejected: (P,).
+    """
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff).mean()
+
+
+def _ordered_pairs(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (winner, loser) of every pair with ``ranks[w] < ranks[l]`` (1 = best; ties skipped)."""
+    better = ranks.unsqueeze(1) < ranks.unsqueeze(0)  # (K, K): [i, j] = i beats j
+    return better.nonzero(as_tuple=True)
+
+
+def ranking_loss(rewards: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry loss of one prompt's K ranked responses, each scored once.
+
+    rewards: (K,) scores; ranks: (K,) ints, 1 = best, equal ranks are ties. The loss is the mean of
+    ``−log σ(r_w − r_l)`` over all strictly ordered pairs — K(K−1)/2 without ties — exactly as
+    InstructGPT (Ouyang et al. 2022, eq. 1) trains on all comparisons of a prompt as one element.
+    Equal to ``bradley_terry_loss`` on the pairwise-expanded data, with K forwards instead of K(K−1).
+    """
+    winners, losers = _ordered_pairs(ranks)
+    if winners.numel() == 0:
+        raise ValueError("ranking has no strictly ordered pair (all responses tied)")
+    return bradley_terry_loss(rewards[winners], rewards[losers])
+
+
+def grouped_ranking_loss(
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    ranks: torch.Tensor,
+    margins: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``ranking_loss`` for a batch of prompts whose responses are concatenated.
+
+    rewards, group_ids, ranks: (N,) — response n belongs to prompt ``group_ids[n]`` (ints in
+    0..G−1) and has rank ``ranks[n]`` within it (1 = best, equal = tie). margins: optional (G,)
+    margin subtracted from every pair of that prompt. Each prompt weighs the same whatever its K
+    (InstructGPT normalises by K choose 2): the loss is the mean over prompts of each prompt's mean
+    pair loss; a prompt with no ordered pair is left out. Returns ``(loss, stats)``, stats holding
+    per-pair ``accuracy`` (r_w > r_l strictly), ``margin`` (mean r_w − r_l) and ``pairs``.
+    """
+    same = group_ids.unsqueeze(1) == group_ids.unsqueeze(0)  # (N, N)
+    better = (ranks.unsqueeze(1) < ranks.unsqueeze(0)) & same  # (N, N): [i, j] = i beats j
+    winners, losers = better.nonzero(as_tuple=True)  # (P,), (P,)
+    if winners.numel() == 0:
+        raise ValueError("batch has no strictly ordered pair (every prompt's responses tied)")
+    diff = rewards[winners] - rewards[losers]  # (P,)
+    pair_group = group_ids[winners]  # (P,)
+    shifted = diff if margins is None else diff - margins.to(diff.dtype)[pair_group]
+    pair_losses = -F.logsigmoid(shifted)  # (P,)
+    n_groups = int(group_ids.max()) + 1
+    zeros = torch.zeros(n_groups, dtype=diff.dtype, device=diff.device)
+    group_sum = zeros.index_add(0, pair_group, pair_losses)  # (G,)
+    group_cnt = zeros.index_add(0, pair_group, torch.ones_like(pair_losses))  # (G,)
+    has_pairs = group_cnt > 0
+    loss = (group_sum[has_pairs] / group_cnt[has_pairs]).mean()
+    stats = {
+        "accuracy": (diff.detach() > 0).float().mean(),
+        "margin": diff.detach().mean(),
+        "pairs": torch.tensor(float(diff.numel())),
+    }
+    return loss, stats
+
+
+def kl_penalized_reward(reward, kl, beta):
+    """``reward − β·KL``: the quantity PPO maximizes in RLHF (Ziegler et al. 2019; Ouyang et al. 2022).
+
+    Works on floats and tensors. The seed's exercise 2: ``kl_penalized_reward(2.5, 3.0, 0.1) == 2.2``.
+    """
+    return reward - beta * kl
+
+
+def ppo_clip_objective(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """PPO's clipped surrogate objective, to be *maximized* (Schulman et al. 2017, eq. 7):
+
+    ``L = E[min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)]``, ``ρ = exp(logprobs − old_logprobs)``,
+
+    a masked mean over response tokens. The policy loss is ``−L``. Where the clipped term is the
+    smaller one, its gradient with respect to ``logprobs`` is zero: the update stops pushing ρ
+    further outside the trust region.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)
+    surrogate = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    objective = torch.minimum(surrogate, clipped)
+    if mask is None:
+        return objective.mean()
+    return masked_mean(objective, mask)
+
+
+@torch.no_grad()
+def ppo_clip_stats(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Diagnostics of one PPO minibatch (CleanRL's names):
+
+    - ``clipfrac``: share of tokens whose clipped term was the active (smaller) one;
+    - ``approxkl``: ``E[(ρ − 1) − log ρ]`` (k3 of old vs new policy, ≥ 0);
+    - ``ratio_mean`` / ``ratio_var``: ρ's mean and variance — ρ near 1 means small, healthy updates.
+    """
+    if mask is None:
+        mask = torch.ones_like(logprobs)
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    surrogate = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    clipfrac = masked_mean((clipped < surrogate).float(), mask)
+    approxkl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    ratio_mean = masked_mean(ratio, mask)
+    ratio_var = masked_mean((ratio - ratio_mean) ** 2, mask)
+    return {
+        "clipfrac": clipfrac,
+        "approxkl": approxkl,
+        "ratio_mean": ratio_mean,
+        "ratio_var": ratio_var,
+    }
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Clipped value loss ``0.5·E[max((V − R)², (V_clip − R)²)]``,
+    ``V_clip = V_old + clip(V − V_old, −ε, ε)`` (OpenAI baselines' PPO2; lm-human-preferences).
+    """
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    loss = torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
+    if mask is None:
+        return 0.5 * loss.mean()
+    return 0.5 * masked_mean(loss, mask)
+
+
+@torch.no_grad()
+def value_clipfrac(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Share of tokens where the clipped value term was the larger (active) one."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    active = ((clipped_values - returns) ** 2 > (values - returns) ** 2).float()
+    return active.mean() if mask is None else masked_mean(active, mask)
