@@ -66,7 +66,11 @@ def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
 
 
 def parse_config(
-    cls: type[T], argv: list[str], prog: str, description: str | None = None, yaml_config: bool = True
+    cls: type[T],
+    argv: list[str],
+    prog: str,
+    description: str | None = None,
+    yaml_config: bool = True,
 ) -> T:
     """Parse ``argv`` into a ``cls`` instance; ``--config F.yaml`` supplies defaults.
 
