@@ -1,0 +1,97 @@
+"""Writing rankings (native JSONL) and pairs (TRL's ``prompt/chosen/rejected``, JSONL or Parquet).
+
+Both are atomic: the output appears complete or not at all (``rlhfkit.io.atomic_open``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.data.records import Ranking
+from rlhfkit.errors import DataError
+from rlhfkit.io import atomic_open
+
+PAIR_FORMATS = ("jsonl", "parquet")
+
+
+def write_rankings(path: str | Path, rankings: Iterable[Ranking]) -> int:
+    """Write native ranking records as JSONL (atomically); returns how many were written."""
+    path = Path(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        raise DataError(
+            "rankings are written as JSONL (tie groups do not fit a Parquet column)", path
+        )
+    n = 0
+    with atomic_open(path) as f:
+        for rk in rankings:
+            f.write(json.dumps(rk.to_dict(), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def pair_rows(rankings: Iterable[Ranking]) -> list[dict[str, Any]]:
+    """TRL preference rows, one per strictly ordered pair of each ranking (ties give none).
+
+    Conversational when *every* ranking carries its messages (read from conversational data):
+    ``prompt`` / ``chosen`` / ``rejected`` are then message lists, as TRL expects; otherwise strings.
+    ``margin`` is included on rows whose ranking has one.
+    """
+    rankings = list(rankings)
+    conversational = bool(rankings) and all(_has_messages(rk) for rk in rankings)
+    rows: list[dict[str, Any]] = []
+    for rk in rankings:
+        for win, lose in rk.pairs():
+            if conversational:
+                row: dict[str, Any] = {
+                    "prompt": rk.meta["prompt_messages"],
+                    "chosen": win.meta["messages"],
+                    "rejected": lose.meta["messages"],
+                }
+            else:
+                row = {"prompt": rk.prompt, "chosen": win.text, "rejected": lose.text}
+            if rk.margin is not None:
+                row["margin"] = rk.margin
+            rows.append(row)
+    return rows
+
+
+def _has_messages(rk: Ranking) -> bool:
+    return (
+        isinstance(rk.meta.get("prompt_messages"), list)
+        and bool(rk.meta["prompt_messages"])
+        and all(isinstance(r.meta.get("messages"), list) for r in rk.responses)
+    )
+
+
+def write_pairs(path: str | Path, rankings: Iterable[Ranking], format: str | None = None) -> int:
+    """Write TRL ``prompt/chosen/rejected`` pairs (see :func:`pair_rows`) atomically as ``jsonl``
+    or ``parquet`` (default: by the file extension); returns the number of pairs written."""
+    path = Path(path)
+    if format is None:
+        format = "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
+    if format not in PAIR_FORMATS:
+        raise DataError(f"unknown pairs format {format!r} (choose jsonl or parquet)", path)
+    rows = pair_rows(rankings)
+    if format == "jsonl":
+        with atomic_open(path) as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return len(rows)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list[Any]] = {
+        k: [row[k] for row in rows] for k in ("prompt", "chosen", "rejected")
+    }
+    if any("margin" in row for row in rows):
+        columns["margin"] = [row.get("margin") for row in rows]
+    if rows:
+        table = pa.Table.from_pydict(columns)
+    else:
+        table = pa.table({k: pa.array([], pa.string()) for k in ("prompt", "chosen", "rejected")})
+    with atomic_open(path, "wb") as f:
+        pq.write_table(table, f)
+    return len(rows)
