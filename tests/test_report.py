@@ -57,7 +57,7 @@ def test_report_is_self_contained_and_escapes_model_output(tmp_path):
     assert "http://" not in text and "https://" not in text  # nothing fetched when opened offline
     # proxy, gold, KL, objective, β, length, clipfrac, top token ratio + the √KL plot
     assert text.count('src="data:image/png;base64,') == 9
-    assert "Reward against √KL" in text
+    assert "Over-optimization: reward against √KL" in text
     assert "flagged something at 1 check" in text
 
 
