@@ -27,9 +27,20 @@ def write_rankings(path: str | Path, rankings: Iterable[Ranking]) -> int:
     n = 0
     with atomic_open(path) as f:
         for rk in rankings:
-            f.write(json.dumps(rk.to_dict(), ensure_ascii=False) + "\n")
+            f.write(json_line(rk.to_dict()))
             n += 1
     return n
+
+
+def json_line(obj: Any) -> str:
+    """One JSONL line, UTF-8 text as is; a string holding a lone surrogate (legal in JSON as an
+    escape, e.g. ``"\\ud800"``, but not encodable as UTF-8) is written escaped instead."""
+    line = json.dumps(obj, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, ensure_ascii=True)
+    return line + "\n"
 
 
 def pair_rows(rankings: Iterable[Ranking]) -> list[dict[str, Any]]:
@@ -78,7 +89,7 @@ def write_pairs(path: str | Path, rankings: Iterable[Ranking], format: str | Non
     if format == "jsonl":
         with atomic_open(path) as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json_line(row))
         return len(rows)
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -88,10 +99,17 @@ def write_pairs(path: str | Path, rankings: Iterable[Ranking], format: str | Non
     }
     if any("margin" in row for row in rows):
         columns["margin"] = [row.get("margin") for row in rows]
-    if rows:
-        table = pa.Table.from_pydict(columns)
-    else:
-        table = pa.table({k: pa.array([], pa.string()) for k in ("prompt", "chosen", "rejected")})
+    try:
+        if rows:
+            table = pa.Table.from_pydict(columns)
+        else:
+            table = pa.table(
+                {k: pa.array([], pa.string()) for k in ("prompt", "chosen", "rejected")}
+            )
+    except (pa.ArrowException, UnicodeError) as e:
+        raise DataError(
+            f"cannot store these pairs in Parquet ({e}); write JSONL instead", path
+        ) from None
     with atomic_open(path, "wb") as f:
         pq.write_table(table, f)
     return len(rows)
