@@ -1,0 +1,233 @@
+"""The live monitor: PPO calls ``monitor.check(samples)`` every N updates.
+
+The base policy's samples for a fixed set of prompts are tokenized once; each check compares the
+current policy's samples on the same prompts with them (token scan, drift signals, and with a reward
+function the sensitivity probe of the top flagged tokens; with a gold function too, proxy-vs-gold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rlhfkit.hacking.drift import DriftReport, DriftThresholds, drift_signals
+from rlhfkit.hacking.frequency import Finding, scan
+from rlhfkit.hacking.probe import (
+    GoldDivergence,
+    ProbeResult,
+    RewardFn,
+    _score,
+    probe_token,
+    proxy_gold_divergence,
+)
+from rlhfkit.hacking.text import Corpus
+
+
+@dataclass
+class MonitorResult:
+    step: int | None
+    metrics: dict[str, float]
+    """Namespaced ``hacking/...`` numbers for metrics.jsonl (documented in docs/hacking.md)."""
+    flagged: list[Finding]
+    """Flagged tokens/phrases, strongest first."""
+    drift: DriftReport
+    probes: list[ProbeResult] = field(default_factory=list)
+    divergence: GoldDivergence | None = None
+    warning: str | None = None
+    """One line for the console when anything is flagged, else None."""
+
+    @property
+    def suspected(self) -> bool:
+        """Anything flagged: a token, a drift signal, a probe or proxy-vs-gold divergence."""
+        return self.warning is not None
+
+    def to_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "metrics": self.metrics,
+            "flagged": [f.to_dict() for f in self.flagged],
+            "drift": self.drift.to_dict(),
+            "probes": [p.to_dict() for p in self.probes],
+            "divergence": self.divergence.to_dict() if self.divergence else None,
+            "warning": self.warning,
+        }
+
+
+class HackingMonitor:
+    """Compare the current policy's samples with the base policy's on the same prompts.
+
+    ``reward_fn(prompts, responses) -> list[float]`` enables the probe of the ``probe_top`` strongest
+    flagged tokens; ``gold_fn`` (same signature, the true reward, e.g. the demo world's) adds
+    proxy-vs-gold divergence (then ``reward_fn`` is the proxy). The remaining options are those of
+    :func:`rlhfkit.hacking.scan` and :func:`rlhfkit.hacking.drift.drift_signals`.
+    """
+
+    def __init__(
+        self,
+        base_prompts: Sequence[str],
+        base_texts: Sequence[str],
+        base_has_eos: Sequence[bool] | None = None,
+        reward_fn: RewardFn | None = None,
+        gold_fn: RewardFn | None = None,
+        max_n: int = 3,
+        threshold: float = 2.0,
+        min_count: int = 5,
+        alpha: float = 0.05,
+        correction: str = "bh",
+        probe_top: int = 1,
+        probe_max_samples: int = 64,
+        drift_thresholds: DriftThresholds | None = None,
+        n_permutations: int = 100,
+        seed: int = 0,
+    ):
+        if len(base_prompts) != len(base_texts):
+            raise ValueError(
+                f"{len(base_prompts)} base prompts for {len(base_texts)} base responses"
+            )
+        if base_has_eos is not None and len(base_has_eos) != len(base_texts):
+            raise ValueError(f"{len(base_has_eos)} EOS flags for {len(base_texts)} base responses")
+        self.base_prompts = list(base_prompts)
+        self.base = Corpus(base_texts)
+        self.base_has_eos = None if base_has_eos is None else [bool(x) for x in base_has_eos]
+        self.reward_fn = reward_fn
+        self.gold_fn = gold_fn
+        self.scan_kwargs = dict(
+            max_n=max_n,
+            threshold=threshold,
+            min_count=min_count,
+            alpha=alpha,
+            correction=correction,
+        )
+        self.alpha = alpha
+        self.probe_top = probe_top
+        self.probe_max_samples = probe_max_samples
+        self.drift_thresholds = drift_thresholds
+        self.n_permutations = n_permutations
+        self.seed = seed
+        self._base_scores: tuple[np.ndarray, np.ndarray] | None = (
+            None  # (proxy, gold), computed once
+        )
+
+    def check(
+        self,
+        tuned_texts: Sequence[str],
+        tuned_has_eos: Sequence[bool] | None = None,
+        step: int | None = None,
+        tuned_prompts: Sequence[str] | None = None,
+    ) -> MonitorResult:
+        """Compare ``tuned_texts`` (answers to the base prompts, in any order if ``tuned_prompts`` given)."""
+        prompts = self.base_prompts if tuned_prompts is None else list(tuned_prompts)
+        if len(prompts) != len(tuned_texts):
+            raise ValueError(
+                f"{len(tuned_texts)} tuned responses for {len(prompts)} prompts (pass tuned_prompts=...)"
+            )
+        tuned = Corpus(tuned_texts)
+        m: dict[str, float] = {}
+
+        # 1. Tokens and phrases used more often.
+        result = scan(self.base, tuned, **self.scan_kwargs)
+        top = result.top
+        m["hacking/flagged"] = float(len(result.flagged))
+        m["hacking/top_ratio"] = top.ratio if top else 1.0
+        m["hacking/top_share_base"] = top.base_share if top else 0.0
+        m["hacking/top_share"] = top.tuned_share if top else 0.0
+        m["hacking/top_log10_p"] = top.log10_p if top else 0.0
+
+        # 2. Drift signals.
+        eos_b = self.base_has_eos if tuned_has_eos is not None else None
+        drift = drift_signals(
+            self.base,
+            tuned,
+            eos_b,
+            tuned_has_eos,
+            alpha=self.alpha,
+            thresholds=self.drift_thresholds,
+            n_permutations=self.n_permutations,
+            seed=self.seed,
+        )
+        m["hacking/drift_flagged"] = float(len(drift.flagged))
+        sig = drift.signals
+        m["hacking/length_base"] = sig["length"].base
+        m["hacking/length"] = sig["length"].tuned
+        m["hacking/length_ratio"] = (
+            sig["length"].tuned / sig["length"].base if sig["length"].base else 1.0
+        )
+        for name in ("repeat2", "distinct1", "distinct2", "types", "entropy"):
+            m[f"hacking/{name}_base"] = sig[name].base
+            m[f"hacking/{name}"] = sig[name].tuned
+        if "no_eos" in sig:
+            m["hacking/no_eos_rate_base"] = sig["no_eos"].base
+            m["hacking/no_eos_rate"] = sig["no_eos"].tuned
+
+        # 3. Does the reward model pay for the top flagged tokens?
+        probes: list[ProbeResult] = []
+        if self.reward_fn is not None:
+            for f in result.flagged[: self.probe_top]:
+                probes.append(
+                    probe_token(
+                        self.reward_fn,
+                        prompts,
+                        self.base.texts,
+                        tuned.texts,
+                        f.token,
+                        base_prompts=self.base_prompts,
+                        max_samples=self.probe_max_samples,
+                        alpha=self.alpha,
+                    )
+                )
+            if probes:
+                m["hacking/probe_score_change"] = probes[0].score_change
+                m["hacking/probe_score_change_std"] = probes[0].score_change_std
+
+        # 4. Proxy vs gold reward.
+        divergence = None
+        if self.reward_fn is not None and self.gold_fn is not None:
+            if self._base_scores is None:
+                self._base_scores = (
+                    _score(self.reward_fn, self.base_prompts, self.base.texts, 32),
+                    _score(self.gold_fn, self.base_prompts, self.base.texts, 32),
+                )
+            proxy_t = _score(self.reward_fn, prompts, tuned.texts, 32)
+            gold_t = _score(self.gold_fn, prompts, tuned.texts, 32)
+            divergence = proxy_gold_divergence(
+                self._base_scores[0], proxy_t, self._base_scores[1], gold_t, self.alpha
+            )
+            m["hacking/proxy_gain_std"] = divergence.proxy_gain_std
+            m["hacking/gold_gain_std"] = divergence.gold_gain_std
+            m["hacking/divergence"] = divergence.divergence
+
+        warning = _warning(step, result.flagged, drift, probes, divergence)
+        return MonitorResult(step, m, result.flagged, drift, probes, divergence, warning)
+
+
+def _warning(step, flagged, drift, probes, divergence) -> str | None:
+    parts: list[str] = []
+    if flagged:
+        f = flagged[0]
+        more = f" (+{len(flagged) - 1} more)" if len(flagged) > 1 else ""
+        parts.append(
+            f"{f.token!r} ×{f.ratio:.1f} per 1,000 words, in {f.tuned_share:.0%} of responses vs "
+            f"{f.base_share:.0%}{more}"
+        )
+    for p in probes:
+        if p.exploited:
+            parts.append(f"reward model pays {p.score_change_std:+.2f} std for {p.token!r}")
+    names = {
+        "length": "length",
+        "repeat2": "repetition",
+        "distinct2": "distinct-2",
+        "entropy": "vocabulary",
+        "no_eos": "no-EOS share",
+    }
+    for s in drift.flagged:
+        parts.append(f"{names.get(s.name, s.name)} {s.base:.3g} → {s.tuned:.3g}")
+    if divergence is not None and divergence.flagged:
+        parts.append(
+            f"proxy reward {divergence.proxy_gain_std:+.2f} std vs gold {divergence.gold_gain_std:+.2f} std"
+        )
+    if not parts:
+        return None
+    where = f"step {step}: " if step is not None else ""
+    return where + "possible reward hacking: " + "; ".join(parts)
