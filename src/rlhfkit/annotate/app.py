@@ -1,0 +1,429 @@
+"""The annotation web app: FastAPI, built by :func:`create_app` (no module-level state).
+
+Security model (see docs/annotation.md):
+
+- Every route that reads or writes data needs an identity: ``Authorization: Bearer TOKEN`` or the
+  session cookie that ``POST /api/login`` sets. Only ``/login`` (a static form), ``/static/*`` and
+  ``POST /api/login`` itself are open, and they hold no data.
+- The session cookie is HttpOnly, SameSite=Strict, HMAC-signed with the server secret, expires, and
+  carries a fingerprint of the annotator's token hash: rotating the token ends its sessions.
+- Requests authenticated by cookie that change state must send ``X-CSRF-Token`` (an HMAC of the
+  session, given to the page in a ``<meta>`` tag); Bearer requests need none (browsers never add
+  that header on their own).
+- Annotators only reach items assigned to them (anything else is 404, whether it exists or not);
+  stats and export are for admins only (403 for others).
+- Model output is untrusted: pages render it with ``textContent`` only, and a strict
+  Content-Security-Policy (no inline script) backs that up.
+- Request bodies are capped (413 past ``max_body_bytes``).
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+
+from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
+from rlhfkit.annotate.export import export_records
+from rlhfkit.annotate.store import (
+    FLAG_REASONS,
+    Annotator,
+    Conflict,
+    InvalidRanking,
+    NotFound,
+    Store,
+)
+from rlhfkit.errors import ConfigError
+
+HERE = Path(__file__).parent
+COOKIE = "rlhfkit_session"
+SECRET_ENV = "RLHFKIT_ANNOTATE_SECRET"
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+# ---- the server secret -----------------------------------------------------------------------
+
+
+def load_secret(db_path: str | Path) -> bytes:
+    """The key that signs session cookies: ``$RLHFKIT_ANNOTATE_SECRET``, or ``DB.secret`` beside
+    the database, created with 32 random bytes and mode 0600 on first use. A secret file that
+    others can read is refused rather than trusted (a leaked key lets anyone forge a session)."""
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        if len(env) < 32:
+            raise ConfigError(f"${SECRET_ENV} must be at least 32 characters")
+        return env.encode("utf-8")
+    path = Path(str(db_path) + ".secret")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ConfigError(
+                f"{path}: secret file is readable by others (mode {mode:o}); run chmod 600 on it"
+            ) from None
+        key = path.read_text(encoding="ascii").strip()
+        if len(key) < 32:
+            raise ConfigError(
+                f"{path}: secret file is too short (delete it to make a new one)"
+            ) from None
+        return key.encode("ascii")
+    key = secrets.token_hex(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key.encode("ascii")
+
+
+# ---- request and response bodies -------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginBody(_Body):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class RankingBody(_Body):
+    item_id: int
+    # best first; an inner list is a tie group
+    ranking: list[str | list[str]] = Field(max_length=64)
+
+
+class SkipBody(_Body):
+    item_id: int
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class FlagBody(_Body):
+    item_id: int
+    reason: Literal["harmful", "broken", "spam", "other"]
+    note: str | None = Field(default=None, max_length=1000)
+
+
+@dataclass(frozen=True)
+class Principal:
+    annotator: Annotator
+    session: str | None  # the cookie value when authenticated by cookie, else None
+
+
+# ---- middleware: body size cap and security headers (plain ASGI: cheap, sees every request) --
+
+
+class GuardMiddleware:
+    def __init__(self, app: Any, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await _plain(send, 413, b'{"detail":"request body too large"}')
+            return
+        if length is None and scope.get("method") in UNSAFE_METHODS:
+            # No Content-Length (chunked): read the body here, up to the cap, and replay it.
+            # (Raising from inside receive() would surface as FastAPI's generic 400.)
+            chunks, seen, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                seen += len(chunks[-1])
+                more = message.get("more_body", False)
+                if seen > self.max_body_bytes:
+                    await _plain(send, 413, b'{"detail":"request body too large"}')
+                    return
+            body = b"".join(chunks)
+            replayed = False
+
+            async def replay() -> dict:
+                nonlocal replayed
+                if replayed:
+                    return await receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            receive = replay
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                extra = [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"cache-control", b"no-store"),
+                ]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _plain(send: Any, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---- the app -----------------------------------------------------------------------------------
+
+
+def create_app(
+    db_path: str | Path,
+    *,
+    overlap: int = 1,
+    secret: bytes | None = None,
+    assignment_timeout_s: float | None = 2 * 3600,
+    session_max_age_s: int = 7 * 24 * 3600,
+    max_body_bytes: int = 64 * 1024,
+    secure_cookies: bool = False,
+) -> FastAPI:
+    """Build the app for the database at ``db_path`` (created if missing).
+
+    ``overlap``: how many different annotators rank each item. ``assignment_timeout_s``: an item
+    opened but neither ranked nor skipped for this long goes back to the pool. ``secure_cookies``:
+    mark the cookie Secure (set it when serving behind HTTPS).
+    """
+    if overlap < 1:
+        raise ConfigError("overlap must be at least 1")
+    store = Store(db_path)
+    store.init()
+    store.set_meta("overlap", str(overlap))
+    key = secret if secret is not None else load_secret(db_path)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    app = FastAPI(title="rlhfkit annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.overlap = overlap
+    app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def sign(payload: str) -> str:
+        return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def make_session(a: Annotator) -> str:
+        payload = f"{a.id}.{int(time.time())}.{a.token_hash[:16]}"
+        return f"{payload}.{sign(payload)}"
+
+    def csrf_token(session: str) -> str:
+        return sign("csrf:" + session)
+
+    def annotator_from_session(value: str) -> Annotator | None:
+        parts = value.split(".")
+        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        payload = ".".join(parts[:3])
+        if not hmac.compare_digest(sign(payload), parts[3]):
+            return None
+        if time.time() - int(parts[1]) > session_max_age_s:
+            return None
+        a = store.annotator_by_id(int(parts[0]))
+        if a is None or not hmac.compare_digest(a.token_hash[:16], parts[2]):
+            return None  # deleted annotator, or token rotated since this session began
+        return a
+
+    def identify(request: Request) -> Principal | None:
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return None
+            a = store.annotator_by_token(token.strip())
+            return Principal(a, None) if a else None
+        value = request.cookies.get(COOKIE)
+        if value:
+            a = annotator_from_session(value)
+            return Principal(a, value) if a else None
+        return None
+
+    def authenticated(request: Request) -> Principal:
+        p = identify(request)
+        if p is None:
+            raise HTTPException(
+                401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if p.session is not None and request.method in UNSAFE_METHODS:
+            sent = request.headers.get("x-csrf-token", "")
+            if not hmac.compare_digest(sent, csrf_token(p.session)):
+                raise HTTPException(403, "missing or wrong X-CSRF-Token header")
+        return p
+
+    def admin(p: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if not p.annotator.is_admin:
+            raise HTTPException(403, "admins only")
+        return p
+
+    User = Annotated[Principal, Depends(authenticated)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def set_cookie(response: Response, value: str) -> None:
+        response.set_cookie(
+            COOKIE,
+            value,
+            max_age=session_max_age_s,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies,
+            path="/",
+        )
+
+    # -- pages -----------------------------------------------------------------------------------
+
+    def page(request: Request, name: str, p: Principal) -> HTMLResponse:
+        context = {
+            "name": p.annotator.name,
+            "is_admin": p.annotator.is_admin,
+            "csrf": csrf_token(p.session) if p.session else "",
+        }
+        return templates.TemplateResponse(request, name, context)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request) -> HTMLResponse:
+        return templates.TemplateResponse(request, "login.html", {})
+
+    @app.get("/", include_in_schema=False)
+    def annotate_page(request: Request) -> Response:
+        p = identify(request)
+        if p is None:
+            return RedirectResponse("/login", status_code=303)
+        return page(request, "annotate.html", p)
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_page(request: Request) -> Response:
+        p = identify(request)
+        if p is None:
+            return RedirectResponse("/login", status_code=303)
+        if not p.annotator.is_admin:
+            return HTMLResponse("<!doctype html><title>Forbidden</title><p>Admins only.</p>", 403)
+        return page(request, "admin.html", p)
+
+    # -- API -------------------------------------------------------------------------------------
+
+    @app.post("/api/login")
+    def login(body: LoginBody) -> JSONResponse:
+        a = store.annotator_by_token(body.token)
+        if a is None:
+            raise HTTPException(401, "unknown token")
+        session = make_session(a)
+        response = JSONResponse(
+            {"name": a.name, "is_admin": a.is_admin, "csrf_token": csrf_token(session)}
+        )
+        set_cookie(response, session)
+        return response
+
+    @app.post("/api/logout", status_code=204)
+    def logout(p: User) -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(
+            COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies
+        )
+        return response
+
+    @app.get("/api/me")
+    def me(p: User) -> dict[str, Any]:
+        return {
+            "name": p.annotator.name,
+            "is_admin": p.annotator.is_admin,
+            "progress": store.progress(p.annotator.id, overlap),
+        }
+
+    @app.get("/api/next", responses={204: {"description": "nothing left for this annotator"}})
+    def next_item(p: User) -> Any:
+        item = store.next_item(p.annotator.id, overlap, assignment_timeout_s)
+        if item is None:
+            return Response(status_code=204)
+        return item
+
+    @app.post("/api/rankings", status_code=201)
+    def submit(body: RankingBody, p: User) -> dict[str, Any]:
+        try:
+            ranking_id = store.submit_ranking(p.annotator.id, body.item_id, body.ranking)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        except Conflict as e:
+            raise HTTPException(409, str(e)) from None
+        except InvalidRanking as e:
+            raise HTTPException(422, str(e)) from None
+        return {"id": ranking_id, "item_id": body.item_id}
+
+    @app.post("/api/skips", status_code=201)
+    def skip(body: SkipBody, p: User) -> dict[str, Any]:
+        try:
+            store.skip(p.annotator.id, body.item_id, body.reason.strip() or "no reason")
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        except Conflict as e:
+            raise HTTPException(409, str(e)) from None
+        return {"item_id": body.item_id, "skipped": True}
+
+    @app.post("/api/flags", status_code=201)
+    def flag(body: FlagBody, p: User, response: Response) -> dict[str, Any]:
+        try:
+            created = store.flag(p.annotator.id, body.item_id, body.reason, body.note)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        if not created:
+            response.status_code = 200  # same flag again: nothing new
+        return {"item_id": body.item_id, "reason": body.reason}
+
+    @app.get("/api/stats")
+    def stats(p: Admin) -> dict[str, Any]:
+        return {
+            **store.overview(overlap),
+            "agreement": agreement_report(store.rankings_by_item(min_annotators=2)),
+        }
+
+    @app.get("/api/export")
+    def export(
+        p: Admin,
+        format: Literal["rankings", "pairs"] = "rankings",
+        min_annotators: Annotated[int, Query(ge=1, le=1000)] = 1,
+        consensus: Literal["none", "ranked-pairs", "borda"] = "none",
+    ) -> Response:
+        records = export_records(
+            store, format, min_annotators, None if consensus == "none" else consensus
+        )
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        name = f"{format}{'' if consensus == 'none' else '-' + consensus}.jsonl"
+        return Response(
+            body,
+            media_type="application/x-ndjson",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    assert set(FLAG_REASONS) == {"harmful", "broken", "spam", "other"}
+    assert set(CONSENSUS) == {"ranked-pairs", "borda"}
+    return app

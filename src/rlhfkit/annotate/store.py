@@ -1,0 +1,602 @@
+"""The annotation store: one SQLite file holding items, annotators, assignments and their results.
+
+Every connection runs in WAL mode (readers never block the one writer) with foreign keys on, a busy
+timeout, and ``synchronous=FULL`` so that a submission acknowledged with 201 survives a crash of
+the server or of the machine. Every write transaction starts with ``BEGIN IMMEDIATE``: a deferred
+transaction that later upgrades to a write lock fails with SQLITE_BUSY *without* waiting for the
+busy timeout, which is exactly the assignment race that annotation tools keep rediscovering.
+SQL parameters are always bound, never formatted into the statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.errors import DataError, RlhfkitError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id           INTEGER PRIMARY KEY,
+    prompt       TEXT NOT NULL,
+    -- JSON list of {"id", "text"} in the order of the imported file
+    responses    TEXT NOT NULL CHECK (json_valid(responses) AND json_array_length(responses) >= 2),
+    -- sha256 of prompt + responses: importing the same file twice adds nothing
+    content_hash TEXT NOT NULL UNIQUE,
+    source       TEXT,
+    created_at   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annotators (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+    -- sha256 of the secret token; the token itself is shown once and never stored
+    token_hash TEXT NOT NULL UNIQUE CHECK (length(token_hash) = 64),
+    is_admin   INTEGER NOT NULL DEFAULT 0 CHECK (is_admin IN (0, 1)),
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS assignments (
+    id             INTEGER PRIMARY KEY,
+    item_id        INTEGER NOT NULL REFERENCES items(id),
+    annotator_id   INTEGER NOT NULL REFERENCES annotators(id),
+    -- JSON list of response ids in the (random, per annotator) order they were shown
+    response_order TEXT NOT NULL CHECK (json_valid(response_order)),
+    status         TEXT NOT NULL CHECK (status IN ('assigned', 'submitted', 'skipped')),
+    assigned_at    REAL NOT NULL,
+    finished_at    REAL,
+    skip_reason    TEXT CHECK (skip_reason IS NULL OR length(skip_reason) <= 500),
+    UNIQUE (item_id, annotator_id)
+);
+CREATE INDEX IF NOT EXISTS assignments_by_annotator ON assignments(annotator_id, status);
+CREATE TABLE IF NOT EXISTS rankings (
+    id            INTEGER PRIMARY KEY,
+    assignment_id INTEGER NOT NULL UNIQUE REFERENCES assignments(id),
+    item_id       INTEGER NOT NULL REFERENCES items(id),
+    annotator_id  INTEGER NOT NULL REFERENCES annotators(id),
+    -- best first; an inner list is a tie: ["r2", ["r0", "r3"], "r1"]
+    ranking       TEXT NOT NULL CHECK (json_valid(ranking)),
+    created_at    REAL NOT NULL,
+    UNIQUE (item_id, annotator_id)
+);
+CREATE TABLE IF NOT EXISTS flags (
+    id           INTEGER PRIMARY KEY,
+    item_id      INTEGER NOT NULL REFERENCES items(id),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    reason       TEXT NOT NULL CHECK (reason IN ('harmful', 'broken', 'spam', 'other')),
+    note         TEXT CHECK (note IS NULL OR length(note) <= 1000),
+    created_at   REAL NOT NULL,
+    UNIQUE (item_id, annotator_id, reason)
+);
+"""
+
+FLAG_REASONS = ("harmful", "broken", "spam", "other")
+MAX_NAME_CHARS = 64
+
+
+class NotFound(RlhfkitError):
+    """The item does not exist or is not assigned to this annotator (the two are not told apart)."""
+
+
+class Conflict(RlhfkitError):
+    """The assignment is already finished (submitted or skipped)."""
+
+
+class InvalidRanking(RlhfkitError):
+    """A ranking that does not order exactly the item's responses."""
+
+
+@dataclass(frozen=True)
+class Annotator:
+    id: int
+    name: str
+    is_admin: bool
+    token_hash: str
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256-bit random strings, so one SHA-256 is enough (no brute force to slow down)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def normalize_ranking(ranking: Any, response_ids: list[str]) -> list[str | list[str]]:
+    """Check that ``ranking`` orders every response id exactly once; return it in canonical form.
+
+    Canonical: singleton tie groups become plain ids, empty groups are errors. Raises
+    :class:`InvalidRanking` with a message naming the missing, repeated or unknown ids.
+    """
+    if not isinstance(ranking, list) or not ranking:
+        raise InvalidRanking("ranking must be a non-empty list of response ids, best first")
+    seen: list[str] = []
+    out: list[str | list[str]] = []
+    for entry in ranking:
+        group = entry if isinstance(entry, list) else [entry]
+        if not group:
+            raise InvalidRanking("empty tie group in ranking")
+        for rid in group:
+            if not isinstance(rid, str):
+                raise InvalidRanking(f"ranking entries must be response id strings, got {rid!r}")
+            seen.append(rid)
+        out.append(group[0] if len(group) == 1 else list(group))
+    known = set(response_ids)
+    repeated = sorted({r for r in seen if seen.count(r) > 1})
+    foreign = sorted(set(seen) - known)
+    missing = [r for r in response_ids if r not in set(seen)]
+    problems = []
+    if repeated:
+        problems.append(f"repeated: {', '.join(repeated)}")
+    if foreign:
+        problems.append(f"not responses of this item: {', '.join(foreign)}")
+    if missing:
+        problems.append(f"missing: {', '.join(missing)}")
+    if problems:
+        raise InvalidRanking(
+            "ranking must list each response exactly once (" + "; ".join(problems) + ")"
+        )
+    return out
+
+
+def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict[str, str]]]:
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"expected an object with 'prompt' and 'responses', got {type(obj).__name__}",
+            path,
+            line,
+        )
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise DataError("'prompt' must be a non-empty string", path, line)
+    responses = obj.get("responses")
+    if not isinstance(responses, list) or len(responses) < 2:
+        raise DataError(
+            '\'responses\' must be a list of at least 2 {"id", "text"} objects', path, line
+        )
+    out: list[dict[str, str]] = []
+    for j, r in enumerate(responses):
+        if isinstance(r, str):  # a bare list of texts: number them
+            r = {"id": f"r{j}", "text": r}
+        if not isinstance(r, dict) or not isinstance(r.get("text"), str):
+            raise DataError(f"responses[{j}] must be an object with a string 'text'", path, line)
+        rid = r.get("id", f"r{j}")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
+            raise DataError(f"responses[{j}].id must be a non-empty string", path, line)
+        out.append({"id": str(rid), "text": r["text"]})
+    ids = [r["id"] for r in out]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise DataError(
+            f"response ids must be unique within a record (repeated: {', '.join(dup)})", path, line
+        )
+    return prompt, out
+
+
+class Store:
+    """All reads and writes of the annotation database. Thread-safe: one connection per call."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+
+    # ---- connections and transactions -------------------------------------------------------
+
+    def connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN ourselves, so Python never opens a deferred one.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, begun IMMEDIATE (takes the write lock now, waits on busy)."""
+        conn = self.connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def init(self) -> None:
+        """Create the database (WAL mode, schema) if needed; refuse a file that is not ours."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self.connect()
+        try:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.DatabaseError as e:
+                raise DataError(f"not an SQLite database ({e})", self.path) from None
+            # CREATE ... IF NOT EXISTS is idempotent, so concurrent first starts are harmless.
+            conn.executescript(SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            conn.execute("COMMIT")
+            if row is not None and int(row["value"]) != SCHEMA_VERSION:
+                raise DataError(
+                    f"database schema version {row['value']}, this rlhfkit reads {SCHEMA_VERSION}",
+                    self.path,
+                )
+        finally:
+            conn.close()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file so it does not grow without bound."""
+        with self.read() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        with self.read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ---- items ------------------------------------------------------------------------------
+
+    def import_candidates(self, path: str | Path) -> tuple[int, int]:
+        """Import a candidates JSONL file; returns ``(added, already_present)``.
+
+        The whole file is validated before anything is written, in one transaction: a bad line
+        leaves the database as it was.
+        """
+        from rlhfkit.io import iter_jsonl
+
+        path = Path(path)
+        rows = []
+        for line, obj in iter_jsonl(path):
+            prompt, responses = _validate_candidate(obj, path, line)
+            blob = json.dumps(
+                {"prompt": prompt, "responses": responses}, sort_keys=True, ensure_ascii=False
+            )
+            rows.append(
+                (
+                    prompt,
+                    json.dumps(responses, ensure_ascii=False),
+                    hashlib.sha256(blob.encode("utf-8")).hexdigest(),
+                    f"{path.name}:{line}",
+                )
+            )
+        if not rows:
+            raise DataError("no records found (expected JSONL with 'prompt' and 'responses')", path)
+        added = 0
+        now = time.time()
+        with self.write() as conn:
+            for prompt, responses, digest, source in rows:
+                cur = conn.execute(
+                    "INSERT INTO items(prompt, responses, content_hash, source, created_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(content_hash) DO NOTHING",
+                    (prompt, responses, digest, source, now),
+                )
+                added += cur.rowcount
+        return added, len(rows) - added
+
+    def get_item(self, item_id: int) -> dict[str, Any] | None:
+        with self.read() as conn:
+            row = conn.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        return {"id": row["id"], "prompt": row["prompt"], "responses": json.loads(row["responses"])}
+
+    # ---- annotators -------------------------------------------------------------------------
+
+    def add_annotator(self, name: str, is_admin: bool = False) -> str:
+        """Create an annotator and return their secret token (shown once, stored only hashed)."""
+        name = name.strip()
+        if not name or len(name) > MAX_NAME_CHARS or any(c.isspace() and c != " " for c in name):
+            raise RlhfkitError(f"annotator name must be 1 to {MAX_NAME_CHARS} printable characters")
+        token = secrets.token_urlsafe(32)
+        try:
+            with self.write() as conn:
+                conn.execute(
+                    "INSERT INTO annotators(name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                    (name, hash_token(token), int(is_admin), time.time()),
+                )
+        except sqlite3.IntegrityError:
+            raise RlhfkitError(f"an annotator named {name!r} already exists") from None
+        return token
+
+    def rotate_token(self, name: str) -> str:
+        """Give an existing annotator a new token; the old one (and its sessions) stop working."""
+        token = secrets.token_urlsafe(32)
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE annotators SET token_hash = ? WHERE name = ?", (hash_token(token), name)
+            )
+            if cur.rowcount == 0:
+                raise RlhfkitError(f"no annotator named {name!r}")
+        return token
+
+    def annotator_by_token(self, token: str) -> Annotator | None:
+        return self._annotator("token_hash", hash_token(token))
+
+    def annotator_by_id(self, annotator_id: int) -> Annotator | None:
+        return self._annotator("id", annotator_id)
+
+    def _annotator(self, column: str, value: Any) -> Annotator | None:
+        assert column in ("id", "token_hash")  # column names cannot be bound; never user input
+        with self.read() as conn:
+            row = conn.execute(f"SELECT * FROM annotators WHERE {column} = ?", (value,)).fetchone()
+        if row is None:
+            return None
+        return Annotator(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"])
+
+    # ---- assignment -------------------------------------------------------------------------
+
+    def next_item(
+        self, annotator_id: int, overlap: int, assignment_timeout_s: float | None = None
+    ) -> dict[str, Any] | None:
+        """The annotator's open item, or a newly assigned one, or None when nothing is left.
+
+        One IMMEDIATE transaction: count, choose and insert happen under the write lock, so two
+        annotators asking at once can never push an item past ``overlap``; ``UNIQUE(item_id,
+        annotator_id)`` makes a second assignment of one item to one annotator impossible.
+        Items already started by others come first, so that items get finished rather than spread.
+        """
+        now = time.time()
+        with self.write() as conn:
+            if assignment_timeout_s is not None:
+                # An item opened and abandoned frees its slot for someone else after the timeout.
+                conn.execute(
+                    "DELETE FROM assignments WHERE status = 'assigned' AND assigned_at < ?",
+                    (now - assignment_timeout_s,),
+                )
+            row = conn.execute(
+                "SELECT id, item_id, response_order FROM assignments "
+                "WHERE annotator_id = ? AND status = 'assigned' ORDER BY id LIMIT 1",
+                (annotator_id,),
+            ).fetchone()
+            if row is None:
+                pick = conn.execute(
+                    """
+                    SELECT i.id, i.responses,
+                           (SELECT COUNT(*) FROM assignments a
+                             WHERE a.item_id = i.id AND a.status IN ('assigned', 'submitted')) AS taken
+                    FROM items i
+                    WHERE NOT EXISTS (SELECT 1 FROM assignments a
+                                       WHERE a.item_id = i.id AND a.annotator_id = ?)
+                      AND taken < ?
+                    ORDER BY taken DESC, i.id
+                    LIMIT 1
+                    """,
+                    (annotator_id, overlap),
+                ).fetchone()
+                if pick is None:
+                    return None
+                ids = [r["id"] for r in json.loads(pick["responses"])]
+                random.SystemRandom().shuffle(ids)
+                conn.execute(
+                    "INSERT INTO assignments(item_id, annotator_id, response_order, status, assigned_at) "
+                    "VALUES (?, ?, ?, 'assigned', ?)",
+                    (pick["id"], annotator_id, json.dumps(ids), now),
+                )
+                item_id, order = pick["id"], ids
+            else:
+                item_id, order = row["item_id"], json.loads(row["response_order"])
+            item = conn.execute(
+                "SELECT prompt, responses FROM items WHERE id = ?", (item_id,)
+            ).fetchone()
+        by_id = {r["id"]: r for r in json.loads(item["responses"])}
+        return {
+            "item_id": item_id,
+            "prompt": item["prompt"],
+            "responses": [{"id": rid, "text": by_id[rid]["text"]} for rid in order],
+        }
+
+    def _open_assignment(
+        self, conn: sqlite3.Connection, item_id: int, annotator_id: int
+    ) -> sqlite3.Row:
+        row = conn.execute(
+            "SELECT a.id, a.status, i.responses FROM assignments a JOIN items i ON i.id = a.item_id "
+            "WHERE a.item_id = ? AND a.annotator_id = ?",
+            (item_id, annotator_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"item {item_id} is not assigned to you")
+        if row["status"] != "assigned":
+            raise Conflict(f"item {item_id} was already {row['status']}")
+        return row
+
+    def submit_ranking(self, annotator_id: int, item_id: int, ranking: Any) -> int:
+        """Record a ranking for an item assigned to this annotator; returns the ranking's id."""
+        now = time.time()
+        with self.write() as conn:
+            row = self._open_assignment(conn, item_id, annotator_id)
+            ids = [r["id"] for r in json.loads(row["responses"])]
+            canonical = normalize_ranking(ranking, ids)
+            conn.execute(
+                "UPDATE assignments SET status = 'submitted', finished_at = ? WHERE id = ?",
+                (now, row["id"]),
+            )
+            cur = conn.execute(
+                "INSERT INTO rankings(assignment_id, item_id, annotator_id, ranking, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (row["id"], item_id, annotator_id, json.dumps(canonical), now),
+            )
+            return int(cur.lastrowid)
+
+    def skip(self, annotator_id: int, item_id: int, reason: str) -> None:
+        """Skip an item: it goes back to the pool for others, never again to this annotator."""
+        with self.write() as conn:
+            row = self._open_assignment(conn, item_id, annotator_id)
+            conn.execute(
+                "UPDATE assignments SET status = 'skipped', finished_at = ?, skip_reason = ? WHERE id = ?",
+                (time.time(), reason, row["id"]),
+            )
+
+    def flag(self, annotator_id: int, item_id: int, reason: str, note: str | None) -> bool:
+        """Flag an item assigned to this annotator (any status); returns False if already flagged."""
+        if reason not in FLAG_REASONS:
+            raise InvalidRanking(f"flag reason must be one of {', '.join(FLAG_REASONS)}")
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM assignments WHERE item_id = ? AND annotator_id = ?",
+                (item_id, annotator_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"item {item_id} is not assigned to you")
+            cur = conn.execute(
+                "INSERT INTO flags(item_id, annotator_id, reason, note, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(item_id, annotator_id, reason) DO NOTHING",
+                (item_id, annotator_id, reason, note, time.time()),
+            )
+            return cur.rowcount == 1
+
+    # ---- progress and results ---------------------------------------------------------------
+
+    def progress(self, annotator_id: int, overlap: int) -> dict[str, int]:
+        """This annotator's counts: done, skipped, open, and how many more they could still get."""
+        with self.read() as conn:
+            counts = dict(
+                conn.execute(
+                    "SELECT status, COUNT(*) FROM assignments WHERE annotator_id = ? GROUP BY status",
+                    (annotator_id,),
+                ).fetchall()
+            )
+            available = conn.execute(
+                """
+                SELECT COUNT(*) FROM items i
+                WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?)
+                  AND (SELECT COUNT(*) FROM assignments a WHERE a.item_id = i.id
+                        AND a.status IN ('assigned', 'submitted')) < ?
+                """,
+                (annotator_id, overlap),
+            ).fetchone()[0]
+        done = counts.get("submitted", 0)
+        open_ = counts.get("assigned", 0)
+        return {
+            "done": done,
+            "skipped": counts.get("skipped", 0),
+            "open": open_,
+            "remaining": open_ + available,
+        }
+
+    def overview(self, overlap: int) -> dict[str, Any]:
+        """Everything the admin page shows except agreement: totals and per-annotator progress."""
+        with self.read() as conn:
+            n_items = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            n_rankings = conn.execute("SELECT COUNT(*) FROM rankings").fetchone()[0]
+            complete = conn.execute(
+                "SELECT COUNT(*) FROM (SELECT item_id FROM rankings GROUP BY item_id HAVING COUNT(*) >= ?)",
+                (overlap,),
+            ).fetchone()[0]
+            annotators = []
+            for row in conn.execute(
+                """
+                SELECT n.id, n.name, n.is_admin,
+                  SUM(a.status = 'submitted') AS done, SUM(a.status = 'skipped') AS skipped,
+                  SUM(a.status = 'assigned') AS open,
+                  MAX(a.finished_at) AS last_active
+                FROM annotators n LEFT JOIN assignments a ON a.annotator_id = n.id
+                GROUP BY n.id ORDER BY n.name
+                """
+            ):
+                annotators.append(
+                    {
+                        "name": row["name"],
+                        "is_admin": bool(row["is_admin"]),
+                        "done": row["done"] or 0,
+                        "skipped": row["skipped"] or 0,
+                        "open": row["open"] or 0,
+                        "last_active": row["last_active"],
+                    }
+                )
+            flags = [
+                {"item_id": r["item_id"], "reason": r["reason"], "count": r["n"]}
+                for r in conn.execute(
+                    "SELECT item_id, reason, COUNT(*) AS n FROM flags GROUP BY item_id, reason "
+                    "ORDER BY n DESC, item_id LIMIT 100"
+                )
+            ]
+        return {
+            "items": n_items,
+            "overlap": overlap,
+            "rankings": n_rankings,
+            "rankings_needed": n_items * overlap,
+            "items_complete": complete,
+            "annotators": annotators,
+            "flags": flags,
+        }
+
+    def rankings_by_item(self, min_annotators: int = 1) -> list[dict[str, Any]]:
+        """Items with at least ``min_annotators`` rankings, each with its rankings (oldest first)."""
+        with self.read() as conn:
+            rows = conn.execute(
+                """
+                SELECT r.item_id, r.ranking, r.created_at, n.name, a.response_order, a.assigned_at,
+                       i.prompt, i.responses
+                FROM rankings r
+                JOIN annotators n ON n.id = r.annotator_id
+                JOIN assignments a ON a.id = r.assignment_id
+                JOIN items i ON i.id = r.item_id
+                WHERE r.item_id IN (SELECT item_id FROM rankings GROUP BY item_id HAVING COUNT(*) >= ?)
+                ORDER BY r.item_id, r.id
+                """,
+                (min_annotators,),
+            ).fetchall()
+        out: list[dict[str, Any]] = []
+        for row in rows:
+            if not out or out[-1]["item_id"] != row["item_id"]:
+                out.append(
+                    {
+                        "item_id": row["item_id"],
+                        "prompt": row["prompt"],
+                        "responses": json.loads(row["responses"]),
+                        "rankings": [],
+                    }
+                )
+            out[-1]["rankings"].append(
+                {
+                    "annotator": row["name"],
+                    "ranking": json.loads(row["ranking"]),
+                    "shown_order": json.loads(row["response_order"]),
+                    "seconds": round(row["created_at"] - row["assigned_at"], 3),
+                    "created_at": row["created_at"],
+                }
+            )
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Row counts per table (the load test checks these against what the server acknowledged)."""
+        with self.read() as conn:
+            return {
+                t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # fixed table names
+                for t in ("items", "annotators", "assignments", "rankings", "flags")
+            }

@@ -1,0 +1,574 @@
+"""HTTP API of the annotation app through FastAPI's TestClient on a temporary database."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rlhfkit.annotate.app import COOKIE, create_app, load_secret
+from rlhfkit.annotate.store import Store
+from rlhfkit.errors import ConfigError
+
+SECRET = b"s" * 48
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """A RAM-backed directory when there is one: the store fsyncs every commit (synchronous=FULL),
+    which costs ~10 ms per write on disk and nothing on tmpfs."""
+    import shutil
+    import tempfile
+
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        d = Path(tempfile.mkdtemp(prefix="rlhfkit-test-", dir="/dev/shm"))
+        yield d
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("annotate")
+
+
+def write_candidates(path: Path, n: int, k: int = 3) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            responses = [{"id": f"r{j}", "text": f"answer {j} to question {i}"} for j in range(k)]
+            f.write(json.dumps({"prompt": f"question {i}?", "responses": responses}) + "\n")
+    return path
+
+
+@pytest.fixture
+def env(tmp_path):
+    db = tmp_path / "ann.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 4))
+    tokens = {
+        "alice": store.add_annotator("alice"),
+        "bob": store.add_annotator("bob"),
+        "admin": store.add_annotator("root", is_admin=True),
+    }
+    app = create_app(db, overlap=2, secret=SECRET)
+    return TestClient(app), tokens, store
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def order(item: dict) -> list[str]:
+    return [r["id"] for r in item["responses"]]
+
+
+# ---- the basic flow ----------------------------------------------------------------------------
+
+
+def test_next_submit_and_done(env):
+    client, tokens, store = env
+    h = bearer(tokens["alice"])
+    seen = set()
+    while True:
+        r = client.get("/api/next", headers=h)
+        if r.status_code == 204:
+            break
+        assert r.status_code == 200
+        item = r.json()
+        assert set(item) == {"item_id", "prompt", "responses"}
+        # the same open item comes back until it is finished
+        assert client.get("/api/next", headers=h).json() == item
+        ids = order(item)
+        r = client.post(
+            "/api/rankings",
+            headers=h,
+            json={"item_id": item["item_id"], "ranking": [ids[0], ids[1:]]},
+        )
+        assert r.status_code == 201, r.text
+        seen.add(item["item_id"])
+    assert len(seen) == 4
+    me = client.get("/api/me", headers=h).json()
+    assert me["progress"] == {"done": 4, "skipped": 0, "open": 0, "remaining": 0}
+    # the tie was stored as a tie, in canonical form
+    items = store.rankings_by_item()
+    assert all(isinstance(it["rankings"][0]["ranking"][1], list) for it in items)
+
+
+def test_response_order_is_recorded_and_exported(env):
+    client, tokens, store = env
+    item = client.get("/api/next", headers=bearer(tokens["alice"])).json()
+    shown = order(item)
+    assert sorted(shown) == ["r0", "r1", "r2"]
+    client.post(
+        "/api/rankings",
+        headers=bearer(tokens["alice"]),
+        json={"item_id": item["item_id"], "ranking": shown},
+    )
+    exported = store.rankings_by_item()[0]["rankings"][0]
+    assert exported["shown_order"] == shown
+    assert exported["ranking"] == shown
+
+
+def test_response_order_is_random_per_annotator(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 30, k=6))
+    aid = store.annotator_by_token(store.add_annotator("x")).id
+    orders = set()
+    for _ in range(30):
+        item = store.next_item(aid, overlap=1)
+        orders.add(tuple(order(item)))
+        store.skip(aid, item["item_id"], "test")
+    # 30 shuffles of 6 ids: all identical with probability 720**-29
+    assert len(orders) > 10
+
+
+@pytest.mark.parametrize(
+    "ranking, message",
+    [
+        (["r0", "r1"], "missing: r2"),
+        (["r0", "r1", "r1", "r2"], "repeated: r1"),
+        (["r0", "r1", "r2", "zz"], "not responses of this item: zz"),
+        ([], "non-empty"),
+        (["r0", [], "r1", "r2"], "empty tie group"),
+    ],
+)
+def test_malformed_ranking_is_422_with_message(env, ranking, message):
+    client, tokens, _ = env
+    h = bearer(tokens["alice"])
+    item = client.get("/api/next", headers=h).json()
+    r = client.post(
+        "/api/rankings", headers=h, json={"item_id": item["item_id"], "ranking": ranking}
+    )
+    assert r.status_code == 422
+    assert message in r.json()["detail"]
+    # nothing was recorded; the item is still open
+    assert client.get("/api/next", headers=h).json()["item_id"] == item["item_id"]
+
+
+def test_wrong_body_shapes_are_422(env):
+    client, tokens, _ = env
+    h = bearer(tokens["alice"])
+    item = client.get("/api/next", headers=h).json()
+    for body in (
+        {"item_id": item["item_id"]},
+        {"ranking": ["r0"]},
+        {"item_id": "x", "ranking": ["r0"]},
+        {"item_id": item["item_id"], "ranking": [1, 2, 3]},
+        {"item_id": item["item_id"], "ranking": ["r0", "r1", "r2"], "extra": 1},
+    ):
+        assert client.post("/api/rankings", headers=h, json=body).status_code == 422, body
+    r = client.post(
+        "/api/rankings", headers={**h, "Content-Type": "application/json"}, content=b"{not json"
+    )
+    assert r.status_code == 422
+
+
+def test_unknown_unassigned_and_finished_items(env):
+    client, tokens, _ = env
+    ha, hb = bearer(tokens["alice"]), bearer(tokens["bob"])
+    item = client.get("/api/next", headers=ha).json()
+    full = order(item)
+    assert (
+        client.post("/api/rankings", headers=ha, json={"item_id": 999, "ranking": full}).status_code
+        == 404
+    )
+    # bob was never given alice's item: 404, the same answer as for an unknown item
+    assert (
+        client.post(
+            "/api/rankings", headers=hb, json={"item_id": item["item_id"], "ranking": full}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/api/skips", headers=hb, json={"item_id": item["item_id"], "reason": "x"}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/api/flags", headers=hb, json={"item_id": item["item_id"], "reason": "harmful"}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/api/rankings", headers=ha, json={"item_id": item["item_id"], "ranking": full}
+        ).status_code
+        == 201
+    )
+    again = client.post(
+        "/api/rankings", headers=ha, json={"item_id": item["item_id"], "ranking": full}
+    )
+    assert again.status_code == 409
+
+
+def test_overlap_each_item_to_n_different_annotators(env):
+    client, tokens, store = env  # overlap=2, 4 items, 3 annotators
+    got: dict[str, list[int]] = {}
+    for who in ("alice", "bob", "admin"):
+        h = bearer(tokens[who])
+        while (r := client.get("/api/next", headers=h)).status_code == 200:
+            item = r.json()
+            got.setdefault(who, []).append(item["item_id"])
+            client.post(
+                "/api/rankings",
+                headers=h,
+                json={"item_id": item["item_id"], "ranking": order(item)},
+            )
+    per_item: dict[int, int] = {}
+    for ids in got.values():
+        assert len(ids) == len(set(ids))  # never twice to one annotator
+        for i in ids:
+            per_item[i] = per_item.get(i, 0) + 1
+    assert per_item == {i: 2 for i in per_item} and len(per_item) == 4
+    assert store.counts()["rankings"] == 8
+
+
+def test_skip_requeues_to_others_never_to_the_skipper(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 1))
+    client = TestClient(create_app(db, overlap=1, secret=SECRET))
+    ta, tb = store.add_annotator("a"), store.add_annotator("b")
+    item = client.get("/api/next", headers=bearer(ta)).json()
+    assert client.get("/api/next", headers=bearer(tb)).status_code == 204  # the only slot is taken
+    r = client.post(
+        "/api/skips",
+        headers=bearer(ta),
+        json={"item_id": item["item_id"], "reason": "cannot judge"},
+    )
+    assert r.status_code == 201
+    assert client.get("/api/next", headers=bearer(ta)).status_code == 204  # not back to the skipper
+    assert client.get("/api/next", headers=bearer(tb)).json()["item_id"] == item["item_id"]
+    assert (
+        client.post(
+            "/api/skips", headers=bearer(ta), json={"item_id": item["item_id"], "reason": "x"}
+        ).status_code
+        == 409
+    )
+    me = client.get("/api/me", headers=bearer(ta)).json()["progress"]
+    assert me["skipped"] == 1 and me["done"] == 0
+
+
+def test_flag_records_once_and_keeps_item_open(env):
+    client, tokens, _ = env
+    h = bearer(tokens["alice"])
+    item = client.get("/api/next", headers=h).json()
+    body = {"item_id": item["item_id"], "reason": "harmful", "note": "insults"}
+    assert client.post("/api/flags", headers=h, json=body).status_code == 201
+    assert client.post("/api/flags", headers=h, json=body).status_code == 200
+    assert (
+        client.post("/api/flags", headers=h, json={**body, "reason": "nonsense"}).status_code == 422
+    )
+    assert client.get("/api/next", headers=h).json()["item_id"] == item["item_id"]
+    stats = client.get("/api/stats", headers=bearer(tokens["admin"])).json()
+    assert stats["flags"] == [{"item_id": item["item_id"], "reason": "harmful", "count": 1}]
+
+
+def test_abandoned_assignment_returns_to_pool(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 1))
+    a = store.annotator_by_token(store.add_annotator("a")).id
+    b = store.annotator_by_token(store.add_annotator("b")).id
+    item = store.next_item(a, overlap=1, assignment_timeout_s=3600)
+    assert store.next_item(b, overlap=1, assignment_timeout_s=3600) is None
+    assert store.next_item(b, overlap=1, assignment_timeout_s=0.0)["item_id"] == item["item_id"]
+
+
+# ---- security --------------------------------------------------------------------------------
+
+
+def routes(item_id: int) -> list[tuple[str, str, dict | None]]:
+    return [
+        ("GET", "/api/me", None),
+        ("GET", "/api/next", None),
+        ("POST", "/api/rankings", {"item_id": item_id, "ranking": ["r0", "r1", "r2"]}),
+        ("POST", "/api/skips", {"item_id": item_id, "reason": "x"}),
+        ("POST", "/api/flags", {"item_id": item_id, "reason": "broken"}),
+        ("GET", "/api/stats", None),
+        ("GET", "/api/export?format=pairs", None),
+        ("POST", "/api/logout", None),
+        ("GET", "/", None),
+        ("GET", "/admin", None),
+    ]
+
+
+# Expected status per (route, role). "owner" holds the item the item routes act on; "other" is a
+# second annotator who does not; "admin" is an admin who does not hold it either.
+EXPECTED = {
+    "/api/me": {"none": 401, "owner": 200, "other": 200, "admin": 200},
+    "/api/next": {"none": 401, "owner": 200, "other": 200, "admin": 200},
+    "/api/rankings": {"none": 401, "owner": 201, "other": 404, "admin": 404},
+    "/api/skips": {"none": 401, "owner": 201, "other": 404, "admin": 404},
+    "/api/flags": {"none": 401, "owner": 201, "other": 404, "admin": 404},
+    "/api/stats": {"none": 401, "owner": 403, "other": 403, "admin": 200},
+    "/api/export?format=pairs": {"none": 401, "owner": 403, "other": 403, "admin": 200},
+    "/api/logout": {"none": 401, "owner": 204, "other": 204, "admin": 204},
+    "/": {"none": 303, "owner": 200, "other": 200, "admin": 200},
+    "/admin": {"none": 303, "owner": 403, "other": 403, "admin": 200},
+}
+
+
+@pytest.mark.parametrize("auth", ["bearer", "cookie"])
+@pytest.mark.parametrize("role", ["none", "owner", "other", "admin"])
+@pytest.mark.parametrize("route", list(EXPECTED))
+def test_endpoint_role_matrix(tmp_path, route, role, auth):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 3))
+    tokens = {
+        "owner": store.add_annotator("owner"),
+        "other": store.add_annotator("other"),
+        "admin": store.add_annotator("adm", is_admin=True),
+    }
+    client = TestClient(create_app(db, overlap=1, secret=SECRET), follow_redirects=False)
+    owner = store.annotator_by_token(tokens["owner"]).id
+    item_id = store.next_item(owner, overlap=1)["item_id"]
+    method, path, body = next(r for r in routes(item_id) if r[1] == route)
+    headers: dict[str, str] = {}
+    if role != "none":
+        if auth == "bearer":
+            headers = bearer(tokens[role])
+        else:
+            login = client.post("/api/login", json={"token": tokens[role]})
+            assert login.status_code == 200
+            headers = {"X-CSRF-Token": login.json()["csrf_token"]}
+    r = client.request(method, path, headers=headers, json=body)
+    assert r.status_code == EXPECTED[route][role], (route, role, auth, r.text)
+    if r.status_code == 401:
+        assert r.json()["detail"] == "authentication required"
+
+
+def test_cookie_session_needs_csrf_token_for_writes(env):
+    client, tokens, _ = env
+    login = client.post("/api/login", json={"token": tokens["alice"]})
+    csrf = login.json()["csrf_token"]
+    set_cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "samesite=strict" in set_cookie and "path=/" in set_cookie
+    item = client.get("/api/next").json()  # reads work with the cookie alone
+    body = {"item_id": item["item_id"], "ranking": order(item)}
+    assert client.post("/api/rankings", json=body).status_code == 403
+    assert (
+        client.post("/api/rankings", json=body, headers={"X-CSRF-Token": "0" * 64}).status_code
+        == 403
+    )
+    assert (
+        client.post("/api/rankings", json=body, headers={"X-CSRF-Token": csrf}).status_code == 201
+    )
+    # the page carries the token for its scripts, in a meta tag
+    assert f'name="csrf-token" content="{csrf}"' in client.get("/").text
+
+
+def test_forged_tampered_and_rotated_sessions_are_rejected(env, tmp_path):
+    client, tokens, store = env
+    client.post("/api/login", json={"token": tokens["alice"]})
+    session = client.cookies[COOKIE]
+    assert client.get("/api/me").status_code == 200
+    aid, issued, fpr, sig = session.split(".")
+    bob = store.annotator_by_token(tokens["bob"])
+    for forged in (
+        f"{bob.id}.{issued}.{fpr}.{sig}",
+        f"{aid}.{issued}.{fpr}.{'0' * 64}",
+        "garbage",
+        "",
+    ):
+        client.cookies.clear()
+        client.cookies.set(COOKIE, forged)
+        assert client.get("/api/me").status_code == 401, forged
+    # a session signed with another server's secret does not work here
+    other = TestClient(create_app(store.path, overlap=2, secret=b"t" * 48))
+    other.post("/api/login", json={"token": tokens["alice"]})
+    client.cookies.clear()
+    client.cookies.set(COOKIE, other.cookies[COOKIE])
+    assert client.get("/api/me").status_code == 401
+    # rotating the token ends existing sessions, and the old token stops working
+    client.cookies.clear()
+    client.cookies.set(COOKIE, session)
+    assert client.get("/api/me").status_code == 200
+    new = store.rotate_token("alice")
+    assert client.get("/api/me").status_code == 401
+    assert client.get("/api/me", headers=bearer(tokens["alice"])).status_code == 401
+    assert client.get("/api/me", headers=bearer(new)).status_code == 200
+
+
+def test_expired_session(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    token = store.add_annotator("a")
+    client = TestClient(create_app(db, secret=SECRET, session_max_age_s=-1))
+    client.post("/api/login", json={"token": token})
+    assert client.get("/api/me").status_code == 401
+
+
+def test_bad_tokens(env):
+    client, tokens, _ = env
+    assert client.post("/api/login", json={"token": "nope"}).status_code == 401
+    for header in ("Bearer nope", "Basic abc", "Bearer ", tokens["alice"]):
+        assert client.get("/api/me", headers={"Authorization": header}).status_code == 401
+
+
+def test_tokens_are_stored_hashed(env):
+    _, tokens, store = env
+    wal = Path(str(store.path) + "-wal")
+    raw = store.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    assert (
+        store.annotator_by_token(tokens["alice"]).token_hash.encode() in raw
+    )  # we looked at the right bytes
+    for t in tokens.values():
+        assert t.encode() not in raw
+
+
+def test_request_size_limit(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    token = store.add_annotator("a")
+    client = TestClient(create_app(db, secret=SECRET, max_body_bytes=1024))
+    big = {"item_id": 1, "reason": "x" * 5000}
+    assert client.post("/api/skips", headers=bearer(token), json=big).status_code == 413
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(10):
+            yield b"x" * 500
+
+    r = client.post(
+        "/api/skips",
+        headers={**bearer(token), "Content-Type": "application/json"},
+        content=chunks(),
+    )
+    assert r.status_code == 413
+
+
+def test_security_headers(env):
+    client, tokens, _ = env
+    r = client.get("/login")
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert client.get("/static/annotate.js").status_code == 200
+    # no interactive docs or schema leaking routes
+    assert client.get("/docs", headers=bearer(tokens["admin"])).status_code == 404
+    assert client.get("/openapi.json", headers=bearer(tokens["admin"])).status_code == 404
+
+
+def test_annotator_name_is_escaped_in_pages(tmp_path):
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    token = store.add_annotator("<b>x</b>")
+    html = TestClient(create_app(db, secret=SECRET)).get("/", headers=bearer(token)).text
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+
+
+def test_secret_file_is_private_and_stable(tmp_path, monkeypatch):
+    monkeypatch.delenv("RLHFKIT_ANNOTATE_SECRET", raising=False)
+    db = tmp_path / "a.db"
+    first = load_secret(db)
+    path = Path(str(db) + ".secret")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_secret(db) == first and len(first) >= 32
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_secret(db)
+    monkeypatch.setenv("RLHFKIT_ANNOTATE_SECRET", "e" * 40)
+    assert load_secret(db) == b"e" * 40
+    monkeypatch.setenv("RLHFKIT_ANNOTATE_SECRET", "short")
+    with pytest.raises(ConfigError):
+        load_secret(db)
+
+
+# ---- stats and export --------------------------------------------------------------------------
+
+
+def test_stats_and_export_for_admin(env):
+    client, tokens, _ = env
+    # alice and bob rank the same items (overlap 2): identical rankings on item 1, opposite on item 2
+    for who in ("alice", "bob"):
+        h = bearer(tokens[who])
+        for _ in range(2):
+            item = client.get("/api/next", headers=h).json()
+            ranking = (
+                ["r0", "r1", "r2"]
+                if (who == "alice" or item["item_id"] == 1)
+                else ["r2", "r1", "r0"]
+            )
+            assert (
+                client.post(
+                    "/api/rankings",
+                    headers=h,
+                    json={"item_id": item["item_id"], "ranking": ranking},
+                ).status_code
+                == 201
+            )
+    stats = client.get("/api/stats", headers=bearer(tokens["admin"])).json()
+    assert stats["rankings"] == 4 and stats["rankings_needed"] == 8
+    ag = stats["agreement"]
+    assert ag["items_with_overlap"] == 2
+    assert ag["pairwise_agreement"] == 0.5  # 3 of 3 pairs on item 1, 0 of 3 on item 2
+    assert ag["most_disagreed"][0]["item_id"] == 2 and ag["most_disagreed"][0]["agreement"] == 0.0
+    names = {a["name"]: a["done"] for a in stats["annotators"]}
+    assert names == {"alice": 2, "bob": 2, "root": 0}
+
+    r = client.get("/api/export?format=rankings", headers=bearer(tokens["admin"]))
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    recs = [json.loads(x) for x in r.text.splitlines()]
+    assert len(recs) == 4 and {x["annotator"] for x in recs} == {"alice", "bob"}
+    pairs = [
+        json.loads(x)
+        for x in client.get(
+            "/api/export?format=pairs", headers=bearer(tokens["admin"])
+        ).text.splitlines()
+    ]
+    assert len(pairs) == 12 and set(pairs[0]) == {"prompt", "chosen", "rejected"}
+    cons = client.get(
+        "/api/export?format=rankings&consensus=ranked-pairs&min_annotators=2",
+        headers=bearer(tokens["admin"]),
+    )
+    recs = [json.loads(x) for x in cons.text.splitlines()]
+    assert len(recs) == 2
+    assert recs[0]["ranking"] == ["r0", "r1", "r2"]
+    # item 2: one vote each way on every pair, so no majority anywhere: a three-way tie
+    assert recs[1]["ranking"] == [["r0", "r1", "r2"]]
+    assert recs[1]["meta"] == {
+        "item_id": 2,
+        "consensus": "ranked-pairs",
+        "annotators": ["alice", "bob"],
+    }
+    assert client.get("/api/export?format=xml", headers=bearer(tokens["admin"])).status_code == 422
+
+
+def test_concurrent_assignment_never_exceeds_overlap(tmp_path):
+    """Many threads asking at once (each a different annotator) through the real store."""
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 5))
+    ids = [store.annotator_by_token(store.add_annotator(f"a{i}")).id for i in range(12)]
+    results: dict[int, int | None] = {}
+    barrier = threading.Barrier(len(ids))
+
+    def ask(aid: int) -> None:
+        barrier.wait()
+        item = store.next_item(aid, overlap=2)
+        results[aid] = item["item_id"] if item else None
+
+    threads = [threading.Thread(target=ask, args=(a,)) for a in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [v for v in results.values() if v is not None]
+    assert len(taken) == 10  # 5 items x overlap 2; the other two annotators got nothing
+    assert all(taken.count(i) == 2 for i in set(taken))
