@@ -13,8 +13,10 @@ no rlhfkit code. What rlhfkit adds lives in the saved ``config.json`` under the 
 Backbones:
 
 - **causal LMs** (GPT-2, Llama, ...): input is ``template`` with ``{prompt}`` and ``{response}``
-  filled in (default ``"{prompt}{response}"``, the response continuing the prompt exactly as a
-  policy generates it — TRL's and OpenRLHF's convention), then the EOS token. The score is read at
+  filled in (default ``"{prompt}\n{response}"``), then the EOS token. The newline keeps the last
+  prompt word and the first response word apart whatever the data's spacing convention (TRL pairs
+  put the space in the response, ``rlhfkit generate`` and word-level tokenizers do not; plain
+  concatenation would glue ``"terms."`` and ``"Think"`` into one unknown word). The score is read at
   the last non-pad token (the EOS), which has attended to the whole text. Pad must differ from EOS
   for that rule, so a pad token is added when the tokenizer has none or reuses EOS.
 - **encoders** (BERT, MiniLM, ...): the tokenizer's text pair ``[CLS] prompt [SEP] response [SEP]``;
@@ -40,7 +42,7 @@ from rlhfkit.errors import ConfigError
 
 RLHFKIT_CONFIG_KEY = "rlhfkit"
 FORMAT_VERSION = 1
-DEFAULT_CAUSAL_TEMPLATE = "{prompt}{response}"
+DEFAULT_CAUSAL_TEMPLATE = "{prompt}\n{response}"
 DEFAULT_MAX_LENGTH = 512
 PAD_TOKEN = "<|pad|>"
 
