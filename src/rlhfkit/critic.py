@@ -1,0 +1,148 @@
+"""The critic (value function) and the module PPO trains: policy + value.
+
+Three critics, chosen with ``PPOConfig.critic`` (measurements behind the default in docs/ppo.md):
+
+- ``"head"``: a scalar head on the policy's own last hidden state — one forward pass gives logits
+  and values (lm-human-preferences' layout: its policy carries a ``value`` head on the trunk);
+- ``"policy"``: a separate backbone initialised from the policy (OpenRLHF's default);
+- ``"reward-model"``: a separate backbone initialised from the reward model, head included (TRL's
+  default); it must share the policy's tokenizer, since it reads the policy's tokens.
+
+The value head is zero-initialised (lm-human-preferences), so the first values are 0 and the first
+advantages are the plain returns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ValueHead(nn.Module):
+    """``hidden (B, T, H) -> value (B, T)``: one linear layer, zero-initialised."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+
+
+class ActorCritic(nn.Module):
+    """Policy (a causal LM, possibly a PEFT model) and critic in one module, so that one
+    ``accelerator.prepare`` / one DDP wrapper / one optimizer covers both.
+
+    ``forward`` returns the logits and values of the last ``keep`` positions only: PPO needs them
+    for the response tokens, and computing the LM head over the prompt would be wasted work.
+    """
+
+    def __init__(self, policy: nn.Module, value_head: ValueHead, critic_backbone: nn.Module | None):
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+        self.critic_backbone = critic_backbone
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        keep: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        shared = self.critic_backbone is None
+        out = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=shared,
+            logits_to_keep=keep,
+            use_cache=False,
+        )
+        logits = out.logits[:, -keep:]  # (B, keep, V)
+        if shared:
+            hidden = out.hidden_states[-1][:, -keep:]  # (B, keep, H)
+        else:
+            hidden = self.critic_backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state[:, -keep:]  # (B, keep, H)
+        return logits, self.value_head(hidden)  # (B, keep, V), (B, keep)
+
+    def critic_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything of the critic that the policy's own checkpoint does not hold."""
+        state = {f"value_head.{k}": v for k, v in self.value_head.state_dict().items()}
+        if self.critic_backbone is not None:
+            state.update(
+                {f"critic_backbone.{k}": v for k, v in self.critic_backbone.state_dict().items()}
+            )
+        return state
+
+    def load_critic_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        head = {k[len("value_head.") :]: v for k, v in state.items() if k.startswith("value_head.")}
+        self.value_head.load_state_dict(head)
+        if self.critic_backbone is not None:
+            prefix = "critic_backbone."
+            body = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            self.critic_backbone.load_state_dict(body)
+
+
+def hidden_size_of(config) -> int:
+    for name in ("hidden_size", "n_embd", "d_model"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    raise ValueError(f"cannot find the hidden size in {type(config).__name__}")
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 (lm-human-preferences trains with dropout off: with it,
+    the logprobs recomputed during the update would not match those of the rollout, and the PPO
+    ratio would not start at 1). Covers ``nn.Dropout`` modules and the float ``*dropout``
+    attributes that attention implementations read at call time."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
+def build_critic(
+    kind: str,
+    policy: nn.Module,
+    policy_path: str,
+    reward_model_path: str | None,
+    dtype: torch.dtype,
+) -> tuple[ValueHead, nn.Module | None]:
+    """The value head and (for a separate critic) its backbone, as ``PPOConfig.critic`` asks."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    if kind == "head":
+        return ValueHead(hidden_size_of(policy.config)).to(dtype), None
+    if kind == "policy":
+        backbone = AutoModel.from_pretrained(policy_path, dtype=dtype)
+        disable_dropout(backbone)
+        return ValueHead(hidden_size_of(backbone.config)).to(dtype), backbone
+    if kind == "reward-model":
+        if reward_model_path is None:
+            raise ValueError("critic 'reward-model' needs --reward-model")
+        seq = AutoModelForSequenceClassification.from_pretrained(
+            reward_model_path, num_labels=1, dtype=dtype
+        )
+        backbone = getattr(seq, seq.base_model_prefix)
+        disable_dropout(backbone)
+        head = ValueHead(hidden_size_of(seq.config)).to(dtype)
+        score = getattr(seq, "score", None) or getattr(seq, "classifier", None)
+        if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:
+            # Warm start from the reward head (TRL / OpenRLHF): the critic starts out predicting
+            # the RM's raw score, a better first guess than 0 for a reward paid at the end.
+            with torch.no_grad():
+                head.linear.weight.copy_(score.weight)
+                if score.bias is not None:
+                    head.linear.bias.copy_(score.bias)
+        return head, backbone
+    raise ValueError(f"critic must be 'head', 'policy' or 'reward-model', got {kind!r}")
