@@ -698,3 +698,16 @@ def test_cli_errors_exit_2_and_leave_no_output(tmp_path):
     assert p.returncode == 2 and "unknown subcommand 'frobnicate'" in p.stderr
     p = cli("--help")
     assert p.returncode == 0 and "convert" in p.stdout and "stats" in p.stdout
+
+
+def test_gzipped_jsonl(tmp_path):
+    import gzip
+
+    with gzip.open(tmp_path / "hh.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(HH) + "\n" + json.dumps({**HH, "rejected": "\n\nHuman: Hi"}) + "\n")
+    with pytest.raises(DataError, match=r"hh.jsonl.gz:2: field 'rejected' has no"):
+        read_preferences(tmp_path / "hh.jsonl.gz")
+    assert read_preferences(tmp_path / "hh.jsonl.gz", skip_invalid=True).format == "hh"
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(DataError, match=r"bad.jsonl.gz:1: cannot decompress"):
+        read_preferences(tmp_path / "bad.jsonl.gz")

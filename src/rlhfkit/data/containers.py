@@ -8,7 +8,9 @@ the object, so a caller that skips invalid records can carry on past it.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,29 +44,35 @@ def _first_char(path: Path) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield (
-                    lineno,
-                    DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno),
-                )
-                continue
-            if lineno == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield lineno, DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, lineno)
-                continue
-            except RecursionError:
-                yield lineno, DataError("invalid JSON: nested too deeply", path, lineno)
-                continue
-            yield lineno, obj
+    """JSONL lines; ``*.gz`` is decompressed on the fly (HH-RLHF ships as ``train.jsonl.gz``)."""
+    opener: Any = gzip.open if path.suffix.lower() == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            for raw in f:
+                lineno += 1
+                yield from _decode_line(path, lineno, raw)
+    except (OSError, EOFError, zlib.error) as e:  # a corrupt or truncated gzip stream
+        raise DataError(f"cannot decompress ({e})", path, lineno + 1) from None
+
+
+def _decode_line(path: Path, lineno: int, raw: bytes) -> Iterator[Row]:
+    """Zero rows (blank line) or one: the decoded object, or the DataError saying why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        yield lineno, DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})", path, lineno)
+        return
+    if lineno == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        return
+    try:
+        yield lineno, json.loads(text)
+    except json.JSONDecodeError as e:
+        yield lineno, DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, lineno)
+    except RecursionError:
+        yield lineno, DataError("invalid JSON: nested too deeply", path, lineno)
 
 
 def _iter_json_array(path: Path) -> Iterator[Row]:
