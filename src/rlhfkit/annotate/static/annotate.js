@@ -90,6 +90,7 @@
   }
 
   function render() {
+    if (!item) return;
     const list = $("tiers");
     list.replaceChildren();
     tiers.forEach((tier, i) => {
@@ -166,7 +167,7 @@
   async function loadNext() {
     const res = await api("GET", "/api/next");
     if (res.status === 204) {
-      item = null;
+      item = null; tiers = []; history = []; tieNext = false;
       $("task").hidden = true; $("done").hidden = false;
     } else {
       showItem(res.data);
