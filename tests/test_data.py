@@ -120,7 +120,8 @@ def test_from_dict_round_trip_keeps_optional_fields():
             {"responses": [{"id": "a", "text": "x"}, {"id": "b", "text": 3}]},
             r"responses\[1\].text must be a string",
         ),
-        ({"prompt": ["x"]}, "'prompt' must be a string"),
+        ({"prompt": 3}, "'prompt' must be a string or a list of messages"),
+        ({"prompt": ["x"]}, r"prompt\[0\] must be a message object"),
         ({"ranking": "a,b"}, "'ranking' must be a list"),
         ({"ranking": ["a", 1.5]}, r"ranking\[1\] must be a string id"),
         ({"margin": "big"}, "margin must be a number"),
@@ -140,6 +141,14 @@ def test_from_dict_missing_field(field):
     del d[field]
     with pytest.raises(DataError, match=f"f.jsonl:3: missing field '{field}'"):
         Ranking.from_dict(d, path="f.jsonl", line=3)
+
+
+def test_native_conversational_prompt():
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    r = Ranking.from_dict({**NATIVE, "prompt": msgs})
+    assert r.prompt == "System: Be brief.\n\nUser: Hi?\n\nAssistant:"
+    assert r.meta == {"prompt_messages": msgs}
+    assert Ranking.from_dict(r.to_dict()) == r
 
 
 def test_constructor_validates():

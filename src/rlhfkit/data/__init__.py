@@ -4,7 +4,7 @@ HH-RLHF, UltraFeedback; JSONL / JSON / Parquet / saved ``datasets``), writers, a
 See ``docs/formats.md`` for every format with an example record.
 """
 
-from rlhfkit.data.messages import messages_to_text
+from rlhfkit.data.messages import messages_to_text, parse_messages
 from rlhfkit.data.prompts import read_prompts
 from rlhfkit.data.readers import (
     FORMATS,
@@ -29,6 +29,7 @@ __all__ = [
     "messages_to_text",
     "pair_rows",
     "parse_hh",
+    "parse_messages",
     "parse_pair",
     "parse_ultrafeedback",
     "ranking_from_native",

@@ -108,7 +108,9 @@ def ranking_from_native(d: Any, path: str | Path | None = None, line: int | None
     """Build a :class:`Ranking` from a native record ``{"prompt", "responses", "ranking", ...}``.
 
     Response ids may be strings or integers (integers become strings, in ``responses`` and in
-    ``ranking`` alike). Top-level fields other than the native ones are kept in ``meta``.
+    ``ranking`` alike). Top-level fields other than the native ones are kept in ``meta``. A
+    conversational ``prompt`` (a message list) becomes its text rendering, with the messages in
+    ``meta["prompt_messages"]``.
     """
 
     def fail(msg: str) -> DataError:
@@ -120,8 +122,17 @@ def ranking_from_native(d: Any, path: str | Path | None = None, line: int | None
         if key not in d:
             raise fail(f"missing field {key!r} (a ranking record needs prompt, responses, ranking)")
     prompt = d["prompt"]
+    prompt_messages = None
+    if isinstance(prompt, list):
+        # A conversational prompt: model on its text rendering, keep the messages in meta.
+        from rlhfkit.data.messages import messages_to_text, parse_messages
+
+        prompt_messages = parse_messages(prompt, "prompt", path, line)
+        prompt = messages_to_text(prompt_messages)
     if not isinstance(prompt, str):
-        raise fail(f"field 'prompt' must be a string, got {_json_type(prompt)}")
+        raise fail(
+            f"field 'prompt' must be a string or a list of messages, got {_json_type(prompt)}"
+        )
     raw_responses = d["responses"]
     if not isinstance(raw_responses, list):
         raise fail(f"field 'responses' must be a list, got {_json_type(raw_responses)}")
@@ -168,6 +179,8 @@ def ranking_from_native(d: Any, path: str | Path | None = None, line: int | None
         raise fail(f"field 'meta' must be an object, got {_json_type(meta)}")
     extra = {k: v for k, v in d.items() if k not in NATIVE_FIELDS and k not in meta}
     meta = {**meta, **extra}
+    if prompt_messages is not None:
+        meta["prompt_messages"] = prompt_messages
     margin = d.get("margin")
     return _build(prompt, responses, ranking, annotator, meta, margin, path, line)
 

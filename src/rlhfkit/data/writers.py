@@ -91,8 +91,14 @@ def write_pairs(path: str | Path, rankings: Iterable[Ranking], format: str | Non
             for row in rows:
                 f.write(json_line(row))
         return len(rows)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(
+            "writing Parquet needs the optional 'pyarrow' package: pip install 'rlhfkit[datasets]'",
+            path,
+        ) from None
 
     columns: dict[str, list[Any]] = {
         k: [row[k] for row in rows] for k in ("prompt", "chosen", "rejected")
