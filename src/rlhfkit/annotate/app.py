@@ -35,7 +35,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
-from rlhfkit.annotate.export import export_records
+from rlhfkit.annotate.export import export_lines, export_records
 from rlhfkit.annotate.store import (
     FLAG_REASONS,
     Annotator,
@@ -413,10 +413,9 @@ def create_app(
         min_annotators: Annotated[int, Query(ge=1, le=1000)] = 1,
         consensus: Literal["none", "ranked-pairs", "borda"] = "none",
     ) -> Response:
-        records = export_records(
-            store, format, min_annotators, None if consensus == "none" else consensus
-        )
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        records = export_records(store, min_annotators, None if consensus == "none" else consensus)
+        rows = export_lines(records, format)
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         name = f"{format}{'' if consensus == 'none' else '-' + consensus}.jsonl"
         return Response(
             body,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.annotate.agreement import CONSENSUS, groups
+from rlhfkit.annotate.agreement import CONSENSUS
 from rlhfkit.annotate.store import Store
 from rlhfkit.errors import ConfigError
 
@@ -22,17 +22,15 @@ FORMATS = ("rankings", "pairs")
 
 
 def export_records(
-    store: Store, format: str = "rankings", min_annotators: int = 1, consensus: str | None = None
+    store: Store, min_annotators: int = 1, consensus: str | None = None
 ) -> list[dict[str, Any]]:
-    """Records to export. ``consensus`` (``ranked-pairs`` or ``borda``) merges each item's
+    """Native ranking records. ``consensus`` (``ranked-pairs`` or ``borda``) merges each item's
     rankings into one; without it every annotator's ranking is its own record."""
-    if format not in FORMATS:
-        raise ConfigError(f"unknown export format {format!r} (rankings or pairs)")
     if consensus is not None and consensus not in CONSENSUS:
         raise ConfigError(f"unknown consensus method {consensus!r} ({', '.join(CONSENSUS)})")
     if min_annotators < 1:
         raise ConfigError("--min-annotators must be at least 1")
-    rankings: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     for item in store.rankings_by_item(min_annotators):
         base = {"prompt": item["prompt"], "responses": item["responses"]}
         if consensus is not None:
@@ -42,7 +40,7 @@ def export_records(
                 "consensus": consensus,
                 "annotators": [r["annotator"] for r in item["rankings"]],
             }
-            rankings.append({**base, "ranking": merged, "meta": meta})
+            records.append({**base, "ranking": merged, "meta": meta})
             continue
         for r in item["rankings"]:
             meta = {
@@ -50,31 +48,35 @@ def export_records(
                 "shown_order": r["shown_order"],
                 "seconds": r["seconds"],
             }
-            rankings.append(
+            records.append(
                 {**base, "ranking": r["ranking"], "annotator": r["annotator"], "meta": meta}
             )
+    return records
+
+
+def _rankings(records: list[dict[str, Any]]) -> list[Any]:
+    from rlhfkit.data import ranking_from_native
+
+    return [ranking_from_native(rec) for rec in records]
+
+
+def export_lines(records: list[dict[str, Any]], format: str) -> list[dict[str, Any]]:
+    """The rows of the exported file: the native records, or TRL pairs made from them."""
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r} (rankings or pairs)")
     if format == "rankings":
-        return rankings
-    return [pair for rec in rankings for pair in ranking_to_trl_pairs(rec)]
+        return records
+    from rlhfkit.data import pair_rows
+
+    return pair_rows(_rankings(records))
 
 
-def ranking_to_trl_pairs(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every strictly ordered pair of a native record as TRL ``prompt/chosen/rejected``."""
-    text = {r["id"]: r["text"] for r in record["responses"]}
-    gs = groups(record["ranking"])
-    out = []
-    for i, better in enumerate(gs):
-        for worse in gs[i + 1 :]:
-            for w in better:
-                for lo in worse:
-                    out.append(
-                        {"prompt": record["prompt"], "chosen": text[w], "rejected": text[lo]}
-                    )
-    return out
+def write_export(path: str | Path, records: list[dict[str, Any]], format: str) -> int:
+    """Write atomically with rlhfkit.data's writers (pairs to ``*.parquet`` are written as
+    Parquet); returns the number of rows written."""
+    from rlhfkit.data import write_pairs, write_rankings
 
-
-def write_export(path: str | Path, records: list[dict[str, Any]]) -> int:
-    """Write records as JSONL atomically (a kill never leaves half a file); returns the count."""
-    from rlhfkit.io import write_jsonl
-
-    return write_jsonl(path, records)
+    if format not in FORMATS:
+        raise ConfigError(f"unknown export format {format!r} (rankings or pairs)")
+    writer = write_rankings if format == "rankings" else write_pairs
+    return writer(path, _rankings(records))

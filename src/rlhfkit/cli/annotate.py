@@ -77,7 +77,7 @@ class ExportConfig:
     db: Path
     """The annotation database."""
     out: Path
-    """Output JSONL file (written atomically)."""
+    """Output file, written atomically: JSONL (pairs to *.parquet are written as Parquet)."""
     format: Literal["rankings", "pairs"] = "rankings"
     """rankings: one native record per ranking; pairs: every strictly ordered pair (ties dropped)."""
     min_annotators: int = 1
@@ -211,14 +211,13 @@ def _export(cfg: ExportConfig) -> int:
 
     store = Store(_existing_db(cfg.db))
     records = export_records(
-        store, cfg.format, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
+        store, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
     )
     if not records:
-        raise RlhfkitError(
-            f"nothing to export: no item has {cfg.min_annotators} or more rankings"
-            + (" with a strictly ordered pair" if cfg.format == "pairs" else "")
-        )
-    n = write_export(cfg.out, records)
+        raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
+    n = write_export(cfg.out, records, cfg.format)
+    if n == 0:
+        print("warning: every ranking is a full tie, so there is no ordered pair", file=sys.stderr)
     kind = "pairs" if cfg.format == "pairs" else "rankings"
     how = f" ({cfg.consensus_method} consensus)" if cfg.consensus else ""
     print(f"wrote {n} {kind}{how} to {cfg.out}")

@@ -1,0 +1,78 @@
+"""``rlhfkit generate``: sample K candidate responses per prompt for the annotation app."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from rlhfkit.cli._common import parse_config
+from rlhfkit.errors import ConfigError
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Sample K responses per prompt from a causal LM; write {"prompt", "responses": [{"id", "text"}]}."""
+
+    model: str
+    """Causal LM: a save_pretrained directory or a Hugging Face model name."""
+    prompts: Path
+    """Prompts: JSONL/JSON/Parquet records with a 'prompt' field, or a .txt file, one per line."""
+    out: Path
+    """Output candidates JSONL (written atomically), the input of `rlhfkit annotate import`."""
+    k: Annotated[int, tyro.conf.arg(aliases=("-k",))] = 4
+    """Responses sampled per prompt."""
+    max_new_tokens: int = 64
+    """Longest response, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature (> 0)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set with this much probability (1.0: off)."""
+    seed: int = 0
+    """Random seed (same seed, same candidates)."""
+    batch_size: int = 8
+    """Prompts per generate call (each yields K sequences)."""
+    chat_template: bool = False
+    """Wrap each prompt as a user message with the tokenizer's chat template."""
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("-k must be at least 1")
+        if self.temperature <= 0:
+            raise ValueError("--temperature must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("--top-p must be in (0, 1]")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("--max-new-tokens and --batch-size must be at least 1")
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_config(
+        GenerateConfig,
+        argv,
+        prog="rlhfkit generate",
+        description="Sample K candidate responses per prompt from any causal LM, for annotation.",
+    )
+    from rlhfkit.data import read_prompts
+    from rlhfkit.generate import generate_candidates
+    from rlhfkit.io import write_jsonl
+
+    prompts = read_prompts(cfg.prompts)
+    if not (Path(cfg.model).is_dir() or "/" in cfg.model or cfg.model.isidentifier()):
+        raise ConfigError(f"--model {cfg.model!r}: not a directory or a model name")
+    records = generate_candidates(
+        cfg.model,
+        prompts,
+        k=cfg.k,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        chat_template=cfg.chat_template,
+    )
+    n = write_jsonl(cfg.out, records)
+    print(f"wrote {n} prompts x {cfg.k} responses to {cfg.out}")
+    return 0
