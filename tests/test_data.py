@@ -250,6 +250,21 @@ def test_trl_conversational_explicit_and_implicit(tmp_path):
     imp = write_lines(tmp_path / "conv2.jsonl", [{"chosen": [USER, GOOD], "rejected": [USER, BAD]}])
     (r2,) = read_preferences(imp)
     assert r2.prompt == r.prompt and r2.meta["prompt_messages"] == [USER]
+    # HuggingFaceH4/ultrafeedback_binarized: a string prompt beside full conversations
+    h4 = write_lines(
+        tmp_path / "h4.jsonl",
+        [
+            {
+                "prompt": USER["content"],
+                "chosen": [USER, GOOD],
+                "rejected": [USER, BAD],
+                "score_chosen": 8.0,
+            }
+        ],
+    )
+    (r4,) = read_preferences(h4)
+    assert r4.prompt == r.prompt and [x.text for x in r4.responses] == ["Blue.", "Green."]
+    assert r4.meta["score_chosen"] == 8.0
     multi = write_lines(
         tmp_path / "conv3.jsonl",
         [
@@ -549,6 +564,10 @@ def test_trl_to_ours_and_back_is_identity(tmp_path):
     write_rankings(tmp_path / "cr.jsonl", read_preferences(tmp_path / "c.jsonl"))
     write_pairs(tmp_path / "c_out.jsonl", read_rankings(tmp_path / "cr.jsonl"))
     assert [json.loads(x) for x in (tmp_path / "c_out.jsonl").read_text().splitlines()] == conv
+    write_pairs(tmp_path / "c_out.parquet", read_rankings(tmp_path / "cr.jsonl"))
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "c_out.parquet").to_pylist() == conv
 
 
 def test_writers_are_atomic(tmp_path):

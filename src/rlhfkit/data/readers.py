@@ -186,7 +186,14 @@ def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> R
     chosen, rejected = obj["chosen"], obj["rejected"]
     meta = _extra_fields(obj, PAIR_FIELDS)
     resp_meta: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
-    if "prompt" in obj and obj["prompt"] is not None:
+    # A string prompt beside full conversations (HuggingFaceH4/ultrafeedback_binarized) repeats
+    # the user turn: like TRL's maybe_extract_prompt, take the prompt from the conversations.
+    string_prompt_with_conversations = (
+        isinstance(obj.get("prompt"), str)
+        and isinstance(chosen, list)
+        and isinstance(rejected, list)
+    )
+    if obj.get("prompt") is not None and not string_prompt_with_conversations:
         prompt = obj["prompt"]
         if isinstance(prompt, str):
             for name, val in (("chosen", chosen), ("rejected", rejected)):
