@@ -469,6 +469,10 @@ def test_json_list_with_line_numbers(tmp_path):
         read_preferences(f)
     f.write_text("[" + json.dumps(NATIVE) + "]")
     assert len(read_preferences(f)) == 1
+    f.write_text(json.dumps(NATIVE, indent=2))  # one pretty-printed record
+    assert len(read_preferences(f)) == 1
+    f.write_text(json.dumps(NATIVE) + "\n" + json.dumps(NATIVE) + "\n")  # JSONL named .json
+    assert len(read_preferences(f)) == 2
 
 
 def test_parquet_and_saved_dataset(tmp_path):

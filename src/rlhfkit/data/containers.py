@@ -33,6 +33,8 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
         yield from _iter_parquet(path)
     elif path.suffix.lower() == ".json" and _first_char(path) == "[":
         yield from _iter_json_array(path)
+    elif path.suffix.lower() == ".json" and (one := _single_json_object(path)) is not None:
+        yield 1, one  # a pretty-printed single record
     else:
         yield from _iter_jsonl(path)
 
@@ -41,6 +43,15 @@ def _first_char(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     return head[:1]
+
+
+def _single_json_object(path: Path) -> dict[str, Any] | None:
+    """The object a ``*.json`` file holds if it is exactly one JSON object (else None: JSONL)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:
