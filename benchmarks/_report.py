@@ -1,0 +1,229 @@
+"""The benchmark's results as Markdown (printed, and written to docs/benchmarks.md by the full run)."""
+
+from __future__ import annotations
+
+import statistics
+
+TARGETS = {
+    "rm_speedup": (">=", 4.0),
+    "ppo_speedup": (">=", 3.0),
+    "ppo_speedup_large": (">=", 1.7),
+    "ppo_peak_rss_ratio": ("<=", 0.6),
+    "ppo_peak_rss_ratio_large": ("<=", 0.6),
+    "mfu_train": (">=", 0.40),
+}
+
+
+def _med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def _verdict(key: str, value: float) -> str:
+    op, target = TARGETS[key]
+    ok = value >= target if op == ">=" else value <= target
+    return f"{'met' if ok else 'NOT met'} (target {'≥' if op == '>=' else '≤'} {target:g})"
+
+
+def render(res: dict, argv: list[str]) -> str:
+    m = res["machine"]
+    cmd = "python benchmarks/vs_trl.py " + " ".join(argv)
+    lines = [
+        "# Benchmarks: rlhfkit vs TRL",
+        "",
+        f"Measured by `{cmd.strip()}` (preset `{res['preset']}`, {res['runs']} alternating runs per "
+        f"side, medians; {res['seconds'] / 60:.1f} minutes in total).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, "
+        f"{m['cpu_capability']}, {m['memory_gb']} GB; load average at start {m['load_average']}; "
+        f"torch {m['torch']}, transformers {m['transformers']}, accelerate {m['accelerate']}, "
+        f"trl {m['trl']}, rlhfkit {m['rlhfkit']}, Python {m['python']}.",
+        f"Measured fp32 matmul peak: **{res['matmul_peak_gflops']:.1f} GFLOP/s**.",
+        "",
+        "## Summary",
+        "",
+        "| figure | value | target |",
+        "| --- | --- | --- |",
+    ]
+    for key in TARGETS:
+        if key in res:
+            unit = "" if key.startswith("mfu") or "rss" in key else "×"
+            v = f"{res[key]:.1%}" if key.startswith("mfu") else f"{res[key]:.2f}{unit}"
+            lines.append(f"| `{key}` | {v} | {_verdict(key, res[key])} |")
+    lines.append(
+        f"| RM held-out accuracy (ours / TRL) | {res['rm_accuracy_ours']:.3f} / "
+        f"{res['rm_accuracy_trl']:.3f} | ours ≥ TRL |"
+    )
+    lines.append(
+        f"| PPO final reward, tiny (ours / TRL; initial {res['ppo_initial_reward']:.3f}) | "
+        f"{res['ppo_final_reward_ours']:.3f} / {res['ppo_final_reward_trl']:.3f} | ours ≥ TRL |"
+    )
+    if "ppo_final_reward_large_ours" in res:
+        init = res["ppo"]["large"]["initial"]["reward"]
+        lines.append(
+            f"| PPO final reward, ~20M (ours / TRL; initial {init:.3f}) | "
+            f"{res['ppo_final_reward_large_ours']:.3f} / {res['ppo_final_reward_large_trl']:.3f} | ours ≥ TRL |"
+        )
+
+    # Reward model
+    rm = res["rm"]
+    s = rm["settings"]
+    p = s["model_params"]
+    lines += [
+        "",
+        "## Reward model",
+        "",
+        f"Backbone: GPT-2, {p['n_layer']} layers × {p['n_embd']} dims ({p['total'] / 1e6:.2f}M "
+        f"parameters, vocabulary {p['vocab']}). Data: synthetic rankings of K = {s['k']} responses "
+        "(gold quality = mean word value; no ties). Ours: native rankings, "
+        f"{s['rankings_per_batch']} rankings per step. TRL `RewardTrainer`: the same rankings as "
+        f"{s['k'] * (s['k'] - 1) // 2} explicit-prompt pairs each, "
+        f"{s['rankings_per_batch'] * s['k'] * (s['k'] - 1) // 2} pairs per step (the same "
+        f"comparisons per optimizer step). Both: {s['epochs']} epochs, AdamW lr {s['learning_rate']:g} "
+        "linear decay, no warmup, ε 1e-8, weight decay 0, grad-norm clip 1.0, max length "
+        f"{s['max_length']}, seed {s['seed']}. TRL: `bf16=False, fp16=False, "
+        "gradient_checkpointing=False, use_cpu=True, eval_strategy='no', save_strategy='no', "
+        "report_to='none', disable_tqdm=True, logging_steps=10` (ours logs every 10 steps too). "
+        "Time = the training loop (TRL: `trainer.train()`; ours: the loop inside "
+        "`train_reward_model`, reported as `train_seconds`); accuracy = one shared function over "
+        "every held-out strict pair.",
+        "",
+        "| side | comparisons/s | held-out accuracy | peak RSS (MiB) | GC (s) | process (s) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for side in ("ours", "trl"):
+        rows = rm["runs"][side]
+        lines.append(
+            f"| {side} | {_med(rows, 'comparisons_per_s'):.0f} | {_med(rows, 'heldout_accuracy'):.3f} | "
+            f"{_med(rows, 'peak_rss_mb'):.0f} | {_med(rows, 'gc_seconds'):.2f} | "
+            f"{_med(rows, 'process_seconds'):.1f} |"
+        )
+
+    # PPO
+    lines += ["", "## PPO", ""]
+    any_spec = next(iter(res["ppo"].values()))["settings"]
+    lines.append(
+        "Both sides: the policy checkpoint is also the frozen reference; the reward model is the "
+        "same rlhfkit-trained GPT-2 RM (raw scores, no normalization); the critic is a separate "
+        "model initialised from that RM (TRL's `value_model`, our `critic='reward-model'`); "
+        f"{any_spec['num_mini_batches']} minibatches × {any_spec['ppo_epochs']} PPO epochs per batch; "
+        f"temperature {any_spec['temperature']}, β {any_spec['kl_coef']} (k1, fixed), AdamW lr "
+        f"{any_spec['learning_rate']:g} linear decay, ε 1e-5, no gradient clipping (TRL's PPO does "
+        "not clip; ours with `max_grad_norm=0`), EOS stops a response, whole-batch rollout "
+        "forwards. TRL: `bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, "
+        "num_sample_generations=0, eval_strategy='no', save_strategy='no', report_to='none', "
+        "disable_tqdm=True`. Ours also writes metrics.jsonl every update and saves the final "
+        "policy inside `train()` (timed). Time = `trainer.train()`. Final reward = one shared "
+        "function: sample the 64 prompts once with the final policy (temperature as in training) "
+        "and score with the RM; gold = the world's quality function."
+    )
+    for pname, block in res["ppo"].items():
+        s, pp, runs = block["settings"], block["policy_params"], block["runs"]
+        lines += [
+            "",
+            f"### {pname} policy: {pp['total'] / 1e6:.2f}M parameters ({pp['n_layer']} layers × "
+            f"{pp['n_embd']} dims); batch {s['batch_size']}, response length {s['response_length']}, "
+            f"{s['total_episodes']} episodes",
+            "",
+            "| side | episodes/s | peak RSS (MiB) | RSS before training (MiB) | GC (s) | final reward | final gold | process (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| initial policy | | | | | {block['initial']['reward']:.3f} | {block['initial']['gold']:.3f} | |",
+        ]
+        for side in ("ours", "trl"):
+            rows = runs[side]
+            lines.append(
+                f"| {side} | {_med(rows, 'episodes_per_s'):.2f} | {_med(rows, 'peak_rss_mb'):.0f} | "
+                f"{_med(rows, 'rss_start_mb'):.0f} | {_med(rows, 'gc_seconds'):.2f} | "
+                f"{_med(rows, 'final_reward'):.3f} | {_med(rows, 'final_gold'):.3f} | "
+                f"{_med(rows, 'process_seconds'):.1f} |"
+            )
+
+    # MFU
+    mf = res["mfu"]
+    lines += [
+        "",
+        "## Model-FLOPs utilization (ours)",
+        "",
+        f"Policy `{mf['model']}` ({mf['policy_params'] / 1e6:.2f}M parameters). Model FLOPs per "
+        "update, counted analytically (`benchmarks/_ppo.py: ppo_flops`): a forward pass of T "
+        "tokens costs 2·N_non-embedding·T + 4·L·T²·d (attention) + 2·d·V per position whose "
+        "logits are computed; backward = 2 × forward. Training phase = PPO epochs × batch × 3 "
+        "forwards of policy (logits on the R+1 response positions) + critic; generation, the "
+        "rollout forwards (policy, reference, critic) and the reward model are counted "
+        "separately. Seconds = median over updates (first update left out) of the trainer's own "
+        "`time/*` metrics. MFU = FLOPs / seconds / measured fp32 matmul peak.",
+        "",
+        "| phase | GFLOP per update | seconds per update | GFLOP/s | MFU |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for phase in ("train", "rollout_forward", "generate", "reward"):
+        if phase in mf:
+            lines.append(
+                f"| {phase} | {mf['flops_per_update'][phase] / 1e9:.2f} | "
+                f"{mf[f'{phase}_seconds']:.3f} | {mf[f'{phase}_gflops']:.1f} | {mf[phase]:.1%} |"
+            )
+
+    if res.get("growth"):
+        lines += [
+            "",
+            "## How our cost grows",
+            "",
+            "Ours, tiny policy, 8 updates each; the batch and the response length doubled in turn.",
+            "",
+            "| batch | response length | episodes/s | peak RSS (MiB) | RSS before training (MiB) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for g in res["growth"]:
+            lines.append(
+                f"| {g['batch']} | {g['response_length']} | {g['episodes_per_s']:.2f} | "
+                f"{g['peak_rss_mb']:.0f} | {g['rss_start_mb']:.0f} |"
+            )
+
+    for pname, prof in res.get("profile", {}).items():
+        wall = prof["wall_seconds"]
+        lines += [
+            "",
+            f"## Profile of our PPO update: {pname} policy ({prof['updates']} updates, "
+            f"{wall:.2f} s under the profiler)",
+            "",
+            "Phases timed by wrapping the trainer's methods from outside; nested rows are part of "
+            "the row above them. GC from `gc.callbacks`; 'outside torch ops' = wall time minus "
+            "the self time of every torch operator (`torch.profiler`): Python, Hugging Face "
+            "module code, dispatch, and the profiler's own overhead.",
+            "",
+            "| where | seconds | share |",
+            "| --- | --- | --- |",
+        ]
+        for k, v in sorted(prof["phases"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {k} | {v:.3f} | {v / wall:.1%} |")
+        lines.append(
+            f"| garbage collection | {prof['gc_seconds']:.3f} | {prof['gc_seconds'] / wall:.1%} |"
+        )
+        lines.append(
+            f"| inside torch ops ({prof['torch_op_calls']} calls) | {prof['torch_op_seconds']:.3f} | "
+            f"{prof['torch_op_seconds'] / wall:.1%} |"
+        )
+        lines.append(
+            f"| outside torch ops | {prof['outside_ops_seconds']:.3f} | "
+            f"{prof['outside_ops_seconds'] / wall:.1%} |"
+        )
+        lines += [
+            "",
+            "Top operators by self time:",
+            "",
+            "| op | self s | calls |",
+            "| --- | --- | --- |",
+        ]
+        for op in prof["top_ops"][:8]:
+            lines.append(f"| `{op['op']}` | {op['self_s']:.3f} | {op['calls']} |")
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```",
+        "pip install -e '.[bench]'",
+        "python benchmarks/vs_trl.py --quick --json bench.json   # a few minutes",
+        "python benchmarks/vs_trl.py --json bench.json           # the full run; rewrites this page",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,426 @@
+"""rlhfkit vs Hugging Face TRL, side by side on this machine.
+
+    python benchmarks/vs_trl.py [--quick] [--json FILE] [--runs N]
+
+Measures, on the same synthetic data and locally built models (no download):
+
+- reward-model training: comparisons/s on K = 4 rankings (a ranking counts as 6 comparisons; TRL
+  gets the same rankings as 6 pairs each) and held-out pairwise accuracy after the same epochs;
+- PPO: episodes/s, peak RSS of the process, and the reward of the final policy after the same
+  episodes, with a tiny policy and a ~20M-parameter one;
+- model-FLOPs utilization of our PPO training phase against this machine's fp32 matmul peak,
+  measured in the same run;
+- how our cost grows when the response length and the batch size double;
+- a profile of our PPO update (where the seconds go).
+
+Every measurement runs in its own process, ours and TRL's alternating; each figure is the median
+of ``--runs`` runs and each ratio is computed from medians of this run. TRL is configured fairly
+for a CPU (fp32, no gradient checkpointing, ``use_cpu``, no eval/save/trackers). The full run
+(without ``--quick``) also writes docs/benchmarks.md. Needs ``pip install -e .[bench]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _world  # noqa: E402
+from _machine import machine_info  # noqa: E402
+
+# ------------------------------------------------------------------------------ presets
+
+PRESETS: dict[str, dict] = {
+    # Seconds: what the test suite runs (checks the plumbing, not the speed).
+    "tiny": {
+        "runs": 1,
+        "rm": {"n_train": 48, "n_eval": 16, "layers": 1, "dim": 32, "heads": 2, "batch": 8,
+               "epochs": 1, "lr": 1e-3},
+        "ppo_rm": {"n_train": 64, "epochs": 1},
+        "ppo": {"tiny": {"layers": 1, "dim": 32, "heads": 2, "batch": 8, "response": 8,
+                         "episodes": 16}},
+        "mfu_model": "tiny",
+        "growth": None,
+        "profile": [],
+    },
+    "quick": {
+        "runs": 3,
+        "rm": {"n_train": 384, "n_eval": 128, "layers": 2, "dim": 128, "heads": 4, "batch": 16,
+               "epochs": 2, "lr": 1e-3},
+        "ppo_rm": {"n_train": 768, "epochs": 2},
+        "ppo": {"tiny": {"layers": 2, "dim": 64, "heads": 2, "batch": 32, "response": 16,
+                         "episodes": 256}},
+        # Ours only, a few updates, for the MFU figure (TRL at this size is the full run's job).
+        "mfu_only": {"large": {"layers": 6, "dim": 512, "heads": 8, "batch": 32, "response": 32,
+                               "episodes": 96}},
+        "mfu_model": "large",
+        "growth": None,
+        "profile": ["tiny"],
+    },
+    "full": {
+        "runs": 3,
+        "rm": {"n_train": 1024, "n_eval": 256, "layers": 4, "dim": 128, "heads": 4, "batch": 16,
+               "epochs": 2, "lr": 1e-3},
+        "ppo_rm": {"n_train": 1024, "epochs": 2},
+        "ppo": {
+            "tiny": {"layers": 2, "dim": 64, "heads": 2, "batch": 32, "response": 16,
+                     "episodes": 1024},
+            "large": {"layers": 6, "dim": 512, "heads": 8, "batch": 32, "response": 32,
+                      "episodes": 256},
+        },
+        "mfu_model": "large",
+        "growth": {"model": "tiny", "batch": 16, "response": 16, "updates": 8},
+        "profile": ["tiny", "large"],
+    },
+}  # fmt: skip
+
+PPO_COMMON = {
+    "num_mini_batches": 2,
+    "ppo_epochs": 4,
+    "temperature": 0.7,
+    "kl_coef": 0.05,
+    "learning_rate": 3e-4,
+    "seed": 0,
+}
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
+    """Run one measurement in a fresh Python process and return its JSON result."""
+    spec_path = work / f"spec-{tag}.json"
+    result_path = work / f"result-{tag}.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    result_path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "_worker.py"), job, side, str(spec_path), str(result_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+    )
+    if proc.returncode != 0 or not result_path.exists():
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
+        raise SystemExit(f"vs_trl: the {job}/{side} measurement failed (exit {proc.returncode})")
+    result = json.loads(result_path.read_text(encoding="utf-8"))
+    result["process_seconds"] = time.perf_counter() - t0
+    return result
+
+
+def alternate(job: str, spec: dict, runs: int, work: Path, tag: str, key: str) -> dict:
+    """ours, TRL, ours, TRL, ... ``runs`` times each; returns every result per side."""
+    out: dict[str, list[dict]] = {"ours": [], "trl": []}
+    for i in range(runs):
+        for side in ("ours", "trl"):
+            r = run_job(job, side, spec, work, f"{tag}-{side}-{i}")
+            out[side].append(r)
+            log(f"  {tag} run {i + 1}/{runs} {side:4s}: {key} {r[key]:.2f}, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MiB, process {r['process_seconds']:.1f} s")  # fmt: skip
+    return out
+
+
+def med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def setup(preset: dict, work: Path) -> dict:
+    """Data files and models (built once, reused by every run)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    rm_p = preset["rm"]
+    files: dict = {}
+    train = _world.make_rankings(rm_p["n_train"], 4, seed=1)
+    held = _world.make_rankings(rm_p["n_eval"], 4, seed=2)
+    files["rm_train"] = str(_world.write_jsonl(work / "data/rm_train.jsonl", train))
+    files["rm_pairs"] = str(
+        _world.write_jsonl(work / "data/rm_pairs.jsonl", _world.to_pairs(train))
+    )
+    files["rm_eval"] = str(_world.write_jsonl(work / "data/rm_eval.jsonl", held))
+    files["rm_model"] = str(
+        _world.build_model(work / "models/rm-backbone", rm_p["layers"], rm_p["dim"], rm_p["heads"])
+    )
+    prompts = [{"prompt": _world.prompt_text(t)} for t in _world.TOPICS]
+    files["prompts"] = str(_world.write_jsonl(work / "data/prompts.jsonl", prompts))
+    # The reward model that scores PPO on both sides, trained by rlhfkit on world rankings.
+    ppo_rm = work / "models/ppo-reward-model"
+    if not (ppo_rm / "config.json").exists():
+        from rlhfkit.reward_training import RewardConfig, train_reward_model
+
+        data = _world.write_jsonl(
+            work / "data/ppo_rm_train.jsonl",
+            _world.make_rankings(preset["ppo_rm"]["n_train"], 4, seed=3),
+        )
+        backbone = _world.build_model(work / "models/ppo-rm-backbone", 2, 64, 2, seed=1)
+        res = train_reward_model(
+            RewardConfig(
+                model=str(backbone), data=str(data), out=str(ppo_rm), eval_data=files["rm_eval"],
+                epochs=preset["ppo_rm"]["epochs"], batch_size=16, learning_rate=1e-3,
+                normalize=False, progress=False, max_length=64,
+            )
+        )  # fmt: skip
+        log(f"  PPO reward model: held-out accuracy {res['accuracy']:.3f}")
+    files["ppo_reward_model"] = str(ppo_rm)
+    models = {}
+    for name, p in {**preset["ppo"], **preset.get("mfu_only", {})}.items():
+        d = _world.build_model(work / f"models/policy-{name}", p["layers"], p["dim"], p["heads"])
+        models[name] = str(d)
+    files["policies"] = models
+    return files
+
+
+def ppo_spec(name: str, p: dict, files: dict, work: Path, threads: int | None) -> dict:
+    return {
+        "name": name,
+        "policy": files["policies"][name],
+        "reward_model": files["ppo_reward_model"],
+        "prompts": files["prompts"],
+        "eval_prompts": files["prompts"],
+        "out_dir": str(work / "runs"),
+        "batch_size": p["batch"],
+        "response_length": p["response"],
+        "total_episodes": p["episodes"],
+        "threads": threads,
+        **PPO_COMMON,
+    }
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="a few minutes: smaller runs, no ~20M TRL run"
+    )
+    ap.add_argument("--json", metavar="FILE", help="write the ratios and every figure as JSON")
+    ap.add_argument("--runs", type=int, help="alternating runs per side (default: 3)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--work-dir", help="keep models, data and run directories here (default: a temp dir)"
+    )
+    ap.add_argument("--markdown", metavar="FILE",
+                    help="write the report here (default: docs/benchmarks.md for the full run, none otherwise)")  # fmt: skip
+    ap.add_argument("--threads", type=int, help="torch threads per run (default: torch's default)")
+    args = ap.parse_args(argv)
+    name = args.preset or ("quick" if args.quick else "full")
+    preset = PRESETS[name]
+    runs = args.runs or preset["runs"]
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise SystemExit("vs_trl: TRL is not installed: pip install -e '.[bench]'") from None
+
+    tmp = None
+    if args.work_dir:
+        work = Path(args.work_dir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="rlhfkit-bench-")
+        work = Path(tmp.name)
+    t_start = time.perf_counter()
+    machine = machine_info()
+    if args.threads:
+        machine["torch_threads"] = args.threads
+    log(f"rlhfkit vs TRL ({name}, {runs} alternating runs per side)")
+    log("machine: " + json.dumps(machine))
+
+    log("setup: data and models")
+    files = setup(preset, work)
+    results: dict = {"preset": name, "runs": runs, "machine": machine}
+
+    # fp32 matmul peak, in its own process like everything else.
+    peak = run_job("matmul", "-", {}, work, "matmul")
+    results["matmul_peak_gflops"] = peak["gflops"]
+    log(
+        f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['size']}², {peak['threads']} threads)"
+    )
+
+    # 1. Reward model.
+    rm_p = preset["rm"]
+    rm_spec = {
+        "model": files["rm_model"], "train_rankings": files["rm_train"],
+        "train_pairs": files["rm_pairs"], "eval_rankings": files["rm_eval"],
+        "out_dir": str(work / "runs"), "k": 4, "epochs": rm_p["epochs"],
+        "rankings_per_batch": rm_p["batch"], "learning_rate": rm_p["lr"], "max_length": 64,
+        "seed": 0, "threads": args.threads,
+    }  # fmt: skip
+    log(f"reward model: {rm_p['n_train']} rankings of 4, {rm_p['epochs']} epochs")
+    rm = alternate("rm", rm_spec, runs, work, "rm", "comparisons_per_s")
+    results["rm"] = {
+        "settings": rm_spec | {"model_params": _world.count_params(Path(files["rm_model"]))},
+        "runs": rm,
+    }
+    results["rm_speedup"] = med(rm["ours"], "comparisons_per_s") / med(
+        rm["trl"], "comparisons_per_s"
+    )
+    results["rm_accuracy_ours"] = med(rm["ours"], "heldout_accuracy")
+    results["rm_accuracy_trl"] = med(rm["trl"], "heldout_accuracy")
+
+    # 2. PPO, ours vs TRL.
+    log("PPO: initial policy evaluation")
+    results["ppo"] = {}
+    for pname, p in preset["ppo"].items():
+        spec = ppo_spec(pname, p, files, work, args.threads)
+        init = run_job("initial_eval", "-", spec, work, f"init-{pname}")
+        params = _world.count_params(Path(spec["policy"]))
+        log(f"PPO {pname} policy ({params['total'] / 1e6:.2f}M parameters): "
+            f"{p['episodes']} episodes, batch {p['batch']}, response {p['response']}")  # fmt: skip
+        r = alternate("ppo", spec, runs, work, f"ppo-{pname}", "episodes_per_s")
+        results["ppo"][pname] = {
+            "settings": spec,
+            "policy_params": params,
+            "initial": init,
+            "runs": r,
+        }
+    tiny = results["ppo"]["tiny"]["runs"]
+    results["ppo_speedup"] = med(tiny["ours"], "episodes_per_s") / med(
+        tiny["trl"], "episodes_per_s"
+    )
+    results["ppo_peak_rss_ratio"] = med(tiny["ours"], "peak_rss_mb") / med(
+        tiny["trl"], "peak_rss_mb"
+    )
+    results["ppo_final_reward_ours"] = med(tiny["ours"], "final_reward")
+    results["ppo_final_reward_trl"] = med(tiny["trl"], "final_reward")
+    results["ppo_initial_reward"] = results["ppo"]["tiny"]["initial"]["reward"]
+    if "large" in results["ppo"]:
+        large = results["ppo"]["large"]["runs"]
+        results["ppo_speedup_large"] = med(large["ours"], "episodes_per_s") / med(
+            large["trl"], "episodes_per_s"
+        )
+        results["ppo_peak_rss_ratio_large"] = med(large["ours"], "peak_rss_mb") / med(
+            large["trl"], "peak_rss_mb"
+        )
+        results["ppo_final_reward_large_ours"] = med(large["ours"], "final_reward")
+        results["ppo_final_reward_large_trl"] = med(large["trl"], "final_reward")
+
+    # 3. MFU of our training phase.
+    mfu_name = preset["mfu_model"]
+    if mfu_name in results["ppo"]:
+        mfu_spec = results["ppo"][mfu_name]["settings"]
+        mfu_runs = results["ppo"][mfu_name]["runs"]["ours"]
+    else:
+        p = preset["mfu_only"][mfu_name]
+        mfu_spec = ppo_spec(mfu_name, p, files, work, args.threads)
+        log(f"MFU: our PPO with the {mfu_name} policy")
+        mfu_runs = [run_job("ppo", "ours", mfu_spec, work, f"mfu-{mfu_name}")]
+    results["mfu"] = mfu(mfu_spec, mfu_runs, files, peak["gflops"])
+    results["mfu_train"] = results["mfu"]["train"]
+
+    # 4. How cost grows (ours).
+    if preset["growth"]:
+        results["growth"] = growth(preset["growth"], files, work, args.threads)
+
+    # 5. Profile of our PPO update.
+    results["profile"] = {}
+    for pname in preset["profile"]:
+        p = {**(preset["ppo"].get(pname) or preset["mfu_only"][pname])}
+        p["episodes"] = p["batch"] * 4
+        log(f"profile: our PPO, {pname} policy, 4 updates")
+        results["profile"][pname] = run_job(
+            "profile",
+            "ours",
+            ppo_spec(pname, p, files, work, args.threads),
+            work,
+            f"profile-{pname}",
+        )
+
+    results["seconds"] = time.perf_counter() - t_start
+    report = render_markdown(results, argv if argv is not None else sys.argv[1:])
+    log("\n" + report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_finite(results), indent=2) + "\n", encoding="utf-8")
+    md = args.markdown or (str(HERE.parent / "docs/benchmarks.md") if name == "full" else None)
+    if md:
+        Path(md).write_text(report, encoding="utf-8")
+        log(f"wrote {md}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def mfu(spec: dict, runs: list[dict], files: dict, peak_gflops: float) -> dict:
+    """Model-FLOPs utilization of our PPO phases: model FLOPs per update / seconds / peak."""
+    from _ppo import ppo_flops
+    from transformers import AutoTokenizer
+
+    policy = _world.count_params(Path(spec["policy"]))
+    rm = _world.count_params(Path(spec["reward_model"]))
+    tok = AutoTokenizer.from_pretrained(spec["policy"])
+    prompt_len = max(len(tok(_world.prompt_text(t))["input_ids"]) for t in _world.TOPICS)
+    flops = ppo_flops(policy, rm, rm, spec, prompt_len)
+    out: dict = {"model": spec["name"], "policy_params": policy["total"], "flops_per_update": flops}
+    phase_key = {"train": "time/update", "generate": "time/generate",
+                 "rollout_forward": "time/forward", "reward": "time/score"}  # fmt: skip
+    for phase, key in phase_key.items():
+        # Median over updates, then over runs; the first update (warm-up) is left out.
+        per_run = [
+            statistics.median(r["phases"][key][1:] or r["phases"][key])
+            for r in runs
+            if key in r["phases"]
+        ]
+        if not per_run:
+            continue
+        seconds = statistics.median(per_run)
+        out[f"{phase}_seconds"] = seconds
+        out[f"{phase}_gflops"] = flops[phase] / seconds / 1e9
+        out[phase] = flops[phase] / seconds / 1e9 / peak_gflops
+    return out
+
+
+def growth(g: dict, files: dict, work: Path, threads: int | None) -> list[dict]:
+    """Our episodes/s and peak RSS as the batch and the response length double."""
+    rows = []
+    grid = [(g["batch"], g["response"]), (2 * g["batch"], g["response"]), (4 * g["batch"], g["response"]),
+            (g["batch"], 2 * g["response"]), (g["batch"], 4 * g["response"])]  # fmt: skip
+    for batch, response in grid:
+        p = {"batch": batch, "response": response, "episodes": batch * g["updates"]}
+        spec = ppo_spec(g["model"], p, files, work, threads)
+        r = run_job("ppo", "ours", spec, work, f"growth-{batch}-{response}")
+        rows.append({"batch": batch, "response_length": response, "episodes_per_s": r["episodes_per_s"],
+                     "peak_rss_mb": r["peak_rss_mb"], "rss_start_mb": r["rss_start_mb"]})  # fmt: skip
+        log(f"  growth batch {batch} response {response}: {r['episodes_per_s']:.1f} episodes/s, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MiB")  # fmt: skip
+    return rows
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def render_markdown(res: dict, argv: list[str]) -> str:
+    from _report import render
+
+    return render(res, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
