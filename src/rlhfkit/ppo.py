@@ -203,10 +203,6 @@ class PPOConfig:
             (self.max_bad_updates > 0, "--max-bad-updates must be > 0"),
             (self.keep_checkpoints > 0, "--keep-checkpoints must be > 0"),
             (
-                self.reward_model is not None or self.reward_fn is not None,
-                "give --reward-model and/or --reward-fn",
-            ),
-            (
                 self.critic != "reward-model" or self.reward_model is not None,
                 "--critic reward-model needs --reward-model",
             ),
@@ -865,7 +861,9 @@ class PPOTrainer:
     def _skipped_update(self, times: dict[str, float], t_start: float, why: str) -> dict[str, Any]:
         """Nothing is trained on this batch: count it and move on (the LR schedule advances)."""
         warnings.warn(f"update {self.step + 1}: {why}; update skipped", stacklevel=2)
-        self.scheduler.step()
+        with warnings.catch_warnings():  # "scheduler stepped before optimizer": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
         self.step += 1
         self.episode += self.config.batch_size
         self.nonfinite_total += 1

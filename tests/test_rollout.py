@@ -1,0 +1,156 @@
+"""Rollout mechanics: left padding and position ids, sampling, truncation at the stop token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhfkit.ops import logprobs_from_logits
+from rlhfkit.rollout import (
+    choose_pad_id,
+    decode_responses,
+    encode_prompts,
+    generate,
+    left_pad,
+    position_ids_from_mask,
+    truncate_after_stop,
+)
+from rlhfkit.tiny import build_tiny_causal_lm
+
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_tiny_causal_lm(tmp_path_factory.mktemp("lm"), WORDS, n_layer=2, n_embd=32)
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def test_left_pad_and_position_ids_by_hand():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert position_ids_from_mask(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+    # a response appended after the prompt continues the count; masked tail positions don't matter
+    full = torch.tensor([[0, 0, 1, 1, 1, 0]])
+    assert position_ids_from_mask(full).tolist()[0][:5] == [0, 0, 0, 1, 2]
+
+
+def test_choose_pad_id_never_eos(tiny):
+    _, tok = tiny
+    assert choose_pad_id(tok) == tok.pad_token_id != tok.eos_token_id
+
+    class NoPad:
+        pad_token_id = None
+        eos_token_id = 3
+        bos_token_id = 3
+        unk_token_id = 7
+
+    assert choose_pad_id(NoPad()) == 7
+
+
+def test_left_padded_prompt_logprobs_equal_unpadded(tiny):
+    model, tok = tiny
+    pad = choose_pad_id(tok)
+    prompts = ["the cat sat on a mat and the dog", "a dog"]
+    ids, mask = encode_prompts(tok, prompts, pad)  # the short prompt gets left padding
+    assert mask[1, 0] == 0 and mask[0].all()
+    cont = torch.tensor([tok.convert_tokens_to_ids(["ran", "far", "the"])] * 2)  # (2, 3)
+    full = torch.cat([ids, cont], 1)
+    full_mask = torch.cat([mask, torch.ones_like(cont)], 1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=full, attention_mask=full_mask, position_ids=position_ids_from_mask(full_mask)
+        ).logits
+    padded_lp = logprobs_from_logits(logits[1:, -4:-1], cont[1:], temperature=0.7)
+    alone = torch.cat([torch.tensor([tok("a dog")["input_ids"]]), cont[1:]], 1)
+    with torch.no_grad():
+        alone_logits = model(input_ids=alone).logits
+    alone_lp = logprobs_from_logits(alone_logits[:, -4:-1], cont[1:], temperature=0.7)
+    torch.testing.assert_close(padded_lp, alone_lp, atol=1e-5, rtol=1e-5)
+    # and without correct position ids the answer is different (the test can fail)
+    with torch.no_grad():
+        wrong = model(input_ids=full, attention_mask=full_mask).logits
+    wrong_lp = logprobs_from_logits(wrong[1:, -4:-1], cont[1:], temperature=0.7)
+    assert not torch.allclose(wrong_lp, alone_lp, atol=1e-4)
+
+
+def test_truncate_after_stop_by_hand():
+    eos, stop, pad = 2, 9, 0
+    responses = torch.tensor([[5, 2, 6, 7], [5, 6, 7, 8], [9, 5, 2, 6], [2, 2, 2, 2]])
+    out, mask, has_stop = truncate_after_stop(responses, [eos, stop], pad)
+    assert out.tolist() == [[5, 2, 0, 0], [5, 6, 7, 8], [9, 0, 0, 0], [2, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 0, 0, 0]]
+    assert has_stop.tolist() == [True, False, True, True]
+
+
+def test_generation_stops_at_eos_and_masks_the_rest(tiny):
+    model, tok = tiny
+    pad, eos = choose_pad_id(tok), tok.eos_token_id
+    torch.manual_seed(0)
+    ids, mask = encode_prompts(tok, ["the cat"] * 64, pad)
+    # at temperature 3 the random tiny model emits EOS (1 token in 14) often within 12 tokens
+    raw = generate(model, ids, mask, 12, 3.0, pad, [eos])
+    assert raw.shape == (64, 12)
+    responses, rmask, has_stop = truncate_after_stop(raw, [eos], pad)
+    assert 0 < has_stop.sum() < 64
+    for row, m, stopped in zip(responses, rmask, has_stop, strict=True):
+        n = int(m.sum())
+        if stopped:
+            assert row[n - 1] == eos and (row[: n - 1] != eos).all()
+            assert (row[n:] == pad).all()
+        else:
+            assert n == 12
+    texts = decode_responses(tok, responses, rmask)
+    assert all("<eos>" not in t and "<pad>" not in t for t in texts)
+
+
+def test_generate_ignores_model_sampling_defaults(tiny):
+    """A top_k=1 stored with the model would make sampling greedy; PPO must sample plainly."""
+    model, tok = tiny
+    pad = choose_pad_id(tok)
+    model.generation_config.top_k = 1
+    try:
+        torch.manual_seed(1)
+        ids, mask = encode_prompts(tok, ["the cat"] * 32, pad)
+        raw = generate(model, ids, mask, 6, 1.0, pad, [tok.eos_token_id])
+    finally:
+        model.generation_config.top_k = 50
+    assert len({tuple(r.tolist()) for r in raw}) > 1
+    assert model.generation_config.top_k == 50  # restored
+
+
+def test_sampling_distribution_is_softmax_over_temperature(tiny):
+    """The scores generate samples from equal log_softmax(logits / T) recomputed by a forward pass
+    with our position ids — the recomputation PPO does (temperature detail)."""
+    from transformers import GenerationConfig
+
+    model, tok = tiny
+    pad, T = choose_pad_id(tok), 0.6
+    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog"], pad)
+    torch.manual_seed(2)
+    out = model.generate(
+        input_ids=ids, attention_mask=mask, return_dict_in_generate=True, output_scores=True,
+        generation_config=GenerationConfig(
+            do_sample=True, temperature=T, top_k=None, top_p=None, max_new_tokens=5,
+            pad_token_id=pad, eos_token_id=[tok.eos_token_id],
+        ),
+    )  # fmt: skip
+    responses = out.sequences[:, ids.shape[1] :]
+    _, rmask, _ = truncate_after_stop(responses, [tok.eos_token_id], pad)
+    scores = torch.stack(out.scores, 1)  # (B, r, V) processed logits = logits / T
+    sampled_lp = torch.log_softmax(scores, -1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+    full_mask = torch.cat([mask, torch.ones_like(responses)], 1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=out.sequences, attention_mask=full_mask,
+            position_ids=position_ids_from_mask(full_mask),
+        ).logits  # fmt: skip
+    recomputed = logprobs_from_logits(logits[:, ids.shape[1] - 1 : -1], responses, temperature=T)
+    # (min_new_tokens would mask EOS and change the distribution: it is never used)
+    m = rmask.bool()
+    torch.testing.assert_close(recomputed[m], sampled_lp[m], atol=1e-4, rtol=1e-4)
+    untempered = logprobs_from_logits(logits[:, ids.shape[1] - 1 : -1], responses)
+    assert not torch.allclose(untempered[m], sampled_lp[m], atol=1e-3)
