@@ -287,6 +287,8 @@ class RewardModel:
         """
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return [], []
         max_len = self.settings.max_length
         tok = self.tokenizer
         if self.settings.input_format == "template":

@@ -675,8 +675,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                 sums.zero_()
             progress.update(task, completed=done)
 
-            if (config.save_every and done % config.save_every == 0) or (
-                done % steps_per_epoch == 0 and done < total_steps
+            # The last step needs no checkpoint: the final model is saved below.
+            if done < total_steps and (
+                (config.save_every and done % config.save_every == 0) or done % steps_per_epoch == 0
             ):
                 state = {
                     "step": done,
