@@ -232,7 +232,7 @@ def test_train_rm_learns_the_known_preference(world, tmp_path):
     results = train_reward_model(cfg)
     ev = json.loads((out / "eval.json").read_text())
     assert ev["accuracy"] == pytest.approx(results["accuracy"])
-    assert ev["accuracy"] >= 0.9, ev  # measured 0.93 (chance: 0.5)
+    assert ev["accuracy"] >= 0.9, ev  # measured 0.986 (chance: 0.5)
     assert ev["n_rankings"] == 100 and ev["normalized"] is True
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [5, 10, 15, 20, 25]
@@ -240,6 +240,7 @@ def test_train_rm_learns_the_known_preference(world, tmp_path):
         assert key in metrics[-1]
     assert metrics[-1]["rm/loss"] < metrics[0]["rm/loss"]
     assert metrics[-1]["rm/lr"] < metrics[0]["rm/lr"]  # linear decay
+    assert all(m["perf/responses_per_step"] == 16 * 4 for m in metrics)  # each response once
 
     # Plain transformers loads it and ranks a clearly better response above a clearly worse one.
     hf = AutoModelForSequenceClassification.from_pretrained(out).eval()

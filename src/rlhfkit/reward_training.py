@@ -606,6 +606,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         6, device=accelerator.device
     )  # loss·G, G, correct, pairs, margin·P, responses
     t_start, pairs_done = time.perf_counter(), 0.0
+    last_logged = start_step
     progress, task = _progress(main and config.progress, total_steps, start_step)
     with progress:
         for step in range(start_step, total_steps):
@@ -666,9 +667,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                     "rm/pairs": int(tot[3]),
                     "rm/grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "perf/pairs_per_s": pairs_done / elapsed if elapsed > 0 else None,
-                    "perf/responses_per_step": float(tot[5]) / config.logging_steps,
+                    "perf/responses_per_step": float(tot[5]) / (done - last_logged),
                 }
                 logger.log(rec)
+                last_logged = done
                 progress.update(
                     task, info=f"loss {rec['rm/loss']:.3f} acc {rec['rm/accuracy']:.3f}"
                 )
