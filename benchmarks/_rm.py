@@ -64,11 +64,14 @@ def run(side: str, spec: dict) -> dict:
     k = spec["k"]
     pairs_per_ranking = k * (k - 1) // 2
     out = Path(spec["out_dir"]) / f"rm-{side}"
+    if side == "ours":
+        from rlhfkit.reward_training import RewardConfig, train_reward_model
+    else:
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
     rss_before = peak_rss_mb()
     with GcTimer() as gct:
         if side == "ours":
-            from rlhfkit.reward_training import RewardConfig, train_reward_model
-
             cfg = RewardConfig(
                 model=spec["model"],
                 data=spec["train_rankings"],
@@ -95,9 +98,6 @@ def run(side: str, spec: dict) -> dict:
             model = AutoModelForSequenceClassification.from_pretrained(out)
             tokenizer = AutoTokenizer.from_pretrained(out)
         else:
-            from datasets import Dataset
-            from trl import RewardConfig, RewardTrainer
-
             pairs = read_jsonl(spec["train_pairs"])
             tokenizer = AutoTokenizer.from_pretrained(spec["model"])
             args = RewardConfig(

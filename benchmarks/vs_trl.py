@@ -49,9 +49,11 @@ PRESETS: dict[str, dict] = {
         "ppo_rm": {"n_train": 64, "epochs": 1},
         "ppo": {"tiny": {"layers": 1, "dim": 32, "heads": 2, "batch": 8, "response": 8,
                          "episodes": 16}},
-        "mfu_model": "tiny",
+        "mfu_only": {"small": {"layers": 1, "dim": 64, "heads": 2, "batch": 8, "response": 8,
+                               "episodes": 16}},
+        "mfu_model": "small",
         "growth": None,
-        "profile": [],
+        "profile": ["tiny"],
     },
     "quick": {
         "runs": 3,
@@ -69,17 +71,17 @@ PRESETS: dict[str, dict] = {
     },
     "full": {
         "runs": 3,
-        "rm": {"n_train": 1024, "n_eval": 256, "layers": 4, "dim": 128, "heads": 4, "batch": 16,
+        "rm": {"n_train": 512, "n_eval": 256, "layers": 4, "dim": 128, "heads": 4, "batch": 16,
                "epochs": 2, "lr": 1e-3},
         "ppo_rm": {"n_train": 1024, "epochs": 2},
         "ppo": {
             "tiny": {"layers": 2, "dim": 64, "heads": 2, "batch": 32, "response": 16,
-                     "episodes": 1024},
+                     "episodes": 512},
             "large": {"layers": 6, "dim": 512, "heads": 8, "batch": 32, "response": 32,
-                      "episodes": 256},
+                      "episodes": 160},
         },
         "mfu_model": "large",
-        "growth": {"model": "tiny", "batch": 16, "response": 16, "updates": 8},
+        "growth": {"model": "tiny", "batch": 16, "response": 16, "updates": 4},
         "profile": ["tiny", "large"],
     },
 }  # fmt: skip
@@ -335,16 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     for pname in preset["profile"]:
         p = {**(preset["ppo"].get(pname) or preset["mfu_only"][pname])}
         p["episodes"] = p["batch"] * 4
-        log(f"profile: our PPO, {pname} policy, 4 updates")
-        results["profile"][pname] = run_job(
-            "profile",
-            "ours",
-            ppo_spec(pname, p, files, work, args.threads),
-            work,
-            f"profile-{pname}",
-        )
+        log(f"profile: our PPO, {pname} policy, 4 updates (as is, then with a fused AdamW)")
+        spec = ppo_spec(pname, p, files, work, args.threads)
+        prof = run_job("profile", "ours", spec, work, f"profile-{pname}")
+        spec["fused_adamw"] = True
+        prof["fused_adamw"] = run_job("profile", "ours", spec, work, f"profile-{pname}-fused")
+        results["profile"][pname] = prof
 
     results["seconds"] = time.perf_counter() - t_start
+    results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report = render_markdown(results, argv if argv is not None else sys.argv[1:])
     log("\n" + report)
     if args.json:

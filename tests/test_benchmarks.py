@@ -1,0 +1,99 @@
+"""The benchmark against TRL: its synthetic world, its FLOP count, and one tiny end-to-end run.
+
+Not a timed test: the end-to-end run only checks that every measurement runs and that the ratios
+come out finite and positive (speed on a shared CI machine proves nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import _world  # noqa: E402
+
+
+def test_gold_quality_is_the_mean_word_value():
+    assert _world.gold_quality(" good1 good2 bad0 word3") == pytest.approx(0.25)
+    assert _world.gold_quality(" bad1 bad2") == -1.0
+    assert _world.gold_quality("") == 0.0
+
+
+def test_rankings_are_strict_and_best_first():
+    rankings = _world.make_rankings(50, 4, seed=0)
+    for r in rankings:
+        text = {x["id"]: x["text"] for x in r["responses"]}
+        q = [_world.gold_quality(text[i]) for i in r["ranking"]]
+        assert q == sorted(q, reverse=True) and len(set(q)) == 4
+    pairs = _world.to_pairs(rankings)
+    assert len(pairs) == 6 * 50  # K(K-1)/2 pairs per ranking
+    assert all(_world.gold_quality(p["chosen"]) > _world.gold_quality(p["rejected"]) for p in pairs)
+
+
+def test_rankings_read_back_as_rlhfkit_rankings(tmp_path):
+    from rlhfkit.data import read_preferences
+
+    path = _world.write_jsonl(tmp_path / "r.jsonl", _world.make_rankings(5, 4, seed=1))
+    read = list(read_preferences(path))
+    assert len(read) == 5 and all(sorted(r.ranks()) == [1, 2, 3, 4] for r in read)
+
+
+def test_flop_count_matches_torch_flop_counter(tmp_path):
+    """The analytic count = torch's matmul count + the attention term (which the CPU SDPA kernel
+    does not report) + the bias/layer-norm parameters counted as if they were matmul weights."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForCausalLM
+
+    import _ppo
+
+    model_dir = _world.build_model(tmp_path / "m", n_layer=2, n_embd=64, n_head=2)
+    p = _world.count_params(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    B, T, keep = 3, 20, 5
+    with FlopCounterMode(display=False) as counter:
+        model(input_ids=torch.randint(0, p["vocab"], (B, T)), logits_to_keep=keep)
+    ours = B * _ppo.forward_flops(p, T, keep)
+    attention = B * 4 * p["n_layer"] * T * T * p["n_embd"]
+    small = B * 2 * T * (p["non_embedding"] - p["n_layer"] * 12 * p["n_embd"] ** 2)
+    assert ours == counter.get_total_flops() + attention + small
+
+
+def test_ppo_flops_training_is_three_forwards_per_epoch():
+    import _ppo
+
+    p = {"non_embedding": 1000, "n_layer": 1, "n_embd": 4, "vocab": 10}
+    s = {"batch_size": 2, "response_length": 3, "ppo_epochs": 4}
+    f = _ppo.ppo_flops(p, p, p, s, prompt_len=5)
+    per_seq = _ppo.forward_flops(p, 8, 4) + _ppo.forward_flops(p, 8, 0)
+    assert f["train"] == 4 * 2 * 3 * per_seq
+    assert f["rollout_forward"] == 2 * (2 * _ppo.forward_flops(p, 8, 4) + _ppo.forward_flops(p, 8, 0))
+
+
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
+    pytest.importorskip("trl")
+    out = tmp_path / "bench.json"
+    md = tmp_path / "bench.md"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "vs_trl.py"), "--preset", "tiny", "--json", str(out),
+         "--markdown", str(md), "--work-dir", str(tmp_path / "work"), "--threads", "1"],
+        capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    for key in ("rm_speedup", "ppo_speedup", "ppo_peak_rss_ratio", "mfu_train"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
+    assert 0 <= res["rm_accuracy_ours"] <= 1 and 0 <= res["rm_accuracy_trl"] <= 1
+    assert res["matmul_peak_gflops"] > 0
+    for side in ("ours", "trl"):
+        assert len(res["ppo"]["tiny"]["runs"][side]) == 1
+    text = md.read_text()
+    assert "## Reward model" in text and "rm_speedup" in text
