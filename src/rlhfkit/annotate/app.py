@@ -208,16 +208,18 @@ def create_app(
     session_max_age_s: int = 7 * 24 * 3600,
     max_body_bytes: int = 64 * 1024,
     secure_cookies: bool = False,
+    synchronous: str = "FULL",
 ) -> FastAPI:
     """Build the app for the database at ``db_path`` (created if missing).
 
     ``overlap``: how many different annotators rank each item. ``assignment_timeout_s``: an item
     opened but neither ranked nor skipped for this long goes back to the pool. ``secure_cookies``:
-    mark the cookie Secure (set it when serving behind HTTPS).
+    mark the cookie Secure (set it when serving behind HTTPS). ``synchronous``: SQLite's
+    ``FULL`` (a 201 survives power loss) or ``NORMAL`` (survives a server crash; faster).
     """
     if overlap < 1:
         raise ConfigError("overlap must be at least 1")
-    store = Store(db_path)
+    store = Store(db_path, synchronous=synchronous)
     store.init()
     store.set_meta("overlap", str(overlap))
     key = secret if secret is not None else load_secret(db_path)

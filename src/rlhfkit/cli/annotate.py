@@ -66,6 +66,9 @@ class ServeConfig:
     """Largest request body accepted (bigger ones get 413)."""
     secure_cookies: bool = False
     """Mark the session cookie Secure (set this when serving behind HTTPS)."""
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    """SQLite durability: FULL, a 201 survives power loss; NORMAL, survives a crash of the server
+    only, with much faster commits on slow disks."""
     log_level: str = "info"
     """uvicorn log level (warning quiets the access log)."""
 
@@ -188,6 +191,7 @@ def _serve(cfg: ServeConfig) -> int:
         assignment_timeout_s=cfg.assignment_timeout,
         max_body_bytes=cfg.max_body_bytes,
         secure_cookies=cfg.secure_cookies,
+        synchronous=cfg.synchronous,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
     # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
