@@ -88,9 +88,13 @@ def generate(
         eos_token_id=stop_ids,
         use_cache=True,
     )
-    # Clear the model's own defaults so only our settings apply.
-    saved = model.generation_config
+    from transformers.utils import logging as hf_logging
+
+    # Clear the model's own defaults so only our settings apply. (Verbosity: transformers drops an
+    # all-ones attention mask and then warns about the pad ids it put after finished rows.)
+    saved, verbosity = model.generation_config, hf_logging.get_verbosity()
     model.generation_config = GenerationConfig()
+    hf_logging.set_verbosity_error()
     try:
         out = model.generate(
             input_ids=input_ids,
@@ -99,6 +103,7 @@ def generate(
         )  # (B, P + r), r ≤ response_length
     finally:
         model.generation_config = saved
+        hf_logging.set_verbosity(verbosity)
     responses = out[:, input_ids.shape[1] :]  # (B, r)
     if responses.shape[1] < response_length:
         fill = responses.new_full(
