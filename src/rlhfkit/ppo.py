@@ -913,9 +913,10 @@ class PPOTrainer:
         if factory is None:
             from rlhfkit.hacking import HackingMonitor as factory  # lazy: only when asked for
 
+        extra = {"gold_fn": self.gold_reward_fn} if self.gold_reward_fn is not None else {}
         return factory(
             self._monitor_prompts(), base_texts, base_has_eos=base_has_eos,
-            reward_fn=self._monitor_reward_fn(),
+            reward_fn=self._monitor_reward_fn(), **extra,
         )  # fmt: skip
 
     def _monitor_reward_fn(self) -> RewardFn | None:
