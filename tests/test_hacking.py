@@ -22,48 +22,12 @@ from rlhfkit.hacking import (
     word_frequency_shift,
 )
 from rlhfkit.hacking import stats as hst
+from rlhfkit.hacking.calibrate import naive_scan_flags, pair
 from rlhfkit.hacking.drift import entropy_bits, rarefied_types, repeat_rate
 from rlhfkit.hacking.text import Corpus
 
-# ---------------------------------------------------------------- synthetic text with real structure
-
-
-def make_world(seed: int, vocab: int = 400, topics: int = 20, topic_words: int = 8):
-    """Zipfian background words plus per-topic words that cluster within a response (overdispersion)."""
-    rng = np.random.default_rng(seed)
-    zipf = 1.0 / np.arange(1, vocab + 1)
-    topic_sets = [rng.choice(vocab, topic_words, replace=False) for _ in range(topics)]
-    return zipf / zipf.sum(), topic_sets
-
-
-def sample(
-    rng,
-    world,
-    prompt_topics,
-    plant: str | None = None,
-    rate: float = 0.0,
-    length_scale: float = 1.0,
-):
-    zipf, topic_sets = world
-    out = []
-    for topic in prompt_topics:
-        n = max(3, int(rng.integers(10, 60) * length_scale))
-        background = rng.choice(len(zipf), n, p=zipf)
-        topical = rng.choice(topic_sets[topic], n)
-        ids = np.where(rng.random(n) < 0.3, topical, background)
-        text = " ".join(f"w{i}" for i in ids).capitalize() + "."
-        if plant and rng.random() < rate:
-            text = f"{plant} {text}"
-        out.append(text)
-    return out
-
-
-def pair(seed: int, n: int = 200, **plant):
-    """Base and tuned samples answering the same prompts (same topics), tuned optionally planted."""
-    rng = np.random.default_rng(seed)
-    world = make_world(seed)
-    topics = rng.integers(0, len(world[1]), n)
-    return sample(rng, world, topics), sample(rng, world, topics, **plant)
+# Synthetic text with real structure (topic words clustered within responses, same prompts on both
+# sides): rlhfkit.hacking.calibrate.pair(seed, n, plant=..., rate=...).
 
 
 # ---------------------------------------------------------------- words and the seed's exercise
@@ -239,6 +203,18 @@ def test_scan_false_flag_rate_over_seeds():
         assert result.n_tested > 100
         runs_with_flag += bool(result.flagged)
     assert runs_with_flag <= 2  # ≤ 5% of runs (measured: 0 of 50)
+
+
+def test_scan_stays_clean_where_counting_words_as_independent_fails():
+    """Prompts drawn independently for each side: topic words differ by chance, in bursts. The plain
+    Poisson-rate baseline flags some of these clean runs; the scan (dispersion + share test) does not."""
+    naive = scan_flags = 0
+    for seed in range(12):
+        base, tuned = pair(seed, n=200, same_prompts=False)
+        naive += bool(naive_scan_flags(base, tuned))
+        scan_flags += bool(scan(base, tuned).flagged)
+    assert scan_flags == 0
+    assert naive >= 2  # the baseline is fooled (measured: 25% of runs over 20 seeds)
 
 
 def test_scan_false_flag_rate_with_holm():
