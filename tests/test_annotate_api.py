@@ -572,3 +572,105 @@ def test_concurrent_assignment_never_exceeds_overlap(tmp_path):
     taken = [v for v in results.values() if v is not None]
     assert len(taken) == 10  # 5 items x overlap 2; the other two annotators got nothing
     assert all(taken.count(i) == 2 for i in set(taken))
+
+
+@pytest.mark.slow
+def test_cli_workflow_export_feeds_train_rm(tmp_path):
+    """import -> add-annotator (token from the printed link) -> rank over HTTP -> export -> train-rm."""
+    import subprocess
+    import sys
+
+    from rlhfkit.tiny import build_tiny_causal_lm
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            [sys.executable, "-m", "rlhfkit", *args], capture_output=True, text=True, timeout=300
+        )
+        assert r.returncode == 0, r.stderr
+        return r
+
+    words = ["good", "bad", "answer", "question", "ok", "fine", "poor"]
+    cands = tmp_path / "c.jsonl"
+    with open(cands, "w", encoding="utf-8") as f:
+        for i in range(24):
+            rs = [
+                {"id": "g", "text": "good answer good"},
+                {"id": "o", "text": "ok answer"},
+                {"id": "b", "text": "bad poor answer"},
+            ]
+            f.write(
+                json.dumps({"prompt": f"question {i} " + "fine " * (i % 3), "responses": rs}) + "\n"
+            )
+    db = tmp_path / "ann.db"
+    run("annotate", "import", "--db", str(db), str(cands))
+    tokens = {}
+    for name in ("ann1", "ann2"):
+        link = (
+            run("annotate", "add-annotator", name, "--db", str(db)).stdout.strip().splitlines()[-1]
+        )
+        assert link.startswith("http://127.0.0.1:8000/login#token=")
+        tokens[name] = link.split("#token=")[1]
+    admin_out = run("annotate", "add-annotator", "boss", "--db", str(db), "--admin").stdout
+    assert "admin" in admin_out
+    client = TestClient(create_app(db, overlap=2, secret=SECRET))
+    for name, token in tokens.items():
+        while (r := client.get("/api/next", headers=bearer(token))).status_code == 200:
+            item = r.json()
+            ranking = ["g", "o", "b"] if name == "ann1" else ["g", ["o", "b"]]
+            r = client.post(
+                "/api/rankings",
+                headers=bearer(token),
+                json={"item_id": item["item_id"], "ranking": ranking},
+            )
+            assert r.status_code == 201
+    stats = run("annotate", "stats", "--db", str(db), "--json")
+    assert json.loads(stats.stdout)["rankings"] == 48
+    out = run("annotate", "stats", "--db", str(db)).stdout
+    assert "Krippendorff" in out and "ann1" in out
+
+    rankings = tmp_path / "rankings.jsonl"
+    run("annotate", "export", "--db", str(db), "--format", "rankings", "--out", str(rankings))
+    assert len(rankings.read_text().splitlines()) == 48
+    consensus = tmp_path / "consensus.jsonl"
+    run(
+        "annotate",
+        "export",
+        "--db",
+        str(db),
+        "--format",
+        "rankings",
+        "--consensus",
+        "--min-annotators",
+        "2",
+        "--out",
+        str(consensus),
+    )
+    recs = [json.loads(x) for x in consensus.read_text().splitlines()]
+    assert len(recs) == 24 and all(r["ranking"] == ["g", "o", "b"] for r in recs)
+    pairs = tmp_path / "pairs.jsonl"
+    run("annotate", "export", "--db", str(db), "--format", "pairs", "--out", str(pairs))
+    assert len(pairs.read_text().splitlines()) == 24 * 3 + 24 * 2
+
+    backbone = build_tiny_causal_lm(
+        tmp_path / "tiny", words + [f"{i}" for i in range(24)], n_layer=1, n_embd=16
+    )
+    rm = tmp_path / "rm"
+    run(
+        "train-rm",
+        "--model",
+        str(backbone),
+        "--data",
+        str(rankings),
+        "--out",
+        str(rm),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "3e-3",
+        "--eval-split",
+        "0.25",
+    )
+    ev = json.loads((rm / "eval.json").read_text())
+    assert ev["accuracy"] > 0.5  # "good" beats the others on held-out rankings
