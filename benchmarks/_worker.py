@@ -20,6 +20,10 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore")
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     if job == "rm":
         import _rm
 

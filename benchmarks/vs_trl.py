@@ -246,12 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     log(f"rlhfkit vs TRL ({name}, {runs} alternating runs per side)")
     log("machine: " + json.dumps(machine))
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the setup's reward-model training too
     log("setup: data and models")
     files = setup(preset, work)
     results: dict = {"preset": name, "runs": runs, "machine": machine}
 
     # fp32 matmul peak, in its own process like everything else.
-    peak = run_job("matmul", "-", {}, work, "matmul")
+    peak = run_job("matmul", "-", {"threads": args.threads}, work, "matmul")
     results["matmul_peak_gflops"] = peak["gflops"]
     log(
         f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['size']}², {peak['threads']} threads)"
