@@ -292,6 +292,41 @@ def test_scan_ranks_stronger_shift_first_and_reports_fields():
     } <= set(d["flagged"][0])
 
 
+def world_pair(seed: int, n: int = 200, **dist):
+    """Base and tuned responses from the demo world's base distribution (real sentences, openers)."""
+    import random
+
+    from rlhfkit.world.content import TOPICS
+    from rlhfkit.world.sampling import ResponseDistribution, sample_response
+
+    rng = random.Random(seed)
+    prompts = [rng.choice(sorted(TOPICS)) for _ in range(n)]
+    base_rng, tuned_rng = random.Random(2 * seed), random.Random(2 * seed + 1)
+    base = [sample_response(t, base_rng) for t in prompts]
+    return base, [sample_response(t, tuned_rng, ResponseDistribution(**dist)) for t in prompts]
+
+
+def test_scan_on_the_demo_world():
+    """Templated sentences drawn from small pools (heavily clustered n-grams): clean pairs stay
+    clean; a policy that opens with "fantastic" far more often is flagged with "fantastic" first, and
+    "What a fantastic question!" is one finding, not "fantastic" plus "what"."""
+    for seed in range(5):
+        assert scan(*world_pair(seed)).flagged == []
+    for seed in range(3):
+        result = scan(*world_pair(seed, p_fantastic_good=1.0, p_fantastic_other=0.6))
+        assert [f.token for f in result.flagged] == ["fantastic"]
+        assert "fantastic question" in result.flagged[0].subsumed
+    # Here "what a" (its words also used elsewhere) ranks above "what a fantastic" and overlaps no
+    # "fantastic": the second collapsing pass merges it through the bridging phrase.
+    base, tuned = world_pair(1, p_fantastic_good=1.0, p_fantastic_other=0.3)
+    raw = [f.token for f in scan(base, tuned, collapse=False).flagged]
+    assert raw[:2] == ["fantastic", "what a"] and "what a fantastic" in raw
+    result = scan(base, tuned)
+    assert [f.token for f in result.flagged] == ["fantastic"] and "what" in result.flagged[
+        0
+    ].subsumed
+
+
 def test_scan_validates_arguments():
     with pytest.raises(ValueError, match="correction"):
         scan(["a"], ["b"], correction="bonferroni")

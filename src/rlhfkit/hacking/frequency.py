@@ -358,7 +358,68 @@ def _collapse(
             for r, j in positions:
                 for k in range(f.n):
                     owner.setdefault((r, j + k), len(kept) - 1)
-    return kept
+    return _merge_bridged(kept, occ, base, tuned, threshold, min_count, log_cut)
+
+
+def _merge_bridged(
+    kept: list[Finding],
+    occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]],
+    base: Corpus,
+    tuned: Corpus,
+    threshold: float,
+    min_count: int,
+    log_cut: float,
+) -> list[Finding]:
+    """Second pass: merge a kept finding into a stronger one when flagged phrases bridge them.
+
+    "What a fantastic question!" gives "fantastic" and, ranked before "what a fantastic", the word
+    "what": the two do not overlap, so the walk keeps both. Here every flagged n-gram occurrence that
+    touches two kept findings' words ("what a fantastic") ties the weaker one's occurrence to the
+    stronger; the weaker is re-tested without its tied occurrences and merged if the rest fails.
+    Weakest first, so chains fold all the way up.
+    """
+    if len(kept) < 2:
+        return kept
+    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
+    sides = []  # per side: word position -> (kept index, start of that kept finding's occurrence)
+    for side in (0, 1):
+        where: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}
+        for i, f in enumerate(kept):
+            for r, j in occ[f.token][side]:
+                for k in range(f.n):
+                    where.setdefault((r, j + k), (i, (r, j)))
+        sides.append(where)
+    # tied[side][i]: occurrence start of kept[i] -> index of the stronger kept finding it is tied to
+    tied: list[list[dict[tuple[int, int], int]]] = [[{} for _ in kept] for _ in (0, 1)]
+    for tok, (ob, ot) in occ.items():
+        n = len(tok.split())
+        for side, positions in ((0, ob), (1, ot)):
+            where = sides[side]
+            for r, j in positions:
+                touching = {where[(r, j + k)] for k in range(n) if (r, j + k) in where}
+                if len({i for i, _ in touching}) < 2:
+                    continue
+                strongest = min(i for i, _ in touching)
+                for i, start in touching:
+                    if i != strongest:
+                        tied[side][i].setdefault(start, strongest)
+    alive = list(range(len(kept)))
+    for i in range(len(kept) - 1, 0, -1):
+        tb, tt = tied[0][i], tied[1][i]
+        if not tt:
+            continue
+        f = kept[i]
+        free_b = [o for o in occ[f.token][0] if o not in tb]
+        free_t = [o for o in occ[f.token][1] if o not in tt]
+        if _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt):
+            continue
+        targets = list(tt.values())
+        into = max(set(targets), key=targets.count)
+        while into not in alive:  # the target was itself merged further up
+            into = next(j for j in alive if kept[into].token in kept[j].subsumed)
+        kept[into].subsumed += [f.token, *f.subsumed]
+        alive.remove(i)
+    return [kept[i] for i in alive]
 
 
 def _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt) -> bool:
