@@ -473,3 +473,72 @@ def test_monitor_without_reward_or_eos():
     )
     with pytest.raises(ValueError, match="tuned_prompts"):
         HackingMonitor(["p"] * 100, base).check(tuned[:50])
+
+
+@pytest.mark.slow
+def test_live_monitor_inside_a_short_ppo_run(tmp_path):
+    """The real HackingMonitor in a real PPO run: a tiny policy rewarded for saying "good" starts
+    saying it far more often; the monitor flags "good", logs hacking/* and stops the run."""
+    import json
+
+    import torch
+
+    from rlhfkit.ppo import PPOConfig, PPOTrainer
+    from rlhfkit.tiny import build_tiny_causal_lm
+
+    words = [
+        "the",
+        "a",
+        "cat",
+        "dog",
+        "sat",
+        "ran",
+        "on",
+        "mat",
+        "hill",
+        "big",
+        "small",
+        "red",
+        "blue",
+        "good",
+        "bad",
+        "and",
+        "then",
+        "it",
+        "was",
+        "very",
+    ]
+    topics = ["cats", "dogs", "hills", "mats"]
+    lm = build_tiny_causal_lm(
+        tmp_path / "lm", [*words, *topics, "tell", "me", "about", ":"], n_layer=1, n_positions=64
+    )
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": f"tell me about {topics[i % 4]} :"}) + "\n" for i in range(64)
+        )
+    )
+    reward = tmp_path / "reward.py"
+    reward.write_text(
+        "def good(prompts, responses):\n    return [float(r.lower().replace('!', ' ').split().count('good')) for r in responses]\n"
+    )
+    torch.manual_seed(0)
+    cfg = PPOConfig(
+        policy=str(lm), prompts=str(prompts), out=str(tmp_path / "run"), reward_fn=f"{reward}:good",
+        total_episodes=64 * 16, batch_size=64, num_mini_batches=2, response_length=10,
+        learning_rate=3e-3, kl_coef=0.01, progress=False, hacking_check_every=2, hacking_num_prompts=64,
+        stop_on_hacking=True,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="good"):
+        result = PPOTrainer(cfg).train()
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    checked = [r for r in rows if "hacking/flagged" in r]
+    assert result["stopped"] == "hacking" and rows[-1]["step"] < 16
+    assert (
+        checked[-1]["hacking/flagged"] >= 1
+        and checked[-1]["hacking/top_share"] > checked[-1]["hacking/top_share_base"]
+    )
+    assert checked[-1]["hacking/probe_score_change"] > 0.5  # the reward pays ~1 per "good"
+    assert {"hacking/length_ratio", "hacking/distinct2", "hacking/no_eos_rate"} <= set(checked[-1])
