@@ -22,7 +22,7 @@ from rlhfkit.hacking import (
     word_frequency_shift,
 )
 from rlhfkit.hacking import stats as hst
-from rlhfkit.hacking.calibrate import naive_scan_flags, pair
+from rlhfkit.hacking.calibrate import naive_scan_flags, pair, world_pair
 from rlhfkit.hacking.drift import entropy_bits, rarefied_types, repeat_rate
 from rlhfkit.hacking.text import Corpus
 
@@ -290,20 +290,6 @@ def test_scan_ranks_stronger_shift_first_and_reports_fields():
         "p_value",
         "p_adjusted",
     } <= set(d["flagged"][0])
-
-
-def world_pair(seed: int, n: int = 200, **dist):
-    """Base and tuned responses from the demo world's base distribution (real sentences, openers)."""
-    import random
-
-    from rlhfkit.world.content import TOPICS
-    from rlhfkit.world.sampling import ResponseDistribution, sample_response
-
-    rng = random.Random(seed)
-    prompts = [rng.choice(sorted(TOPICS)) for _ in range(n)]
-    base_rng, tuned_rng = random.Random(2 * seed), random.Random(2 * seed + 1)
-    base = [sample_response(t, base_rng) for t in prompts]
-    return base, [sample_response(t, tuned_rng, ResponseDistribution(**dist)) for t in prompts]
 
 
 def test_scan_on_the_demo_world():

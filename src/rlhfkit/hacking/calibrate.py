@@ -68,6 +68,21 @@ def pair(
     return sample(rng, world, topics), sample(rng, world, tuned_topics, **plant)
 
 
+def world_pair(seed: int, n: int = 200, **dist) -> tuple[list[str], list[str]]:
+    """Base and tuned responses from the demo world (``rlhfkit.world``) for the same ``n`` prompts:
+    base from the base distribution, tuned from ``ResponseDistribution(**dist)``."""
+    import random
+
+    from rlhfkit.world.content import TOPICS
+    from rlhfkit.world.sampling import ResponseDistribution, sample_response
+
+    rng = random.Random(seed)
+    prompts = [rng.choice(sorted(TOPICS)) for _ in range(n)]
+    base_rng, tuned_rng = random.Random(2 * seed), random.Random(2 * seed + 1)
+    base = [sample_response(t, base_rng) for t in prompts]
+    return base, [sample_response(t, tuned_rng, ResponseDistribution(**dist)) for t in prompts]
+
+
 def naive_scan_flags(
     base_texts,
     tuned_texts,
@@ -135,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rates", type=float, nargs="+", default=[0.02, 0.05, 0.1, 0.2], help="planted shares"
     )
+    parser.add_argument(
+        "--world", action="store_true", help="also measure on the demo world's text"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     print("false-flag rate (share of clean pairs with any flag), alpha = 0.05")
@@ -156,6 +174,25 @@ def main(argv: list[str] | None = None) -> int:
             hit, first = detection_power(args.seeds, n, "Fantastic!", rate)
             cells.append(f"{rate:.0%}: {hit:.2f}/{first:.2f}")
         print(f"  {n:4d} responses/side: " + "   ".join(cells))
+    if args.world:
+        n = 200
+        clean = np.mean([bool(scan(*world_pair(s, n)).flagged) for s in range(args.seeds)])
+        print(f"demo world, {n} responses/side: clean pairs with any flag {clean:.3f}")
+        for label, dist in (
+            (
+                "'fantastic' opener 20% -> 48% of responses",
+                dict(p_fantastic_good=1.0, p_fantastic_other=0.3),
+            ),
+            ("fewer factual errors (no opener change)", dict(p_error=0.2)),
+        ):
+            hit = first = 0
+            for s in range(args.seeds):
+                flagged = scan(*world_pair(1000 + s, n, **dist)).flagged
+                hit += bool(flagged)
+                first += bool(flagged) and flagged[0].token == "fantastic"
+            print(
+                f"  {label}: any flag {hit / args.seeds:.2f}, 'fantastic' first {first / args.seeds:.2f}"
+            )
     print(f"({args.seeds} seeds per cell, {time.perf_counter() - start:.0f} s)")
     return 0
 
