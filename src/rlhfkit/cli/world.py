@@ -163,9 +163,9 @@ def _build(cfg: BuildConfig) -> int:
 
     from rlhfkit.world.policy import (
         BaseBuildSettings,
-        _is_complete,
         build_base_policy,
         cached_policy_dir,
+        is_built,
         read_build_info,
     )
 
@@ -176,7 +176,7 @@ def _build(cfg: BuildConfig) -> int:
     settings = BaseBuildSettings.quick(cfg.seed) if cfg.quick else BaseBuildSettings(seed=cfg.seed)
     if cfg.steps is not None:
         settings = dataclasses.replace(settings, steps=cfg.steps)
-    cached = not cfg.no_cache and _is_complete(cached_policy_dir(settings))
+    cached = not cfg.no_cache and is_built(cached_policy_dir(settings))
     t0 = time.perf_counter()
     with Progress(
         TextColumn("[bold]pretraining base policy"),

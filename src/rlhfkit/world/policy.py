@@ -17,6 +17,7 @@ the same time and produce noise.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -163,7 +164,9 @@ def cached_policy_dir(settings: BaseBuildSettings) -> Path:
     return cache_root() / f"world-{settings.key()}"
 
 
-def _is_complete(path: Path) -> bool:
+def is_built(path: str | Path) -> bool:
+    """Whether ``path`` holds a complete base-policy build (its record is written last)."""
+    path = Path(path)
     return (path / BUILD_INFO_FILE).is_file() and (path / "config.json").is_file()
 
 
@@ -191,12 +194,10 @@ def build_base_policy(
     if settings is None:
         settings = BaseBuildSettings.quick(seed) if quick else BaseBuildSettings(seed=seed)
         if steps is not None:
-            settings = BaseBuildSettings(
-                **{**asdict(settings), "steps": steps, "distribution": settings.distribution}
-            )
+            settings = dataclasses.replace(settings, steps=steps)
     if use_cache:
         cached = cached_policy_dir(settings)
-        if not _is_complete(cached):
+        if not is_built(cached):
             with atomic_dir(cached) as tmp:
                 _train_and_save(tmp, settings, eval_samples, progress)
         if out_dir is None:
@@ -286,10 +287,13 @@ def _train_and_save(
         for i, seq in enumerate(batch):  # right padding for training: positions start at 0
             input_ids[i, : len(seq)] = torch.tensor(seq)
             attention[i, : len(seq)] = 1
-        labels = input_ids.masked_fill(attention == 0, -100)  # (B, T)
+        targets = input_ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)  # (B, T-1)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]  # (B, T-1, V)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
