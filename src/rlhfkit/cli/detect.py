@@ -61,7 +61,7 @@ class DetectConfig:
     seed: int = 0
     """seed of the permutation tests"""
     exclude: tuple[str, ...] = field(default_factory=tuple)
-    """ignore these words/phrases in the scan (e.g. a template everyone uses)"""
+    """never report or flag these words/phrases (e.g. a template the tuned prompts require)"""
 
     def __post_init__(self) -> None:
         if self.min_count < 1:
