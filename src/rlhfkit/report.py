@@ -27,7 +27,7 @@ PPO_PANELS: list[tuple[str, str, str]] = [
     ("objective/kl", "KL(π ‖ π_ref) per response", "KL to the reference"),
     ("objective/rlhf_reward", "score − β·KL", "RLHF objective"),
     ("objective/kl_coef", "β", "KL coefficient"),
-    ("objective/entropy", "nats per token", "Policy entropy"),
+    ("objective/entropy", "nats per response", "Policy entropy (sum of −log π)"),
     ("response/length_mean", "tokens", "Response length"),
     ("policy/clipfrac", "share of tokens", "PPO clip fraction"),
     ("policy/approxkl", "approx. KL old→new", "Update size (approx KL)"),
@@ -67,9 +67,11 @@ class Run:
         xs, ys = [], []
         for i, row in enumerate(self.metrics):
             v = row.get(key)
-            if isinstance(v, (int, float)) and math.isfinite(v):
+            if isinstance(v, int):
+                v = float(v) if abs(v) < 2**1000 else math.nan  # a huge JSON int overflows float
+            if isinstance(v, float) and math.isfinite(v):
                 xs.append(float(row.get("step", i + 1)))
-                ys.append(float(v))
+                ys.append(v)
         return xs, ys
 
     def has(self, key: str) -> bool:
@@ -86,6 +88,13 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     for lineno, row in iter_jsonl(metrics_path):
         if not isinstance(row, dict):
             raise DataError("expected a JSON object per line", metrics_path, lineno)
+        step = row.get("step")
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, int) or abs(step) > 2**53
+        ):
+            raise DataError(
+                f"'step' must be an integer, got {str(step)[:40]!r}", metrics_path, lineno
+            )
         run.metrics.append(row)
     samples_path = path / "samples.jsonl"
     if samples_path.is_file():
@@ -145,26 +154,39 @@ def metric_figure(
 
 
 def gold_vs_sqrt_kl_figure(runs: Sequence[Run]) -> str | None:
-    """Gao et al. 2022's over-optimization plot: gold (and proxy) reward against d = √KL."""
+    """Gao et al. 2022's over-optimization plot: gold reward (left axis) and proxy reward (right
+    axis, dotted: a different scale) against d = √KL(π ‖ π_ref) per update."""
     if not any(r.has("objective/gold_scores") for r in runs):
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for run in runs:
+    ax_proxy = ax.twinx()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, run in enumerate(runs):
         kl = dict(zip(*run.series("objective/kl"), strict=True))
-        for key, style, label in (
-            ("objective/gold_scores", "-", "gold"),
-            ("objective/scores", ":", "proxy"),
+        color = colors[i % len(colors)]
+        for axis, key, style, label in (
+            (ax, "objective/gold_scores", "-", "gold"),
+            (ax_proxy, "objective/scores", ":", "proxy"),
         ):
             xs, ys = run.series(key)
             pts = [(math.sqrt(max(kl[x], 0.0)), y) for x, y in zip(xs, ys, strict=True) if x in kl]
             if pts:
-                ax.plot(*zip(*pts, strict=True), style, label=f"{run.name}: {label}", linewidth=1.6)
+                axis.plot(
+                    *zip(*pts, strict=True),
+                    style,
+                    color=color,
+                    label=f"{run.name}: {label}",
+                    linewidth=1.6,
+                )
     ax.set_xlabel("√KL(π ‖ π_ref)  (distance from the initial policy)")
-    ax.set_ylabel("mean reward")
+    ax.set_ylabel("gold reward (solid)")
+    ax_proxy.set_ylabel("proxy reward (dotted)")
     ax.set_title("Reward against √KL (Gao et al. 2022)", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    lines = ax.get_legend_handles_labels()
+    proxy_lines = ax_proxy.get_legend_handles_labels()
+    ax.legend(lines[0] + proxy_lines[0], lines[1] + proxy_lines[1], fontsize=8)
     return figure_uri(fig)
 
 
