@@ -1,0 +1,394 @@
+"""``rlhfkit demo``: the whole RLHF pipeline on the synthetic world, where the truth is known.
+
+1. build (or load the cached) base policy of the world
+2. sample K candidates per training prompt from it
+3. rank them: simulated annotators (or people, with ``--human``)
+4. train the reward model ranking-natively; evaluate it against gold on held-out prompts
+5. PPO twice from the same base: a sensible β and a β too low
+6. compare each tuned policy's held-out outputs with the base policy's (hacking scan)
+7. write report.html and summary.json
+
+Every stage writes plain files into the output directory, as the stand-alone commands would.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rlhfkit.io import write_json, write_jsonl
+
+
+@dataclass
+class PPORunSpec:
+    """One PPO run of the demo."""
+
+    name: str
+    kl_coef: float
+    description: str
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the ≤ 60 s one."""
+
+    build_quick: bool
+    groups: int
+    """Candidate groups (training prompts with K responses each) to rank."""
+    k: int
+    annotators_per_prompt: int
+    rm_epochs: int
+    rm_batch_size: int
+    rm_learning_rate: float
+    eval_groups: int
+    """Held-out groups of K candidates used to measure the reward model against gold."""
+    ppo_episodes: int
+    ppo_batch_size: int
+    ppo_learning_rate: float
+    ppo_mini_batches: int
+    response_length: int
+    eval_samples: int
+    """Held-out responses sampled from each policy for the comparison."""
+    hacking_check_every: int
+    runs: list[PPORunSpec] = field(default_factory=list)
+
+    @classmethod
+    def full(cls) -> DemoSettings:
+        return cls(
+            build_quick=False, groups=1000, k=4, annotators_per_prompt=2,
+            rm_epochs=2, rm_batch_size=32, rm_learning_rate=1e-3, eval_groups=200,
+            ppo_episodes=5760, ppo_batch_size=64, ppo_learning_rate=2e-5, ppo_mini_batches=2,
+            response_length=48, eval_samples=384, hacking_check_every=15,
+            runs=[
+                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
+                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+            ],
+        )  # fmt: skip
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(
+            build_quick=True, groups=240, k=4, annotators_per_prompt=2,
+            rm_epochs=1, rm_batch_size=16, rm_learning_rate=2e-3, eval_groups=60,
+            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=5e-5, ppo_mini_batches=2,
+            response_length=40, eval_samples=128, hacking_check_every=10,
+            runs=[
+                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
+                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+            ],
+        )  # fmt: skip
+
+
+Say = Callable[[str], None]
+
+
+def _stage(say: Say, n: int, total: int, text: str) -> float:
+    say(f"[bold cyan][{n}/{total}][/] {text}")
+    return time.perf_counter()
+
+
+def _sample(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, seed: int
+) -> tuple[list[str], list[bool]]:
+    """One sampled response per prompt (temperature 1, no top-k/top-p), and whether it ended."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.world.policy import generate_responses
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return generate_responses(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed
+    )
+
+
+def _pairwise_accuracy_vs_gold(
+    prompts: list[str], groups: list[list[str]], scores: list[list[float]], gold: list[list[float]]
+) -> float:
+    """Share of pairs (strictly ordered by gold) that the reward model orders the same way."""
+    from rlhfkit.world.annotators import GOLD_TIE_TOLERANCE
+
+    right = total = 0
+    for s, g in zip(scores, gold, strict=True):
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                if abs(g[i] - g[j]) <= GOLD_TIE_TOLERANCE:
+                    continue
+                total += 1
+                right += (s[i] - s[j]) * (g[i] - g[j]) > 0
+    return right / total if total else float("nan")
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return float(statistics.fmean(xs)) if xs else float("nan")
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    quick: bool = False,
+    human: bool = False,
+    seed: int = 0,
+    settings: DemoSettings | None = None,
+    say: Say | None = None,
+    human_serve: Callable[..., list[Any]] | None = None,
+    human_items: int = 24,
+) -> dict[str, Any]:
+    """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``)."""
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    from rlhfkit import world
+    from rlhfkit.data import Response, write_rankings
+    from rlhfkit.hacking import scan, word_frequency_shift
+    from rlhfkit.models import RewardModel
+    from rlhfkit.ppo import PPOConfig, PPOTrainer
+    from rlhfkit.reward_training import RewardConfig, train_reward_model
+
+    console = Console(stderr=True)
+    say = say or console.print
+    s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
+    if human:
+        # People rank a few dozen groups, not a thousand: fewer rankings, a weaker reward model.
+        s = replace(s, groups=human_items)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    stage_seconds: dict[str, float] = {}
+    rng = random.Random(seed)
+    total = 7
+
+    # 1. the base policy: a small GPT-2 pretrained on the world's text (cached after the first run)
+    t0 = _stage(
+        say, 1, total, "base policy: building the world's GPT-2 (cached after the first run)"
+    )
+    base_dir = world.build_base_policy(seed=seed, quick=s.build_quick)
+    build_info = world.read_build_info(base_dir)
+    stage_seconds["base_policy"] = time.perf_counter() - t0
+    say(f"      {base_dir}  ({stage_seconds['base_policy']:.0f} s)")
+
+    # 2. sample K candidates per training prompt
+    t0 = _stage(say, 2, total, f"sampling {s.k} candidates for {s.groups} training prompts")
+    train_prompts = [world.make_prompt(t) for t in world.TRAIN_TOPICS]
+    heldout_prompts = [world.make_prompt(t) for t in world.HELDOUT_TOPICS]
+    group_prompts = [train_prompts[i % len(train_prompts)] for i in range(s.groups)]
+    rng.shuffle(group_prompts)
+    flat_prompts = [p for p in group_prompts for _ in range(s.k)]
+    texts, _ = _sample(base_dir, flat_prompts, s.response_length, seed)
+    candidates = [
+        [Response(id=f"r{j}", text=texts[i * s.k + j]) for j in range(s.k)] for i in range(s.groups)
+    ]
+    # A group with an empty response (the policy emitted EOS at once) cannot be shown to people;
+    # such groups are dropped, as an annotation tool would refuse them, and counted.
+    keep = [i for i, c in enumerate(candidates) if all(r.text.strip() for r in c)]
+    dropped_groups = len(candidates) - len(keep)
+    group_prompts = [group_prompts[i] for i in keep]
+    candidates = [candidates[i] for i in keep]
+    write_jsonl(
+        out / "candidates.jsonl",
+        (
+            {"prompt": p, "responses": [{"id": r.id, "text": r.text} for r in c]}
+            for p, c in zip(group_prompts, candidates, strict=True)
+        ),
+    )
+    stage_seconds["sample_candidates"] = time.perf_counter() - t0
+    if dropped_groups:
+        say(f"      {dropped_groups} groups dropped: a response was empty")
+
+    # 3. rank them: simulated annotators (gold utility + Plackett-Luce noise), or people
+    t0 = _stage(
+        say,
+        3,
+        total,
+        "ranking: "
+        + (
+            "people, in the annotation app"
+            if human
+            else f"{s.annotators_per_prompt} simulated annotators per prompt"
+        ),
+    )
+    if human:
+        serve = human_serve or _serve_for_humans
+        rankings = serve(out, out / "candidates.jsonl", say)
+    else:
+        rankings = world.simulate_rankings(
+            group_prompts, candidates, annotators_per_prompt=s.annotators_per_prompt, seed=seed
+        )
+    if not rankings:
+        from rlhfkit.errors import RlhfkitError
+
+        raise RlhfkitError("no rankings were collected: nothing to train the reward model on")
+    write_rankings(out / "rankings.jsonl", rankings)
+    label_accuracy = world.label_accuracy(rankings)
+    stage_seconds["rank"] = time.perf_counter() - t0
+    say(
+        f"      {len(rankings)} rankings; their pairs agree with gold {label_accuracy:.1%} of the time"
+    )
+
+    # 4. the reward model: ranking-native Bradley-Terry on the base policy's backbone
+    t0 = _stage(say, 4, total, f"training the reward model ({s.rm_epochs} epochs, ranking-native)")
+    rm_dir = out / "reward-model"
+    train_reward_model(
+        RewardConfig(
+            model=str(base_dir), data=str(out / "rankings.jsonl"), out=str(rm_dir),
+            eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
+            learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=seed, overwrite=True,
+            max_length=128, logging_steps=5,
+        )
+    )  # fmt: skip
+    reward_model = RewardModel.from_pretrained(rm_dir)
+    # held-out evaluation against gold: fresh candidates on topics the RM never saw
+    eval_prompts = [heldout_prompts[i % len(heldout_prompts)] for i in range(s.eval_groups)]
+    eval_texts, _ = _sample(
+        base_dir, [p for p in eval_prompts for _ in range(s.k)], s.response_length, seed + 1
+    )
+    eval_groups = [eval_texts[i * s.k : (i + 1) * s.k] for i in range(s.eval_groups)]
+    flat_scores = reward_model.score(
+        [p for p in eval_prompts for _ in range(s.k)], eval_texts
+    ).tolist()
+    rm_scores = [flat_scores[i * s.k : (i + 1) * s.k] for i in range(s.eval_groups)]
+    gold_groups = [
+        [world.gold_utility(p, t) for t in g]
+        for p, g in zip(eval_prompts, eval_groups, strict=True)
+    ]
+    rm_accuracy = _pairwise_accuracy_vs_gold(eval_prompts, eval_groups, rm_scores, gold_groups)
+    noise_ceiling = world.noise_ceiling(gold_groups)
+    stage_seconds["reward_model"] = time.perf_counter() - t0
+    say(
+        f"      held-out pairwise accuracy vs gold {rm_accuracy:.3f} (noise ceiling {noise_ceiling:.3f})"
+    )
+
+    # 5. PPO twice from the same base policy, with the world's gold reward logged (never trained on)
+    write_jsonl(out / "prompts-train.jsonl", ({"prompt": p} for p in train_prompts))
+    run_dirs: dict[str, Path] = {}
+    for i, run in enumerate(s.runs):
+        t0 = _stage(say, 5, total, f"PPO run {i + 1}/{len(s.runs)}: {run.description}")
+        run_dir = out / "ppo" / run.name
+        config = PPOConfig(
+            policy=str(base_dir), prompts=str(out / "prompts-train.jsonl"), out=str(run_dir),
+            reward_model=str(rm_dir), total_episodes=s.ppo_episodes, batch_size=s.ppo_batch_size,
+            num_mini_batches=s.ppo_mini_batches, response_length=s.response_length,
+            temperature=1.0, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate, seed=seed,
+            sample_every=max(1, s.ppo_episodes // s.ppo_batch_size // 6), num_samples=4,
+            hacking_check_every=s.hacking_check_every, hacking_num_prompts=64,
+        )  # fmt: skip
+        PPOTrainer(config, reward_model=reward_model, gold_reward_fn=world.gold_reward_fn).train()
+        run_dirs[run.name] = run_dir
+        stage_seconds[f"ppo_{run.name}"] = time.perf_counter() - t0
+
+    # 6. held-out comparison: base vs each tuned policy on the same held-out prompts
+    t0 = _stage(
+        say,
+        6,
+        total,
+        f"comparing {s.eval_samples} held-out responses of each policy with the base policy's",
+    )
+    cmp_prompts = [heldout_prompts[i % len(heldout_prompts)] for i in range(s.eval_samples)]
+    policies = {"base": base_dir, **{name: d / "policy" for name, d in run_dirs.items()}}
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, model_dir in policies.items():
+        texts, ended = _sample(model_dir, cmp_prompts, s.response_length, seed + 2)
+        ev = world.evaluate_texts(cmp_prompts, texts, ended)
+        proxy = reward_model.score(cmp_prompts, texts).tolist()
+        outputs[name] = {
+            "texts": texts,
+            "ended": ended,
+            "proxy": proxy,
+            "gold": ev.gold,
+            "eval": ev.summary(),
+        }
+        write_jsonl(
+            out / f"heldout-{name}.jsonl",
+            ({"prompt": p, "response": t, "proxy_reward": pr, "gold_reward": g, "ended_with_eos": e}
+             for p, t, pr, g, e in zip(cmp_prompts, texts, proxy, ev.gold, ended, strict=True)),
+        )  # fmt: skip
+    base = outputs["base"]
+    runs_summary = []
+    for run in s.runs:
+        tuned = outputs[run.name]
+        result = scan(base["texts"], tuned["texts"])
+        fantastic = word_frequency_shift(base["texts"], tuned["texts"], "fantastic")
+        metrics = [
+            json.loads(line)
+            for line in (run_dirs[run.name] / "metrics.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        final_kl = _mean([m["objective/kl"] for m in metrics[-3:]])
+        runs_summary.append({
+            "name": run.name,
+            "beta": run.kl_coef,
+            "kl": final_kl,
+            "proxy_reward_base": _mean(base["proxy"]),
+            "proxy_reward_tuned": _mean(tuned["proxy"]),
+            "gold_reward_base": _mean(base["gold"]),
+            "gold_reward_tuned": _mean(tuned["gold"]),
+            "flagged_tokens": [f.token for f in result.flagged],
+            "fantastic": fantastic.to_dict(),
+            "valid_rate_base": base["eval"]["valid_rate"],
+            "valid_rate_tuned": tuned["eval"]["valid_rate"],
+            "scan": result.to_dict(),
+        })  # fmt: skip
+    stage_seconds["compare"] = time.perf_counter() - t0
+
+    # 7. the report and the summary
+    t0 = _stage(say, 7, total, "writing report.html and summary.json")
+    summary = {
+        "rm_heldout_accuracy": rm_accuracy,
+        "rm_noise_ceiling": noise_ceiling,
+        "rm_label_accuracy": label_accuracy,
+        "n_rankings": len(rankings),
+        "dropped_candidate_groups": dropped_groups,
+        "wall_seconds": None,
+        "quick": quick,
+        "human": human,
+        "seed": seed,
+        "base_policy": str(base_dir),
+        "base_policy_build": build_info.get("evaluation", build_info),
+        "runs": runs_summary,
+        "stage_seconds": stage_seconds,
+        "settings": asdict(s),
+    }
+    from rlhfkit.demo_report import render_demo_report
+
+    stage_seconds["report"] = 0.0
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    render_demo_report(out, summary, run_dirs, rm_dir, outputs, cmp_prompts)
+    stage_seconds["report"] = time.perf_counter() - t0
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _serve_for_humans(out: Path, candidates_path: Path, say: Say) -> list[Any]:
+    """Serve the candidates in the annotation app and wait until people have ranked them all
+    (Ctrl-C stops waiting and keeps what was ranked so far)."""
+    from rlhfkit.annotate.serve_local import collect_rankings
+
+    return collect_rankings(out / "annotations.db", candidates_path, say)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The short console summary printed at the end of the demo."""
+    lines = [
+        f"reward model: held-out pairwise accuracy vs gold {summary['rm_heldout_accuracy']:.3f} "
+        f"(noise ceiling {summary['rm_noise_ceiling']:.3f})",
+    ]
+    for r in summary["runs"]:
+        flagged = ", ".join(r["flagged_tokens"][:4]) or "nothing"
+        lines.append(
+            f"{r['name']:>14} (β={r['beta']:g}): KL {r['kl']:.2f} | proxy {r['proxy_reward_base']:+.2f} → "
+            f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
+            f"| flagged: {flagged}"
+        )
+    minutes = summary["wall_seconds"] / 60
+    lines.append(f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min)")
+    return "\n".join(lines)
