@@ -24,10 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.faults import kill_point
 from rlhfkit.io import atomic_dir
 
 STATE_FILE = "trainer_state.json"
+
+
+class TrainingStopped(RlhfkitError):
+    """The run stopped itself (non-finite values kept coming); the message names the last good
+    checkpoint."""
+
+
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -97,6 +105,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     final = checkpoints_root(out_dir) / f"step-{step}"
+    remove_stale_temporaries(out_dir)
     with atomic_dir(final) as tmp:
         for name, model in (models or {}).items():
             model.save_pretrained(tmp / name)
@@ -110,10 +119,25 @@ def save_checkpoint(
             )
         for name, obj in (objects or {}).items():
             torch.save(obj, tmp / f"{name}.pt")
+        kill_point("checkpoint-save", step)  # crash tests: files half there, nothing renamed
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, default=str) + "\n")
     if keep_last is not None and keep_last > 0:
         prune_checkpoints(out_dir, keep_last)
     return final
+
+
+def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
+    """Delete what a save killed half-way left behind (``.step-N.*.tmp``, ``.step-N.old``).
+
+    Call on the main process only, when no save is in progress.
+    """
+    root = checkpoints_root(out_dir)
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if p.name.startswith(".step-")]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
 
 
 def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import torch
 
 from rlhfkit.checkpoint import (
+    TrainingStopped,
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
@@ -37,7 +38,9 @@ from rlhfkit.checkpoint import (
     save_checkpoint,
 )
 from rlhfkit.critic import ActorCritic, build_critic, disable_dropout
-from rlhfkit.errors import ConfigError, RlhfkitError
+from rlhfkit.distributed import make_accelerator
+from rlhfkit.errors import ConfigError
+from rlhfkit.faults import inject_nan, kill_point
 from rlhfkit.io import MetricsLogger, atomic_open, write_json
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.losses import ppo_clip_objective, ppo_clip_stats, value_clipfrac, value_loss
@@ -50,6 +53,7 @@ from rlhfkit.ops import (
     masked_mean,
     masked_whiten,
 )
+from rlhfkit.optim import adamw
 from rlhfkit.rollout import (
     choose_pad_id,
     decode_responses,
@@ -226,11 +230,6 @@ _RESUME_MUST_MATCH = (
 )  # fmt: skip
 
 
-class TrainingStopped(RlhfkitError):
-    """The run stopped itself (non-finite values kept coming); the message names the last good
-    checkpoint."""
-
-
 # ------------------------------------------------------------------------------- reward sources
 
 
@@ -360,7 +359,6 @@ class PPOTrainer:
         gold_reward_fn: RewardFn | None = None,
         hacking_monitor: Callable[..., Any] | None = None,
     ):
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -368,7 +366,7 @@ class PPOTrainer:
         hf_logging.disable_progress_bar()
         self.config = cfg = config
         self.out = Path(cfg.out)
-        self.accelerator = acc = Accelerator()
+        self.accelerator = acc = make_accelerator()
         self.device = acc.device
         self.is_main = acc.is_main_process
 
@@ -454,7 +452,7 @@ class PPOTrainer:
                 f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             [p for p in model.parameters() if p.requires_grad],
             lr=cfg.learning_rate,
             eps=cfg.adam_eps,
@@ -539,6 +537,7 @@ class PPOTrainer:
                 periodic = cfg.save_every > 0 and self.step % cfg.save_every == 0
                 if (periodic or clean_check) and self.bad_in_a_row == 0:
                     self.save_checkpoint()
+                    kill_point("after-checkpoint", self.step)
         finally:
             logger.close()
             if progress is not None:
@@ -581,6 +580,10 @@ class PPOTrainer:
         # 3. score: reward model and/or reward function, missing-EOS penalty, optional clipping
         t0 = time.perf_counter()
         scores, score_parts = self._score(prompts, roll.texts, roll.has_stop)
+        if inject_nan("reward", self.step + 1):
+            scores = torch.where(
+                torch.arange(len(scores), device=scores.device) == 0, float("nan"), scores
+            )
         roll.scores = scores
         times["time/score"] = time.perf_counter() - t0
 
@@ -818,6 +821,8 @@ class PPOTrainer:
                                 kl_estimate(new_logprobs, ref_logprobs[idx], cfg.kl_estimator), m
                             )
                             loss = loss + beta * kl_term
+                        if inject_nan("loss", self.step + 1):
+                            loss = loss * float("nan")
                         loss_finite &= bool(torch.isfinite(loss))
                         # backward even on a non-finite loss: every process must take part in
                         # the gradient all-reduce; the step is skipped below.
@@ -854,6 +859,7 @@ class PPOTrainer:
                     )
                 else:
                     self.optimizer.step()
+                    kill_point("update", self.step + 1)  # crash tests: weights changed, unsaved
                 self.optimizer.zero_grad(set_to_none=True)
         means = {k: torch.tensor(v / max(count, 1)) for k, v in sums.items() if math.isfinite(v)}
         return means, skipped

@@ -30,9 +30,13 @@ from typing import Any, Literal
 
 import torch
 
+from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
+from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.faults import inject_nan, kill_point
 from rlhfkit.io import MetricsLogger, atomic_dir, write_json
 from rlhfkit.losses import grouped_ranking_loss
+from rlhfkit.optim import adamw
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -101,6 +105,9 @@ class RewardConfig:
     """save a resumable checkpoint every this many optimizer steps (0 = only at each epoch's end)"""
     keep_checkpoints: int = 1
     """how many of the newest checkpoints to keep in OUT/checkpoints (0 = keep all)"""
+    max_bad_steps: int = 3
+    """stop after this many optimizer steps in a row with a non-finite loss or gradient (each one
+    is skipped, never applied); the last good checkpoint is kept"""
     resume: bool = False
     """continue from the newest checkpoint in OUT/checkpoints (same data and settings required)"""
     overwrite: bool = False
@@ -125,6 +132,7 @@ class RewardConfig:
             (self.logging_steps >= 1, "logging_steps must be >= 1"),
             (self.save_every >= 0, "save_every must be >= 0"),
             (self.keep_checkpoints >= 0, "keep_checkpoints must be >= 0"),
+            (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.normalize_samples >= 2, "normalize_samples must be >= 2"),
             (self.center_rewards_coefficient >= 0, "center_rewards_coefficient must be >= 0"),
@@ -361,18 +369,19 @@ def _checkpoints(out: Path) -> list[tuple[int, Path]]:
 
 def _save_checkpoint(
     accelerator: Any, out: Path, step: int, state: dict[str, Any], keep: int
-) -> None:
+) -> Path:
     """Model, optimizer, scheduler and RNG states (``accelerator.save_state``) + trainer state
     (step, epoch, config fingerprint), built under a temporary name and renamed into place."""
     root = out / CHECKPOINTS
     final, tmp = root / f"step-{step}", root / f".step-{step}.tmp"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_temporaries(out)  # what a save killed half-way left behind
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))  # every process writes its own RNG state file
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        kill_point("checkpoint-save", step)  # crash tests: files half there, nothing renamed
         write_json(tmp / TRAINER_STATE, state)
         if final.exists():
             shutil.rmtree(final)
@@ -381,6 +390,7 @@ def _save_checkpoint(
             for _, old in _checkpoints(out)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+    return final
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -462,14 +472,13 @@ def _log(enabled: bool, msg: str) -> None:
 
 def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     """Train, normalize, evaluate and save a reward model; returns the eval results (eval.json)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from rlhfkit.data import read_preferences
     from rlhfkit.models import RewardModel
 
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(mixed_precision=config.mixed_precision)
     main = accelerator.is_main_process
     say = lambda msg: _log(main, msg)  # noqa: E731
     out = Path(config.out)
@@ -555,7 +564,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         if not p.requires_grad:
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    optimizer = torch.optim.AdamW(
+    optimizer = adamw(
         [
             {"params": decay, "weight_decay": config.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -576,6 +585,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     # 5. Resume: model/optimizer/scheduler/RNG from the newest checkpoint; the data position is
     # (epoch, step) because each epoch's order is a pure function of (seed, epoch).
     start_step = 0
+    bad_in_a_row = nonfinite_total = skipped_in_interval = 0
+    last_good: str | None = None
     if config.resume:
         step, ckpt = _checkpoints(out)[-1]
         state = json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8"))
@@ -584,8 +595,11 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
             for k, v in _fingerprint(config).items()
             if state["config"].get(k) != v
         }
+        saved_world = state.get("world_size", 1)
+        if saved_world != n_proc:
+            changed["processes"] = (saved_world, n_proc)
         if changed:
-            diff = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            diff = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in changed.items())
             raise ConfigError(f"{ckpt}: cannot resume with changed settings ({diff})")
         if state["n_train"] != len(train_items):
             raise ConfigError(
@@ -593,6 +607,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
             )
         accelerator.load_state(str(ckpt))
         start_step = step
+        bad_in_a_row = int(state.get("bad_in_a_row", 0))
+        nonfinite_total = int(state.get("nonfinite_total", 0))
+        last_good = str(ckpt)
         if main:
             _truncate_metrics(out / "metrics.jsonl", step)
         say(f"resumed from {ckpt} (step {step} of {total_steps})")
@@ -618,6 +635,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                 * micro
                 * accum
             ]
+            local_finite = True
+            step_sums = torch.zeros_like(sums)
             for m in range(accum):
                 items = [train_items[i] for i in share[m * micro : (m + 1) * micro]]
                 batch, group_ids, ranks, margins = _collate_items(rm, items)
@@ -630,9 +649,13 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                     )
                     if config.center_rewards_coefficient > 0:
                         loss = loss + config.center_rewards_coefficient * (rewards**2).mean()
+                    if inject_nan("loss", step + 1):
+                        loss = loss * float("nan")
+                    local_finite &= bool(torch.isfinite(loss))
+                    # backward even on a non-finite loss: every process must join the all-reduce
                     accelerator.backward(loss / accum)
                 g, p = float(len(items)), float(stats["pairs"])
-                sums += torch.tensor(
+                step_sums += torch.tensor(
                     [
                         loss.item() * g,
                         g,
@@ -648,10 +671,33 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                 if config.max_grad_norm > 0
                 else None
             )
-            optimizer.step()
+            # A non-finite loss or gradient on any process skips the step on every process (the
+            # gradients are all-reduced, so one NaN poisons them all): weights and optimizer
+            # moments stay as they were; the data position and the schedule move on.
+            finite = local_finite and all(
+                torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+            )
+            flag = torch.tensor(float(finite), device=accelerator.device)
+            if accelerator.reduce(flag, reduction="sum").item() < n_proc:
+                bad_in_a_row += 1
+                nonfinite_total += 1
+                skipped_in_interval += 1
+                grad_norm = None
+                _log(main, f"step {step + 1}: non-finite loss or gradient; optimizer step skipped")
+            else:
+                optimizer.step()
+                bad_in_a_row = 0
+                sums += step_sums
+                kill_point("update", step + 1)  # crash tests: weights changed, nothing saved
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
+            if bad_in_a_row >= config.max_bad_steps:
+                raise TrainingStopped(
+                    f"{bad_in_a_row} optimizer steps in a row had a non-finite loss or gradient "
+                    "(none was applied); stopping. Last good checkpoint: "
+                    + (last_good or f"none was saved (use --save-every); {out} was left as it was")
+                )
 
             if done % config.logging_steps == 0 or done == total_steps:
                 tot = accelerator.reduce(sums, reduction="sum")
@@ -660,35 +706,51 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                 rec = {
                     "step": done,
                     "epoch": round(done / steps_per_epoch, 4),
-                    "rm/loss": float(tot[0] / tot[1]),
-                    "rm/accuracy": float(tot[2] / tot[3]),
-                    "rm/margin": float(tot[4] / tot[3]),
+                    # None when every step of the interval was skipped (non-finite)
+                    "rm/loss": float(tot[0] / tot[1]) if tot[1] > 0 else None,
+                    "rm/accuracy": float(tot[2] / tot[3]) if tot[3] > 0 else None,
+                    "rm/margin": float(tot[4] / tot[3]) if tot[3] > 0 else None,
                     "rm/lr": scheduler.get_last_lr()[0],
+                    "rm/skipped_steps": skipped_in_interval,
+                    "rm/nonfinite_total": nonfinite_total,
                     "rm/pairs": int(tot[3]),
                     "rm/grad_norm": float(grad_norm) if grad_norm is not None else None,
                     "perf/pairs_per_s": pairs_done / elapsed if elapsed > 0 else None,
                     "perf/responses_per_step": float(tot[5]) / (done - last_logged),
                 }
                 logger.log(rec)
+                skipped_in_interval = 0
                 last_logged = done
-                progress.update(
-                    task, info=f"loss {rec['rm/loss']:.3f} acc {rec['rm/accuracy']:.3f}"
-                )
+                if rec["rm/loss"] is not None and rec["rm/accuracy"] is not None:
+                    progress.update(
+                        task, info=f"loss {rec['rm/loss']:.3f} acc {rec['rm/accuracy']:.3f}"
+                    )
                 sums.zero_()
             progress.update(task, completed=done)
 
             # The last step needs no checkpoint: the final model is saved below.
-            if done < total_steps and (
-                (config.save_every and done % config.save_every == 0) or done % steps_per_epoch == 0
+            if (
+                done < total_steps
+                and bad_in_a_row == 0
+                and (
+                    (config.save_every and done % config.save_every == 0)
+                    or done % steps_per_epoch == 0
+                )
             ):
                 state = {
                     "step": done,
                     "epoch": done // steps_per_epoch,
                     "step_in_epoch": done % steps_per_epoch,
                     "n_train": len(train_items),
+                    "world_size": n_proc,
+                    "bad_in_a_row": bad_in_a_row,
+                    "nonfinite_total": nonfinite_total,
                     "config": _fingerprint(config),
                 }
-                _save_checkpoint(accelerator, out, done, state, config.keep_checkpoints)
+                last_good = str(
+                    _save_checkpoint(accelerator, out, done, state, config.keep_checkpoints)
+                )
+                kill_point("after-checkpoint", done)
     train_seconds = time.perf_counter() - t_start
     rm.model = accelerator.unwrap_model(model)
     rm.model.eval()

@@ -55,14 +55,50 @@ def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an annotation that cannot be resolved: skip the type checks
+        hints = {}
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
         if name not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{path}: unknown option {key!r} (known: {known})")
+        problem = _type_problem(hints.get(name), value)
+        if problem:
+            raise ConfigError(f"{path}: option {key!r}: {problem}, got {str(value)[:60]!r}")
         out[name] = value
     return out
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """What is wrong with a YAML value for a field of simple type (None if it fits or the type is
+    not a simple one)."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(a, value) for a in args]
+        return None if any(p is None for p in problems) else " or ".join(filter(None, problems))
+    if origin is typing.Literal:
+        return None if value in args else f"expected one of {', '.join(map(repr, args))}"
+    if annotation is type(None):
+        return None if value is None else "expected null"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return None if ok else "expected an integer"
+    if annotation is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else "expected a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "expected a string"
+    return None
 
 
 def parse_config(

@@ -62,6 +62,9 @@ def main(argv: list[str]) -> int:
     prompts = read_prompts(cfg.prompts)
     if not (Path(cfg.model).is_dir() or "/" in cfg.model or cfg.model.isidentifier()):
         raise ConfigError(f"--model {cfg.model!r}: not a directory or a model name")
+    if not Path(cfg.model).is_dir() and cfg.model.startswith(("/", ".", "~")):
+        # a path, not a hub name: say so instead of a hub-id validation traceback
+        raise ConfigError(f"--model {cfg.model!r}: no such model directory")
     records = generate_candidates(
         cfg.model,
         prompts,

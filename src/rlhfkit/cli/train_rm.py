@@ -22,6 +22,10 @@ def main(argv: list[str]) -> int:
         ),
     )
     results = train_reward_model(config)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one summary line, not one per process
+        return 0
     keys = ("accuracy", "margin", "loss", "top1_accuracy", "n_rankings", "n_pairs")
     print(json.dumps({k: results.get(k) for k in keys}))
     return 0
