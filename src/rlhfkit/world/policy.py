@@ -140,7 +140,8 @@ class BaseBuildSettings:
 
     @classmethod
     def quick(cls, seed: int = 0) -> BaseBuildSettings:
-        """A small, fast build for tests and ``demo --quick``: fluent enough, in a few seconds."""
+        """A small build in seconds for tests: it exercises the pipeline but is not fluent (about
+        2% valid samples; fluency needs the full build's loss, see docs/world.md)."""
         return cls(seed=seed, steps=250, n_layer=2, n_embd=64, learning_rate=4e-3, warmup_steps=20)
 
     def key(self) -> str:
