@@ -93,6 +93,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_dir(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -108,6 +109,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_interrupted_dir(path: str | Path) -> bool:
+    """Undo a replacement by :func:`atomic_dir` that a kill cut between its two renames.
+
+    Replacing moves ``path`` to ``.NAME.old`` and then the new directory to ``path``; a kill in
+    between leaves only ``.NAME.old``. This moves it back (the previous, complete directory), and
+    returns True if it did. Call it before reading a directory that atomic_dir may have replaced.
+    """
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+        return True
+    return False
 
 
 class MetricsLogger:

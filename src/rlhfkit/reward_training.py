@@ -34,7 +34,7 @@ from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import MetricsLogger, atomic_dir, write_json
+from rlhfkit.io import MetricsLogger, atomic_dir, recover_interrupted_dir, write_json
 from rlhfkit.losses import grouped_ranking_loss
 from rlhfkit.optim import adamw
 
@@ -491,6 +491,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         )
     micro = config.batch_size // (n_proc * accum)  # prompts per forward on each process
 
+    # A kill while the final save replaced OUT may have left only the previous OUT aside.
+    recover_interrupted_dir(out)
     # Refuse to mix two runs in one OUT.
     stale = [p for p in (out / "metrics.jsonl", out / CHECKPOINTS) if p.exists()]
     if config.resume:
