@@ -1,0 +1,104 @@
+"""rlhfkit demo: every stage wired, summary.json's keys, the report; the full demo's promises (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlhfkit.demo import DemoSettings, PPORunSpec, format_summary, run_demo
+
+SUMMARY_KEYS = {"rm_heldout_accuracy", "rm_noise_ceiling", "wall_seconds", "runs"}
+RUN_KEYS = {
+    "name",
+    "beta",
+    "kl",
+    "proxy_reward_base",
+    "proxy_reward_tuned",
+    "gold_reward_base",
+    "gold_reward_tuned",
+    "flagged_tokens",
+}
+
+
+def _tiny() -> DemoSettings:
+    return DemoSettings(
+        build_quick=True, groups=32, k=4, annotators_per_prompt=2, rm_epochs=1, rm_batch_size=16,
+        rm_learning_rate=2e-3, eval_groups=8, ppo_episodes=32, ppo_batch_size=16,
+        ppo_learning_rate=5e-5, ppo_mini_batches=2, response_length=16, eval_samples=24,
+        hacking_check_every=1,
+        runs=[PPORunSpec("sensible-beta", 0.1, "sensible"), PPORunSpec("low-beta", 0.005, "low")],
+    )  # fmt: skip
+
+
+def _check_outputs(out, summary):
+    assert set(summary) >= SUMMARY_KEYS
+    assert [r["name"] for r in summary["runs"]] == ["sensible-beta", "low-beta"]
+    for r in summary["runs"]:
+        assert set(r) >= RUN_KEYS
+        assert isinstance(r["flagged_tokens"], list)
+    assert 0.5 < summary["rm_noise_ceiling"] < 1.0
+    assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "sensible-beta"
+    html = (out / "report.html").read_text()
+    for section in (
+        "The reward model",
+        "Training curves",
+        "reward against √KL",
+        "Before and after",
+        "quiz",
+    ):
+        assert section in html
+    assert "<script" not in html  # self-contained and inert
+    for name in ("candidates.jsonl", "rankings.jsonl", "reward-model/config.json", "ppo/low-beta/metrics.jsonl",
+                 "ppo/sensible-beta/policy/config.json", "heldout-base.jsonl", "heldout-low-beta.jsonl"):  # fmt: skip
+        assert (out / name).exists(), name
+
+
+def test_demo_runs_every_stage_on_tiny_settings(tmp_path):
+    out = tmp_path / "demo"
+    summary = run_demo(out, settings=_tiny(), say=lambda _: None)
+    _check_outputs(out, summary)
+    # the reward model learned something real about the simulated human on held-out topics
+    assert summary["rm_heldout_accuracy"] > 0.5
+    # gold is logged during PPO though never trained on
+    rows = [
+        json.loads(x) for x in (out / "ppo" / "low-beta" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
+    assert "reward model" in format_summary(summary)
+
+
+@pytest.mark.slow
+def test_demo_human_mode_uses_what_people_ranked(tmp_path):
+    from rlhfkit.data import read_preferences  # noqa: F401  (the served file is native rankings)
+    from rlhfkit.world import simulate_rankings
+
+    seen = {}
+
+    def people(out, candidates_path, say):
+        recs = [json.loads(x) for x in candidates_path.read_text().splitlines()]
+        seen["items"] = len(recs)
+        from rlhfkit.data import Response
+
+        prompts = [r["prompt"] for r in recs]
+        groups = [[Response(x["id"], x["text"]) for x in r["responses"]] for r in recs]
+        return simulate_rankings(prompts, groups, annotators_per_prompt=1, seed=1)
+
+    summary = run_demo(tmp_path / "demo", settings=_tiny(), human=True, human_items=12,
+                       human_serve=people, say=lambda _: None)  # fmt: skip
+    assert seen["items"] <= 12
+    assert summary["human"] is True and summary["n_rankings"] <= 12
+
+
+@pytest.mark.slow
+def test_quick_demo_cli(tmp_path):
+    out = tmp_path / "q"
+    r = subprocess.run(
+        [sys.executable, "-m", "rlhfkit", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    _check_outputs(out, summary)
+    assert "report:" in r.stdout
