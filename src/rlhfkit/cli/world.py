@@ -34,8 +34,8 @@ class BuildConfig:
     """optimizer steps of batch 32 (default 900, or 250 with --quick)"""
     quick: bool = False
     """a smaller model trained briefly (seconds): for tests and a quick look"""
-    no_cache: bool = False
-    """build even if the cache has this model, and do not store it there (needs --out)"""
+    cache: bool = True
+    """reuse the cached model; --no-cache builds anew and does not store it (needs --out)"""
     eval_samples: int = 200
     """samples drawn after training to measure the policy (0 to skip)"""
     json: bool = False
@@ -169,14 +169,14 @@ def _build(cfg: BuildConfig) -> int:
         read_build_info,
     )
 
-    if cfg.no_cache and cfg.out is None:
+    if not cfg.cache and cfg.out is None:
         raise ConfigError("--no-cache needs --out DIR (there is nowhere else to put the model)")
     if cfg.steps is not None and cfg.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {cfg.steps}")
     settings = BaseBuildSettings.quick(cfg.seed) if cfg.quick else BaseBuildSettings(seed=cfg.seed)
     if cfg.steps is not None:
         settings = dataclasses.replace(settings, steps=cfg.steps)
-    cached = not cfg.no_cache and is_built(cached_policy_dir(settings))
+    cached = cfg.cache and is_built(cached_policy_dir(settings))
     t0 = time.perf_counter()
     with Progress(
         TextColumn("[bold]pretraining base policy"),
@@ -191,7 +191,7 @@ def _build(cfg: BuildConfig) -> int:
         path = build_base_policy(
             cfg.out,
             settings=settings,
-            use_cache=not cfg.no_cache,
+            use_cache=cfg.cache,
             eval_samples=cfg.eval_samples,
             progress=lambda step, total, loss: bar.update(task, completed=step, loss=f"{loss:.3f}"),
         )
