@@ -48,11 +48,10 @@ def test_rankings_read_back_as_rlhfkit_rankings(tmp_path):
 def test_flop_count_matches_torch_flop_counter(tmp_path):
     """The analytic count = torch's matmul count + the attention term (which the CPU SDPA kernel
     does not report) + the bias/layer-norm parameters counted as if they were matmul weights."""
+    import _ppo
     import torch
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForCausalLM
-
-    import _ppo
 
     model_dir = _world.build_model(tmp_path / "m", n_layer=2, n_embd=64, n_head=2)
     p = _world.count_params(model_dir)
@@ -74,7 +73,9 @@ def test_ppo_flops_training_is_three_forwards_per_epoch():
     f = _ppo.ppo_flops(p, p, p, s, prompt_len=5)
     per_seq = _ppo.forward_flops(p, 8, 4) + _ppo.forward_flops(p, 8, 0)
     assert f["train"] == 4 * 2 * 3 * per_seq
-    assert f["rollout_forward"] == 2 * (2 * _ppo.forward_flops(p, 8, 4) + _ppo.forward_flops(p, 8, 0))
+    assert f["rollout_forward"] == 2 * (
+        2 * _ppo.forward_flops(p, 8, 4) + _ppo.forward_flops(p, 8, 0)
+    )
 
 
 @pytest.mark.slow
