@@ -387,3 +387,24 @@ def test_yaml_config_and_cli_errors(world, tmp_path, capsys):
     )
     assert cli(["train-rm", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "batch_size 7 must be divisible" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_minilm_encoder_trains_as_a_reward_model_backbone(tmp_path):
+    """The pretrained all-MiniLM-L6-v2 (an encoder, text pairs) learns the same preference."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhfkit.models import minilm_path
+
+    train = write_jsonl(tmp_path / "train.jsonl", make_rankings(120, seed=11))
+    held = write_jsonl(tmp_path / "held.jsonl", make_rankings(40, seed=12))
+    out = tmp_path / "rm-minilm"
+    result = train_reward_model(
+        RewardConfig(
+            model=str(minilm_path()), data=str(train), eval_data=str(held), out=str(out),
+            epochs=2, batch_size=8, learning_rate=5e-5, max_length=64, seed=0, progress=False,
+        )
+    )  # fmt: skip
+    assert result["accuracy"] >= 0.8
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1
