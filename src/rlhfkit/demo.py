@@ -110,9 +110,7 @@ def _sample(
     )
 
 
-def _pairwise_accuracy_vs_gold(
-    prompts: list[str], groups: list[list[str]], scores: list[list[float]], gold: list[list[float]]
-) -> float:
+def _pairwise_accuracy_vs_gold(scores: list[list[float]], gold: list[list[float]]) -> float:
     """Share of pairs (strictly ordered by gold) that the reward model orders the same way."""
     from rlhfkit.world.annotators import GOLD_TIE_TOLERANCE
 
@@ -260,7 +258,7 @@ def run_demo(
         [world.gold_utility(p, t) for t in g]
         for p, g in zip(eval_prompts, eval_groups, strict=True)
     ]
-    rm_accuracy = _pairwise_accuracy_vs_gold(eval_prompts, eval_groups, rm_scores, gold_groups)
+    rm_accuracy = _pairwise_accuracy_vs_gold(rm_scores, gold_groups)
     noise_ceiling = world.noise_ceiling(gold_groups)
     stage_seconds["reward_model"] = time.perf_counter() - t0
     say(
@@ -359,8 +357,7 @@ def run_demo(
     }
     from rlhfkit.demo_report import render_demo_report
 
-    stage_seconds["report"] = 0.0
-    summary["wall_seconds"] = time.perf_counter() - t_start
+    summary["wall_seconds"] = time.perf_counter() - t_start  # the report's subtitle shows it
     render_demo_report(out, summary, run_dirs, rm_dir, outputs, cmp_prompts)
     stage_seconds["report"] = time.perf_counter() - t0
     summary["wall_seconds"] = time.perf_counter() - t_start
