@@ -13,6 +13,7 @@ evaluation prompts, score with the shared reward model and with the world's gold
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -140,6 +141,16 @@ def _ours(spec: dict, out: Path) -> tuple[float, object, object, dict]:
 
 
 def _trl(spec: dict, out: Path) -> tuple[float, object, object, dict]:
+    trainer, tok = build_trl(spec, out)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model).policy
+    return seconds, unwrapped, tok, {}
+
+
+def build_trl(spec: dict, out: Path):
+    """TRL's PPO trainer for ``spec`` (every setting stated here), and its tokenizer."""
     import os
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -197,11 +208,7 @@ def _trl(spec: dict, out: Path) -> tuple[float, object, object, dict]:
         value_model=value,
         eval_dataset=ds.select(range(min(8, len(ds)))),
     )
-    t0 = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - t0
-    unwrapped = trainer.accelerator.unwrap_model(trainer.model).policy
-    return seconds, unwrapped, tok, {}
+    return trainer, tok
 
 
 def run(side: str, spec: dict) -> dict:
@@ -213,6 +220,9 @@ def run(side: str, spec: dict) -> dict:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     out = Path(spec["out_dir"]) / f"ppo-{side}-{spec['name']}"
+    # A fresh run directory: our metrics.jsonl is appended to, and the phase times read back from
+    # it must be this run's only.
+    shutil.rmtree(out, ignore_errors=True)
     with GcTimer() as gct:
         rss_start = current_rss_mb()
         seconds, policy, tok, phases = (_ours if side == "ours" else _trl)(spec, out)

@@ -1,6 +1,6 @@
-"""Where the seconds of our PPO update go.
+"""Where the seconds of a PPO update go, ours and TRL's.
 
-Runs :class:`rlhfkit.ppo.PPOTrainer` with timers wrapped around its phases (the trainer's own
+Runs :class:`rlhfkit.ppo.PPOTrainer` (or TRL's, :func:`profile_trl`) with timers wrapped around its phases (the trainer's own
 methods, wrapped from the outside; nothing in rlhfkit is changed), ``gc.callbacks`` for garbage
 collection, and ``torch.profiler`` to split the time spent inside torch operators (C++ kernels)
 from the time spent outside them (Python: the trainer, Hugging Face module code, dispatch).
@@ -42,7 +42,6 @@ class _Clock:
 
 def profile_ours(spec: dict) -> dict:
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
-    from torch.profiler import ProfilerActivity, profile
     from transformers.utils import logging as hf_logging
 
     from rlhfkit.ppo import PPOConfig, PPOTrainer
@@ -69,11 +68,6 @@ def profile_ours(spec: dict) -> dict:
         progress=False,
     )
     trainer = PPOTrainer(cfg)
-    if spec.get("fused_adamw"):
-        # The experiment behind a proposed change: the same AdamW with torch's fused kernel
-        # (one kernel over all parameters instead of a Python loop of ~10 ops per tensor).
-        for group in trainer.optimizer.param_groups:
-            group["fused"], group["foreach"] = True, False
     clock = _Clock()
     clock.wrap(trainer, "_sample", "generation")
     clock.wrap(trainer, "_score", "reward model (decode, tokenize, forward)")
@@ -97,9 +91,64 @@ def profile_ours(spec: dict) -> dict:
 
         trainer._ppo_epochs = in_train
 
+    return _run_profiled(spec, trainer.train, clock)
+
+
+def profile_trl(spec: dict) -> dict:
+    """The same measurement for TRL's PPO trainer: its module-level helpers (``batch_generation``,
+    ``forward``, ``get_reward``) and its accelerator / optimizer methods are wrapped from outside."""
+    torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
+    from _ppo import build_trl
+    from transformers.utils import logging as hf_logging
+    from trl.experimental.ppo import ppo_trainer as mod
+
+    hf_logging.set_verbosity_error()
+    trainer, _tok = build_trl(spec, Path(spec["out_dir"]) / f"profile-trl-{spec['name']}")
+    clock = _Clock()
+    clock.wrap(mod, "batch_generation", "generation (logits of every step kept)")
+    # forward(): the reference forward in the rollout (no grad), policy + critic in the PPO epochs.
+    clock.wrap(mod, "forward", "reference forward", "train forward")
+    reward_model = trainer.reward_model
+
+    get_reward = mod.get_reward
+
+    def labelled_get_reward(model, *args, **kwargs):
+        key = "reward model forward" if model is reward_model else "rollout critic forward"
+        t0 = time.perf_counter()
+        try:
+            return get_reward(model, *args, **kwargs)
+        finally:
+            clock.seconds[key] += time.perf_counter() - t0
+            clock.calls[key] += 1
+
+    mod.get_reward = labelled_get_reward
+    clock.wrap(trainer.accelerator, "backward", "train backward")
+    clock.wrap(trainer.optimizer, "step", "optimizer step")
+    clock.wrap(mod.gc, "collect", "gc.collect() called explicitly")
+
+    def train():
+        # TRL's PPO epochs are not a method of their own: forward() with grad enabled is training.
+        fwd = mod.forward
+
+        def forward(*args, **kwargs):
+            clock.in_train = torch.is_grad_enabled()
+            return fwd(*args, **kwargs)
+
+        mod.forward = forward
+        try:
+            trainer.train()
+        finally:
+            mod.forward = fwd
+
+    return _run_profiled(spec, train, clock)
+
+
+def _run_profiled(spec: dict, train, clock: _Clock) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+
     with GcTimer() as gct, profile(activities=[ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
-        trainer.train()
+        train()
         wall = time.perf_counter() - t0
     events = prof.key_averages()
     op_self = sum(e.self_cpu_time_total for e in events) / 1e6  # µs -> s

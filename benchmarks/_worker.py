@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
     elif job == "profile":
         import _profile
 
-        result = _profile.profile_ours(spec)
+        result = _profile.profile_ours(spec) if side == "ours" else _profile.profile_trl(spec)
     else:
         raise SystemExit(f"unknown job {job!r}")
     tmp = result_path + ".tmp"

@@ -111,6 +111,28 @@ def disable_dropout(model: nn.Module) -> None:
                 setattr(module, name, 0.0)
 
 
+def fuse_activations(model: nn.Module) -> int:
+    """Replace GPT-2's tanh-approximated GELU written in Python (``gelu_new``:
+    ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``, about eight elementwise operators, each saving
+    a (B, T, 4H) tensor for backward) with PyTorch's kernel for the same function
+    (``F.gelu(x, approximate="tanh")``, one operator, one saved tensor). Same function up to float
+    rounding (max difference 2.4e-7 on unit-normal inputs); no parameters change, so checkpoints and
+    ``config.json`` stay as they were. Measured on a 2-core CPU (docs/benchmarks.md): a training
+    forward + backward of the tiny benchmark policy 20% faster, of the ~20M one 4% faster, and
+    less activation memory. Returns the number of modules replaced."""
+    try:
+        from transformers.activations import GELUTanh, NewGELUActivation
+    except ImportError:  # an older transformers: leave the model as it is
+        return 0
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+                replaced += 1
+    return replaced
+
+
 def build_critic(
     kind: str,
     policy: nn.Module,
@@ -126,6 +148,7 @@ def build_critic(
     if kind == "policy":
         backbone = AutoModel.from_pretrained(policy_path, dtype=dtype)
         disable_dropout(backbone)
+        fuse_activations(backbone)
         return ValueHead(hidden_size_of(backbone.config)).to(dtype), backbone
     if kind == "reward-model":
         if reward_model_path is None:
@@ -135,6 +158,7 @@ def build_critic(
         )
         backbone = getattr(seq, seq.base_model_prefix)
         disable_dropout(backbone)
+        fuse_activations(backbone)
         head = ValueHead(hidden_size_of(seq.config)).to(dtype)
         score = getattr(seq, "score", None) or getattr(seq, "classifier", None)
         if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:

@@ -37,7 +37,7 @@ from rlhfkit.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlhfkit.critic import ActorCritic, build_critic, disable_dropout
+from rlhfkit.critic import ActorCritic, build_critic, disable_dropout, fuse_activations
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError
 from rlhfkit.faults import inject_nan, kill_point
@@ -400,6 +400,7 @@ class PPOTrainer:
             from rlhfkit.models import RewardModel
 
             self.reward_model = RewardModel.from_pretrained(cfg.reward_model)
+            fuse_activations(self.reward_model.model)  # ours: same function, one kernel
         if self.reward_model is not None:
             self.reward_model.model.to(self.device)
         if self.reward_model is None and self.reward_fn is None:
@@ -425,6 +426,7 @@ class PPOTrainer:
         if self.pad_id in self.stop_ids:
             raise ConfigError("the pad token must differ from EOS and the stop token")
         disable_dropout(policy)
+        fuse_activations(policy)  # also the reference's: it is copied from the policy below
         if cfg.gradient_checkpointing:
             policy.gradient_checkpointing_enable()
         if cfg.lora_r > 0:

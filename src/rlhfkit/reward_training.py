@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 
 from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
+from rlhfkit.critic import fuse_activations
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.faults import inject_nan, kill_point
@@ -532,6 +533,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     rm = RewardModel.from_pretrained(
         config.model, template=config.template, max_length=config.max_length
     )
+    # GPT-2's Python GELU -> torch's kernel for the same function (faster, less memory).
+    fuse_activations(rm.model)
     rm.to(accelerator.device)
 
     # 3. Tokenize every response once; over-long items truncated from the left or dropped.
