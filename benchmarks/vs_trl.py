@@ -52,7 +52,7 @@ PRESETS: dict[str, dict] = {
         "mfu_only": {"small": {"layers": 1, "dim": 64, "heads": 2, "batch": 8, "response": 8,
                                "episodes": 16}},
         "mfu_model": "small",
-        "growth": None,
+        "growth": [{"model": "tiny", "batch": 8, "response": 8, "updates": 1}],
         "profile": ["tiny"],
     },
     "quick": {
@@ -81,7 +81,9 @@ PRESETS: dict[str, dict] = {
                       "episodes": 160},
         },
         "mfu_model": "large",
-        "growth": {"model": "tiny", "batch": 16, "response": 16, "updates": 4},
+        # Ours only: batch and response length doubled in turn, for both policies.
+        "growth": [{"model": "tiny", "batch": 16, "response": 16, "updates": 4},
+                   {"model": "large", "batch": 16, "response": 16, "updates": 2}],
         "profile": ["tiny", "large"],
     },
 }  # fmt: skip
@@ -334,19 +336,37 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. How cost grows (ours).
     if preset["growth"]:
-        results["growth"] = growth(preset["growth"], files, work, args.threads)
+        results["growth"] = [
+            row for g in preset["growth"] for row in growth(g, files, work, args.threads)
+        ]
 
-    # 5. Profile of our PPO update.
+    # 5. Profile of a PPO update, ours and TRL's, same settings.
     results["profile"] = {}
     for pname in preset["profile"]:
         p = {**(preset["ppo"].get(pname) or preset["mfu_only"][pname])}
         p["episodes"] = p["batch"] * 4
-        log(f"profile: our PPO, {pname} policy, 4 updates (as is, then with a fused AdamW)")
         spec = ppo_spec(pname, p, files, work, args.threads)
-        prof = run_job("profile", "ours", spec, work, f"profile-{pname}")
-        spec["fused_adamw"] = True
-        prof["fused_adamw"] = run_job("profile", "ours", spec, work, f"profile-{pname}-fused")
-        results["profile"][pname] = prof
+        results["profile"][pname] = {}
+        for side in ("ours", "trl"):
+            log(f"profile: {side} PPO, {pname} policy, 4 updates")
+            results["profile"][pname][side] = run_job(
+                "profile", side, spec, work, f"profile-{pname}-{side}"
+            )
+
+    # The training phase of both sides from the profile (TRL logs no phase times): the same
+    # model FLOPs over each side's seconds in forward + backward + optimizer (+ our grad norm).
+    if mfu_name in results["profile"]:
+        prof = results["profile"][mfu_name]
+        flops = results["mfu"]["flops_per_update"]["train"]
+        results["mfu"]["train_profiled"] = {}
+        for side, pr in prof.items():
+            sec = sum(pr["phases"].get(k, 0.0) for k in ("train forward", "train backward",
+                                                          "optimizer step", "grad norm"))  # fmt: skip
+            if sec > 0:
+                results["mfu"]["train_profiled"][side] = {
+                    "seconds_per_update": sec / pr["updates"],
+                    "mfu": flops * pr["updates"] / sec / 1e9 / peak["gflops"],
+                }
 
     results["seconds"] = time.perf_counter() - t_start
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -400,10 +420,12 @@ def growth(g: dict, files: dict, work: Path, threads: int | None) -> list[dict]:
     for batch, response in grid:
         p = {"batch": batch, "response": response, "episodes": batch * g["updates"]}
         spec = ppo_spec(g["model"], p, files, work, threads)
-        r = run_job("ppo", "ours", spec, work, f"growth-{batch}-{response}")
-        rows.append({"batch": batch, "response_length": response, "episodes_per_s": r["episodes_per_s"],
+        r = run_job("ppo", "ours", spec, work, f"growth-{g['model']}-{batch}-{response}")
+        rows.append({"model": g["model"], "policy_params": _world.count_params(Path(spec["policy"]))["total"],
+                     "updates": g["updates"], "batch": batch, "response_length": response,
+                     "episodes_per_s": r["episodes_per_s"],
                      "peak_rss_mb": r["peak_rss_mb"], "rss_start_mb": r["rss_start_mb"]})  # fmt: skip
-        log(f"  growth batch {batch} response {response}: {r['episodes_per_s']:.1f} episodes/s, "
+        log(f"  growth {g['model']} batch {batch} response {response}: {r['episodes_per_s']:.1f} episodes/s, "
             f"peak RSS {r['peak_rss_mb']:.0f} MiB")  # fmt: skip
     return rows
 

@@ -96,5 +96,17 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     assert res["matmul_peak_gflops"] > 0
     for side in ("ours", "trl"):
         assert len(res["ppo"]["tiny"]["runs"][side]) == 1
+    # Cost growth: the batch and the response length doubled in turn (x1, x2, x4 each).
+    grid = {(g["batch"], g["response_length"]) for g in res["growth"]}
+    assert grid == {(8, 8), (16, 8), (32, 8), (8, 16), (8, 32)}
+    assert all(g["episodes_per_s"] > 0 and g["peak_rss_mb"] > 0 for g in res["growth"])
+    # The profile covers both trainers, with the phases each one spends time in.
+    prof = res["profile"]["tiny"]
+    assert prof["ours"]["phases"]["generation"] > 0 and prof["ours"]["phases"]["train backward"] > 0
+    assert (
+        prof["trl"]["phases"]["train backward"] > 0
+        and prof["trl"]["phases"]["reference forward"] > 0
+    )
     text = md.read_text()
     assert "## Reward model" in text and "rm_speedup" in text
+    assert "## How our cost grows" in text and "| ours s | ours share | trl s | trl share |" in text
