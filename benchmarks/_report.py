@@ -41,6 +41,17 @@ def render(res: dict, argv: list[str]) -> str:
         *(
             [
                 "",
+                f"{len(res['reused'])} measurements were reused with `--reuse` from an earlier "
+                "invocation in the same work directory (same specs, same code; the run had been "
+                "interrupted): " + ", ".join(f"`{t}`" for t in res["reused"]) + ". The minutes "
+                "above count the second invocation only.",
+            ]
+            if res.get("reused")
+            else []
+        ),
+        *(
+            [
+                "",
                 f"**The machine was shared during this run** (load average {m['load_average']} at "
                 f"the start, {res.get('load_average_end')} at the end, on {m['cores']} cores): "
                 "absolute figures are lower and noisier than on an idle machine; the ratios come "

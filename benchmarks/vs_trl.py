@@ -82,8 +82,9 @@ PRESETS: dict[str, dict] = {
         },
         "mfu_model": "large",
         # Ours only: batch and response length doubled in turn, for both policies.
-        "growth": [{"model": "tiny", "batch": 16, "response": 16, "updates": 4},
-                   {"model": "large", "batch": 16, "response": 16, "updates": 2}],
+        # (The models have 64 positions: a prompt of ≤ 10 tokens + 4 × 12 response tokens fit.)
+        "growth": [{"model": "tiny", "batch": 16, "response": 12, "updates": 4},
+                   {"model": "large", "batch": 16, "response": 12, "updates": 2}],
         "profile": ["tiny", "large"],
     },
 }  # fmt: skip
@@ -105,10 +106,21 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+REUSE = False  # --reuse: keep a finished measurement whose spec is unchanged
+REUSED: list[str] = []
+
+
 def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
     """Run one measurement in a fresh Python process and return its JSON result."""
     spec_path = work / f"spec-{tag}.json"
     result_path = work / f"result-{tag}.json"
+    if REUSE and spec_path.exists() and result_path.exists():
+        old = json.loads(spec_path.read_text(encoding="utf-8"))
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        if old == json.loads(json.dumps(spec)) and "process_seconds" in result:
+            log(f"  {tag}: reusing the measurement in {result_path}")
+            REUSED.append(tag)
+            return result
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     result_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -123,6 +135,7 @@ def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
         raise SystemExit(f"vs_trl: the {job}/{side} measurement failed (exit {proc.returncode})")
     result = json.loads(result_path.read_text(encoding="utf-8"))
     result["process_seconds"] = time.perf_counter() - t0
+    result_path.write_text(json.dumps(result), encoding="utf-8")
     return result
 
 
@@ -225,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", metavar="FILE",
                     help="write the report here (default: docs/benchmarks.md for the full run, none otherwise)")  # fmt: skip
     ap.add_argument("--threads", type=int, help="torch threads per run (default: torch's default)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --work-dir: reuse every finished measurement whose spec is unchanged "
+                         "(to complete an interrupted run; the report says how many were reused)")  # fmt: skip
     args = ap.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
     name = args.preset or ("quick" if args.quick else "full")
     preset = PRESETS[name]
     runs = args.runs or preset["runs"]
@@ -369,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
 
     results["seconds"] = time.perf_counter() - t_start
+    results["reused"] = REUSED
     results["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report = render_markdown(results, argv if argv is not None else sys.argv[1:])
     log("\n" + report)
