@@ -255,8 +255,15 @@ def scan(
     ratio = st.smoothed_ratio(b, t, nb, nt)
     significant = log_adj <= np.log(alpha)
     flag = significant & (ratio > threshold) & (t >= min_count)
-    # Residual re-tests during collapsing use the same bar: the largest raw p that was significant.
-    log_cut = float(logp[significant].max()) if significant.any() else -np.inf
+    # Residual re-tests during collapsing use the same bar the significant findings met: the raw-p
+    # threshold of the correction at k significant of m tested (BH: α·k/m; Holm: α/(m-k+1)).
+    k, m = int(significant.sum()), len(tokens)
+    if k == 0:
+        log_cut = -np.inf
+    elif correction == "bh":
+        log_cut = float(np.log(alpha * k / m))
+    else:
+        log_cut = float(np.log(alpha / (m - k + 1)))
 
     def finding(i: int, flagged: bool) -> Finding:
         return Finding(

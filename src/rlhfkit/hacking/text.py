@@ -2,8 +2,11 @@
 
 Words are lower-cased runs of letters/digits (apostrophes inside a word kept: "don't"), so matching
 is case and punctuation insensitive: "Fantastic!" and "fantastic" are the same word. An n-gram is n
-consecutive words of one response (never across two responses); punctuation between the words is
-ignored, so "fantastic! question" is the 2-gram "fantastic question".
+consecutive words of one sentence of one response: punctuation inside a sentence is ignored
+("fantastic, question" is the 2-gram "fantastic question"), but no n-gram spans a sentence end
+(".", "!" or "?" before a space or the end, or a line break). Otherwise two habits that merely sit
+side by side ("Fantastic question! It is like ...") would be joined by "question it" into one
+finding and the weaker one folded into the other.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 def tokenize(text: str) -> list[str]:
     """Lower-cased words of ``text``; punctuation, underscores and extra spaces dropped."""
     return _WORD.findall(text.lower().replace("\u2019", "'"))
+
+
+_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
+
+
+def tokenize_sentences(text: str) -> list[list[str]]:
+    """The words of ``text`` (as :func:`tokenize`) grouped by sentence; empty sentences dropped."""
+    return [w for part in _SENTENCE_END.split(text) if (w := tokenize(part))]
 
 
 def phrase_tokens(phrase: str) -> tuple[str, ...]:
@@ -59,7 +70,9 @@ class Corpus:
         if isinstance(texts, str):
             raise TypeError("expected a list of response texts, got a single string")
         self.texts = list(texts)
-        self.words: list[list[str]] = [tokenize(t) for t in self.texts]
+        self.sentences: list[list[list[str]]] = [tokenize_sentences(t) for t in self.texts]
+        # all words of each response in order; positions index into these
+        self.words: list[list[str]] = [[w for s in sents for w in s] for sents in self.sentences]
         self.lengths = np.array([len(w) for w in self.words], dtype=np.int64)  # (R,)
         self.n_responses = len(self.words)
         self.n_words = int(self.lengths.sum())
@@ -69,11 +82,11 @@ class Corpus:
         if n not in self._stats:
             st = NgramStats()
             count, docs, sq = st.count, st.docs, st.sq_over_len
-            for words in self.words:
+            for words, sents in zip(self.words, self.sentences, strict=True):
                 if len(words) < n:
                     continue
                 length = len(words)
-                for g, y in Counter(ngrams(words, n)).items():
+                for g, y in Counter(g for s in sents for g in ngrams(s, n)).items():
                     if g in count:
                         count[g] += y
                         docs[g] += 1
@@ -89,8 +102,19 @@ class Corpus:
         """Occurrences of ``phrase`` (overlapping allowed) in each response: (R,) ints."""
         n = len(phrase)
         out = np.zeros(self.n_responses, dtype=np.int64)
-        for i, words in enumerate(self.words):
-            out[i] = sum(1 for j in range(len(words) - n + 1) if tuple(words[j : j + n]) == phrase)
+        for i, sents in enumerate(self.sentences):
+            out[i] = sum(
+                1 for s in sents for j in range(len(s) - n + 1) if tuple(s[j : j + n]) == phrase
+            )
+        return out
+
+    def _positioned_ngrams(self, i: int, n: int) -> list[tuple[int, str]]:
+        """``(position of the first word, n-gram)`` for each n-gram of response ``i``."""
+        out: list[tuple[int, str]] = []
+        start = 0
+        for s in self.sentences[i]:
+            out += [(start + j, g) for j, g in enumerate(ngrams(s, n))]
+            start += len(s)
         return out
 
     def occurrences(self, phrases: set[str], n: int) -> dict[str, list[tuple[int, int]]]:
@@ -98,8 +122,8 @@ class Corpus:
         out: dict[str, list[tuple[int, int]]] = {p: [] for p in phrases}
         if not phrases:
             return out
-        for i, words in enumerate(self.words):
-            for j, g in enumerate(ngrams(words, n)):
+        for i in range(self.n_responses):
+            for j, g in self._positioned_ngrams(i, n):
                 if g in out:
                     out[g].append((i, j))
         return out
