@@ -26,3 +26,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(m in item.keywords for m in ("slow", "browser", "multiprocess")):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def world_cache(tmp_path_factory):
+    """A cache directory for the full demo world's base policy, shared by the slow tests that need
+    it, so the build (a couple of minutes) happens once per test run and never touches ~/.cache."""
+    return tmp_path_factory.mktemp("world-cache")

@@ -102,3 +102,27 @@ def test_quick_demo_cli(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     _check_outputs(out, summary)
     assert "report:" in r.stdout
+
+
+@pytest.mark.slow
+def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
+    """The product's promise (issue #5), on the full settings: a reward model at the noise ceiling,
+    gold up at the sensible β, and at the low β more proxy reward, less gold, "fantastic" flagged and
+    degraded text. The base policy is built once per test run (shared with test_world)."""
+    monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
+    out = tmp_path / "full"
+    summary = run_demo(out, say=lambda _: None)
+    _check_outputs(out, summary)
+    ceiling = summary["rm_noise_ceiling"]
+    assert summary["rm_heldout_accuracy"] >= 0.8 and ceiling - summary["rm_heldout_accuracy"] < 0.05
+    # on topics it never saw ranked it cannot know their factual errors, but it still beats chance
+    assert summary["rm_heldout_topics_accuracy"] > 0.58
+    ok, low = summary["runs"]
+    ok_gain = ok["gold_reward_tuned"] - ok["gold_reward_base"]
+    low_gain = low["gold_reward_tuned"] - low["gold_reward_base"]
+    assert ok_gain > 0.5, ok
+    assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
+    assert low_gain < ok_gain - 0.2, (ok, low)
+    assert low["kl"] > 2 * ok["kl"], (ok, low)
+    assert any("fantastic" in token for token in low["flagged_tokens"]), low["flagged_tokens"]
+    assert low["valid_rate_tuned"] < low["valid_rate_base"], low

@@ -481,12 +481,12 @@ def test_cli_world_build_prompts_rank_and_errors(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_build_produces_fluent_world_text(tmp_path, monkeypatch):
+def test_real_build_produces_fluent_world_text(world_cache, monkeypatch):
     """The demo's base policy: most samples are valid world text, end with EOS, and the planted
     co-occurrence survives pretraining."""
     from rlhfkit.world import build_base_policy, evaluate_policy
 
-    monkeypatch.setenv("RLHFKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     path = build_base_policy(eval_samples=0)
     summary = evaluate_policy(path, n=300, seed=1).summary()
     assert summary["valid_rate"] >= 0.7, summary

@@ -17,12 +17,17 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from rlhfkit.io import write_json, write_jsonl
+from rlhfkit.world.policy import SAMPLING_TEMPERATURE
 
 
 @dataclass
@@ -39,6 +44,7 @@ class DemoSettings:
     """Sizes of every stage; ``full()`` is the default run, ``quick()`` the ≤ 60 s one."""
 
     build_quick: bool
+    """Build the small, barely fluent quick base policy (unless the full one is already cached)."""
     groups: int
     """Candidate groups (training prompts with K responses each) to rank."""
     k: int
@@ -56,18 +62,21 @@ class DemoSettings:
     eval_samples: int
     """Held-out responses sampled from each policy for the comparison."""
     hacking_check_every: int
+    temperature: float = SAMPLING_TEMPERATURE
+    """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
+    the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
     runs: list[PPORunSpec] = field(default_factory=list)
 
     @classmethod
     def full(cls) -> DemoSettings:
         return cls(
             build_quick=False, groups=1000, k=4, annotators_per_prompt=2,
-            rm_epochs=2, rm_batch_size=32, rm_learning_rate=1e-3, eval_groups=200,
-            ppo_episodes=5760, ppo_batch_size=64, ppo_learning_rate=2e-5, ppo_mini_batches=2,
+            rm_epochs=2, rm_batch_size=32, rm_learning_rate=1e-3, eval_groups=150,
+            ppo_episodes=2880, ppo_batch_size=64, ppo_learning_rate=1e-4, ppo_mini_batches=2,
             response_length=48, eval_samples=384, hacking_check_every=15,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
-                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+                PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
             ],
         )  # fmt: skip
 
@@ -75,12 +84,12 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         return cls(
             build_quick=True, groups=240, k=4, annotators_per_prompt=2,
-            rm_epochs=1, rm_batch_size=16, rm_learning_rate=2e-3, eval_groups=60,
-            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=5e-5, ppo_mini_batches=2,
+            rm_epochs=1, rm_batch_size=16, rm_learning_rate=2e-3, eval_groups=40,
+            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=1e-4, ppo_mini_batches=2,
             response_length=40, eval_samples=128, hacking_check_every=10,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
-                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+                PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
             ],
         )  # fmt: skip
 
@@ -93,10 +102,26 @@ def _stage(say: Say, n: int, total: int, text: str) -> float:
     return time.perf_counter()
 
 
+@contextmanager
+def _warnings_to(say: Say) -> Iterator[None]:
+    """Show warnings raised inside (e.g. the live hacking monitor's) as demo output lines rather
+    than as Python warnings with a file name and a source line."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        say(f"      [yellow]{escape(str(message))}[/]")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def _sample(
-    model_dir: Path, prompts: list[str], max_new_tokens: int, seed: int
+    model_dir: Path, prompts: list[str], max_new_tokens: int, seed: int, temperature: float
 ) -> tuple[list[str], list[bool]]:
-    """One sampled response per prompt (temperature 1, no top-k/top-p), and whether it ended."""
+    """One sampled response per prompt (no top-k/top-p), and whether it ended with EOS."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -106,7 +131,7 @@ def _sample(
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     return generate_responses(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
 
 
@@ -123,6 +148,32 @@ def _pairwise_accuracy_vs_gold(scores: list[list[float]], gold: list[list[float]
                 total += 1
                 right += (s[i] - s[j]) * (g[i] - g[j]) > 0
     return right / total if total else float("nan")
+
+
+def _evaluate_reward_model(
+    reward_model: Any,
+    base_dir: Path,
+    prompts: Sequence[str],
+    n_groups: int,
+    k: int,
+    response_length: int,
+    seed: int,
+    temperature: float,
+) -> tuple[float, float]:
+    """Pairwise accuracy against gold, and the annotators' noise ceiling, on ``n_groups`` fresh
+    groups of ``k`` base-policy candidates for prompts cycling over ``prompts``."""
+    from rlhfkit import world
+
+    group_prompts = [prompts[i % len(prompts)] for i in range(n_groups)]
+    flat_prompts = [p for p in group_prompts for _ in range(k)]
+    texts, _ = _sample(base_dir, flat_prompts, response_length, seed, temperature)
+    flat_scores = reward_model.score(flat_prompts, texts).tolist()
+    scores = [flat_scores[i * k : (i + 1) * k] for i in range(n_groups)]
+    gold = [
+        [world.gold_utility(p, t) for t in texts[i * k : (i + 1) * k]]
+        for i, p in enumerate(group_prompts)
+    ]
+    return _pairwise_accuracy_vs_gold(scores, gold), world.noise_ceiling(gold)
 
 
 def _mean(xs: Sequence[float]) -> float:
@@ -169,7 +220,14 @@ def run_demo(
     t0 = _stage(
         say, 1, total, "base policy: building the world's GPT-2 (cached after the first run)"
     )
-    base_dir = world.build_base_policy(seed=seed, quick=s.build_quick)
+    from rlhfkit.world.policy import cached_policy_dir, is_built
+
+    full_build = cached_policy_dir(world.BaseBuildSettings(seed=seed))
+    if s.build_quick and is_built(full_build):
+        # an earlier full demo built the fluent base policy: reuse it, the quick build is worse
+        base_dir = full_build
+    else:
+        base_dir = world.build_base_policy(seed=seed, quick=s.build_quick)
     build_info = world.read_build_info(base_dir)
     stage_seconds["base_policy"] = time.perf_counter() - t0
     say(f"      {base_dir}  ({stage_seconds['base_policy']:.0f} s)")
@@ -181,7 +239,7 @@ def run_demo(
     group_prompts = [train_prompts[i % len(train_prompts)] for i in range(s.groups)]
     rng.shuffle(group_prompts)
     flat_prompts = [p for p in group_prompts for _ in range(s.k)]
-    texts, _ = _sample(base_dir, flat_prompts, s.response_length, seed)
+    texts, _ = _sample(base_dir, flat_prompts, s.response_length, seed, s.temperature)
     candidates = [
         [Response(id=f"r{j}", text=texts[i * s.k + j]) for j in range(s.k)] for i in range(s.groups)
     ]
@@ -244,25 +302,22 @@ def run_demo(
         )
     )  # fmt: skip
     reward_model = RewardModel.from_pretrained(rm_dir)
-    # held-out evaluation against gold: fresh candidates on topics the RM never saw
-    eval_prompts = [heldout_prompts[i % len(heldout_prompts)] for i in range(s.eval_groups)]
-    eval_texts, _ = _sample(
-        base_dir, [p for p in eval_prompts for _ in range(s.k)], s.response_length, seed + 1
-    )
-    eval_groups = [eval_texts[i * s.k : (i + 1) * s.k] for i in range(s.eval_groups)]
-    flat_scores = reward_model.score(
-        [p for p in eval_prompts for _ in range(s.k)], eval_texts
-    ).tolist()
-    rm_scores = [flat_scores[i * s.k : (i + 1) * s.k] for i in range(s.eval_groups)]
-    gold_groups = [
-        [world.gold_utility(p, t) for t in g]
-        for p, g in zip(eval_prompts, eval_groups, strict=True)
-    ]
-    rm_accuracy = _pairwise_accuracy_vs_gold(rm_scores, gold_groups)
-    noise_ceiling = world.noise_ceiling(gold_groups)
+    # Evaluation against gold on fresh candidate groups that nobody ranked: (a) for the training
+    # prompts, (b) for the held-out topics, whose statements (and so whose factual errors) the
+    # reward model never saw ranked.
+    rm_eval = {
+        name: _evaluate_reward_model(
+            reward_model, base_dir, prompts, s.eval_groups, s.k, s.response_length,
+            seed + offset, s.temperature,
+        )
+        for name, prompts, offset in (("heldout", train_prompts, 1), ("heldout_topics", heldout_prompts, 3))
+    }  # fmt: skip
+    rm_accuracy, noise_ceiling = rm_eval["heldout"]
+    topics_accuracy, topics_ceiling = rm_eval["heldout_topics"]
     stage_seconds["reward_model"] = time.perf_counter() - t0
     say(
-        f"      held-out pairwise accuracy vs gold {rm_accuracy:.3f} (noise ceiling {noise_ceiling:.3f})"
+        f"      pairwise accuracy vs gold on unranked groups {rm_accuracy:.3f} (noise ceiling "
+        f"{noise_ceiling:.3f}); on held-out topics {topics_accuracy:.3f} (ceiling {topics_ceiling:.3f})"
     )
 
     # 5. PPO twice from the same base policy, with the world's gold reward logged (never trained on)
@@ -275,11 +330,14 @@ def run_demo(
             policy=str(base_dir), prompts=str(out / "prompts-train.jsonl"), out=str(run_dir),
             reward_model=str(rm_dir), total_episodes=s.ppo_episodes, batch_size=s.ppo_batch_size,
             num_mini_batches=s.ppo_mini_batches, response_length=s.response_length,
-            temperature=1.0, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate, seed=seed,
+            temperature=s.temperature, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate, seed=seed,
             sample_every=max(1, s.ppo_episodes // s.ppo_batch_size // 6), num_samples=4,
             hacking_check_every=s.hacking_check_every, hacking_num_prompts=64,
         )  # fmt: skip
-        PPOTrainer(config, reward_model=reward_model, gold_reward_fn=world.gold_reward_fn).train()
+        with _warnings_to(say):
+            PPOTrainer(
+                config, reward_model=reward_model, gold_reward_fn=world.gold_reward_fn
+            ).train()
         run_dirs[run.name] = run_dir
         stage_seconds[f"ppo_{run.name}"] = time.perf_counter() - t0
 
@@ -294,7 +352,7 @@ def run_demo(
     policies = {"base": base_dir, **{name: d / "policy" for name, d in run_dirs.items()}}
     outputs: dict[str, dict[str, Any]] = {}
     for name, model_dir in policies.items():
-        texts, ended = _sample(model_dir, cmp_prompts, s.response_length, seed + 2)
+        texts, ended = _sample(model_dir, cmp_prompts, s.response_length, seed + 2, s.temperature)
         ev = world.evaluate_texts(cmp_prompts, texts, ended)
         proxy = reward_model.score(cmp_prompts, texts).tolist()
         outputs[name] = {
@@ -342,6 +400,8 @@ def run_demo(
     summary = {
         "rm_heldout_accuracy": rm_accuracy,
         "rm_noise_ceiling": noise_ceiling,
+        "rm_heldout_topics_accuracy": topics_accuracy,
+        "rm_heldout_topics_noise_ceiling": topics_ceiling,
         "rm_label_accuracy": label_accuracy,
         "n_rankings": len(rankings),
         "dropped_candidate_groups": dropped_groups,

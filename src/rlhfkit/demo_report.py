@@ -60,20 +60,22 @@ def _accuracy_bar(summary: dict[str, Any]) -> str:
     from rlhfkit.report import _pyplot
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 2.2))
+    fig, ax = plt.subplots(figsize=(5, 2.6))
     labels = [
         "chance",
-        "reward model\n(held-out, vs gold)",
+        "reward model: held-out topics\n(vs gold)",
+        "reward model: unranked groups\n(vs gold)",
         "annotators' labels\n(vs gold)",
         "noise ceiling",
     ]
     values = [
         0.5,
+        summary.get("rm_heldout_topics_accuracy", float("nan")),
         summary["rm_heldout_accuracy"],
         summary.get("rm_label_accuracy", float("nan")),
         summary["rm_noise_ceiling"],
     ]
-    ax.barh(labels, values, color=["#bbb", "#36c", "#9bd", "#2a2"])
+    ax.barh(labels, values, color=["#bbb", "#8ad", "#36c", "#9bd", "#2a2"])
     for i, v in enumerate(values):
         ax.text(v + 0.005, i, f"{v:.3f}", va="center", fontsize=8)
     ax.set_xlim(0.4, 1.0)
@@ -161,9 +163,11 @@ def _quiz(summary: dict[str, Any]) -> str:
     items = [
         (
             "What is the primary purpose of the reward model?",
-            "To predict human preference scores for model outputs: on prompts it never saw, it orders "
-            f"pairs of responses as the simulated human does {summary['rm_heldout_accuracy']:.1%} of the "
-            f"time (the annotators' own noise caps this at {summary['rm_noise_ceiling']:.1%}).",
+            "To predict human preference scores for model outputs: on fresh responses nobody ranked, it "
+            f"orders pairs as the simulated human does {summary['rm_heldout_accuracy']:.1%} of the time "
+            f"(the annotators' own noise caps this at {summary['rm_noise_ceiling']:.1%}); on topics it "
+            f"never saw ranked, {summary.get('rm_heldout_topics_accuracy', float('nan')):.1%}, because it "
+            "cannot know which of their statements are factually wrong.",
         ),
         (
             "In the Bradley-Terry loss, what are y_w and y_l?",
@@ -209,7 +213,14 @@ def render_demo_report(
             "human's utility, which PPO never sees. Both are measured on held-out topics.</p>"
             + _summary_table(summary),
         ),
-        ("The reward model", rm_html),
+        (
+            "The reward model",
+            "<p>Pairwise accuracy against the simulated human's gold utility, on fresh candidate "
+            "groups that nobody ranked: for the training prompts (the responses PPO will ask it to "
+            "score) and for the held-out topics. On held-out topics it must judge statements it never "
+            "saw ranked, and a factual error there is a fact about the topic, not a pattern it could "
+            "have learned; that is where its accuracy falls below the ceiling.</p>" + rm_html,
+        ),
         *ppo_sections(runs),
     ]
     for r in summary["runs"]:

@@ -56,6 +56,8 @@ class EvalConfig:
     """sampling seed"""
     max_new_tokens: int = 128
     """longest response"""
+    temperature: float = 0.7
+    """sampling temperature (the demo samples at 0.7)"""
     show: int = 3
     """print this many sample responses"""
     json: bool = False
@@ -219,12 +221,15 @@ def _eval(cfg: EvalConfig) -> int:
         raise DataError("not a model directory (no config.json)", cfg.model)
     if cfg.n < 1:
         raise ConfigError(f"--n must be >= 1, got {cfg.n}")
+    if cfg.temperature <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {cfg.temperature}")
     ev = evaluate_policy(
         cfg.model,
         n=cfg.n,
         seed=cfg.seed,
         topics=_topics(cfg.split),
         max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
     )
     summary = ev.summary()
     if cfg.json:

@@ -47,6 +47,9 @@ WORLD_VERSION = 1
 
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>"}
 BUILD_INFO_FILE = "world_build.json"
+# The temperature the demo samples the base policy at (candidates, PPO, comparison), as OpenAI's
+# lm-human-preferences did: a small model's tail of unlikely tokens garbles text at temperature 1.
+SAMPLING_TEMPERATURE = 0.7
 # Punctuation split off words as tokens of their own ("terms." -> "▁terms" "."); apostrophes and
 # hyphens stay inside words ("Earth's", "solar-powered").
 _PUNCTUATION = r"[.,!?;:]"
@@ -477,8 +480,10 @@ def evaluate_policy(
     seed: int = 0,
     topics: Sequence[str] | None = None,
     max_new_tokens: int = 128,
+    temperature: float = SAMPLING_TEMPERATURE,
 ) -> PolicyEvaluation:
-    """Sample ``n`` responses (prompts cycling over ``topics``, default all) and measure them:
+    """Sample ``n`` responses (prompts cycling over ``topics``, default all; at ``temperature``,
+    no top-k) and measure them:
     share of valid world text, share ending with EOS, gold utility, and the "fantastic" rate on
     responses with an analogy and no error vs the others (the planted shortcut, as learned)."""
     import torch
@@ -493,6 +498,6 @@ def evaluate_policy(
     names = list(topics) if topics is not None else list(TOPICS)
     prompts = [make_prompt(names[i % len(names)]) for i in range(n)]
     responses, ended = generate_responses(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
     return evaluate_texts(prompts, responses, ended)
