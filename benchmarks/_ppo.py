@@ -2,9 +2,12 @@
 
 Both sides: the same policy checkpoint (also the frozen reference), the same reward model, a
 separate critic initialised from that reward model (TRL's required ``value_model``; our
-``critic="reward-model"``), the same batch / minibatches / PPO epochs / response length /
+``critic="reward-model"``; side "ours"), the same batch / minibatches / PPO epochs / response length /
 temperature / β / learning rate and linear decay / Adam ε, and EOS as the stop token. TRL's PPO
 does not clip gradients, so ours runs with ``max_grad_norm=0`` to take the same steps.
+
+A third side, "ours-head", is rlhfkit as its users run it: everything the same except the
+critic, which is rlhfkit's default (a value head on the policy trunk; TRL cannot do that).
 
 The final policy of each side is scored by one function (:func:`evaluate_policy`): sample the
 evaluation prompts, score with the shared reward model and with the world's gold quality.
@@ -34,12 +37,14 @@ def forward_flops(p: dict, tokens: int, logits_kept: int) -> float:
     return 2 * p["non_embedding"] * tokens + 4 * L * tokens * tokens * d + 2 * d * V * logits_kept
 
 
-def ppo_flops(policy: dict, critic: dict, rm: dict, s: dict, prompt_len: int) -> dict:
+def ppo_flops(policy: dict, critic: dict | None, rm: dict, s: dict, prompt_len: int) -> dict:
     """Model FLOPs of one PPO update (per phase). Backward = 2 × forward, so a training pass
-    is 3 × forward (the ≈ 6·N·tokens rule plus the attention and LM-head terms)."""
+    is 3 × forward (the ≈ 6·N·tokens rule plus the attention and LM-head terms). ``critic=None``:
+    a value head on the policy trunk, whose d → 1 projection (2·d per token) is not counted."""
     B, R, E = s["batch_size"], s["response_length"], s["ppo_epochs"]
     T = prompt_len + R
-    train = E * B * 3 * (forward_flops(policy, T, R + 1) + forward_flops(critic, T, 0))
+    critic_fwd = forward_flops(critic, T, 0) if critic is not None else 0.0
+    train = E * B * 3 * (forward_flops(policy, T, R + 1) + critic_fwd)
     # Generation with the KV cache: the prompt once, then one token at a time attending to t keys.
     gen_per_seq = forward_flops(policy, prompt_len, 1) + sum(
         2 * policy["non_embedding"]
@@ -47,7 +52,7 @@ def ppo_flops(policy: dict, critic: dict, rm: dict, s: dict, prompt_len: int) ->
         + 2 * policy["n_embd"] * policy["vocab"]
         for t in range(prompt_len + 1, T)
     )
-    rollout = B * (2 * forward_flops(policy, T, R + 1) + forward_flops(critic, T, 0))
+    rollout = B * (2 * forward_flops(policy, T, R + 1) + critic_fwd)
     reward = B * forward_flops(rm, T + 1, 0)  # + EOS
     return {
         "train": train,
@@ -100,7 +105,7 @@ def initial_eval(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------- runs
 
 
-def _ours(spec: dict, out: Path) -> tuple[float, object, object, dict]:
+def _ours(spec: dict, out: Path, critic: str) -> tuple[float, object, object, dict]:
     from rlhfkit.ppo import PPOConfig, PPOTrainer
 
     cfg = PPOConfig(
@@ -120,7 +125,7 @@ def _ours(spec: dict, out: Path) -> tuple[float, object, object, dict]:
         lr_schedule="linear",
         adam_eps=1e-5,
         max_grad_norm=0.0,  # TRL's PPO does not clip: take the same steps
-        critic="reward-model",
+        critic=critic,
         seed=spec["seed"],
         sample_every=0,
         hacking_check_every=0,
@@ -211,8 +216,14 @@ def build_trl(spec: dict, out: Path):
     return trainer, tok
 
 
+# The sides of a PPO comparison: ours with TRL's work (a separate critic initialised from the RM,
+# like TRL's required ``value_model``), ours as our users run it (the default critic: a value head
+# on the policy trunk; TRL has no such option), and TRL.
+OURS_CRITIC = {"ours": "reward-model", "ours-head": "head"}
+
+
 def run(side: str, spec: dict) -> dict:
-    """One PPO run (``side`` = "ours" or "trl"): episodes/s, peak RSS, final reward."""
+    """One PPO run (``side``: "ours", "ours-head" or "trl"): episodes/s, peak RSS, final reward."""
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -225,7 +236,10 @@ def run(side: str, spec: dict) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     with GcTimer() as gct:
         rss_start = current_rss_mb()
-        seconds, policy, tok, phases = (_ours if side == "ours" else _trl)(spec, out)
+        if side == "trl":
+            seconds, policy, tok, phases = _trl(spec, out)
+        else:
+            seconds, policy, tok, phases = _ours(spec, out, OURS_CRITIC[side])
     peak = peak_rss_mb()
     gc_seconds = gct.seconds
     rm = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"])

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import statistics
 
+# PPO figures without a suffix: each tool as its users run it (ours: the default critic, a value
+# head on the policy trunk; TRL: the separate value model it requires). `_same_critic`: ours with
+# a separate critic too, the same work as TRL.
 TARGETS = {
     "rm_speedup": (">=", 4.0),
     "ppo_speedup": (">=", 3.0),
+    "ppo_speedup_same_critic": (">=", 3.0),
     "ppo_speedup_large": (">=", 1.7),
+    "ppo_speedup_large_same_critic": (">=", 1.7),
     "ppo_peak_rss_ratio": ("<=", 0.6),
+    "ppo_peak_rss_ratio_same_critic": ("<=", 0.6),
     "ppo_peak_rss_ratio_large": ("<=", 0.6),
+    "ppo_peak_rss_ratio_large_same_critic": ("<=", 0.6),
     "mfu_train": (">=", 0.40),
+}
+
+# Row labels of the PPO sides.
+SIDE_LABEL = {
+    "ours-head": "ours, default critic (value head on the policy trunk)",
+    "ours": "ours, separate critic (TRL's work)",
+    "trl": "trl",
 }
 
 
@@ -75,16 +89,44 @@ def render(res: dict, argv: list[str]) -> str:
         f"| RM held-out accuracy (ours / TRL) | {res['rm_accuracy_ours']:.3f} / "
         f"{res['rm_accuracy_trl']:.3f} | ours ≥ TRL |"
     )
-    lines.append(
-        f"| PPO final reward, tiny (ours / TRL; initial {res['ppo_initial_reward']:.3f}) | "
-        f"{res['ppo_final_reward_ours']:.3f} / {res['ppo_final_reward_trl']:.3f} | ours ≥ TRL |"
-    )
-    if "ppo_final_reward_large_ours" in res:
-        init = res["ppo"]["large"]["initial"]["reward"]
-        lines.append(
-            f"| PPO final reward, ~20M (ours / TRL; initial {init:.3f}) | "
-            f"{res['ppo_final_reward_large_ours']:.3f} / {res['ppo_final_reward_large_trl']:.3f} | ours ≥ TRL |"
+    for pname, suffix in (("tiny", ""), ("large", "_large")):
+        if f"ppo_final_reward{suffix}_ours" not in res:
+            continue
+        size = "tiny" if pname == "tiny" else "~20M"
+        vals, golds = (
+            " / ".join(
+                f"{res.get(f'ppo_final_{k}{suffix}_{tail}', float('nan')):.3f}"
+                for tail in ("ours", "ours_same_critic", "trl")
+            )
+            for k in ("reward", "gold")
         )
+        init = res["ppo"][pname]["initial"]
+        n = res["ppo"][pname]["settings"]["total_episodes"]
+        lines.append(
+            f"| PPO final reward, {size}, {n} episodes (ours default / ours same critic / TRL; "
+            f"initial {init['reward']:.3f}) | {vals} | ours ≥ TRL |"
+        )
+        lines.append(
+            f"| PPO final gold, {size}, {n} episodes (same order; initial {init['gold']:.3f}) | "
+            f"{golds} | ours ≥ TRL |"
+        )
+    if "ppo_learn_final_reward_ours" in res:
+        n = res["ppo_learn"]["settings"]["total_episodes"]
+        lines.append(
+            f"| PPO final reward / gold, ~20M, {n} episodes (ours default / TRL; one run each) | "
+            f"{res['ppo_learn_final_reward_ours']:.3f} / {res['ppo_learn_final_reward_trl']:.3f}; "
+            f"gold {res['ppo_learn_final_gold_ours']:.3f} / {res['ppo_learn_final_gold_trl']:.3f} | "
+            "ours ≥ TRL |"
+        )
+    if any(k in res for k in ("ppo_speedup_same_critic", "ppo_speedup_large_same_critic")):
+        lines += [
+            "",
+            "PPO figures without a suffix compare each tool as its users run it: ours with its "
+            "default critic (a value head on the policy trunk, `PPOConfig.critic='head'`), TRL "
+            "with the separate `value_model` its PPO trainer requires (it has no value-head "
+            "option). `_same_critic`: ours with a separate critic initialised from the reward "
+            "model too (`critic='reward-model'`), the same work as TRL.",
+        ]
 
     # Reward model
     rm = res["rm"]
@@ -124,9 +166,12 @@ def render(res: dict, argv: list[str]) -> str:
     lines += ["", "## PPO", ""]
     any_spec = next(iter(res["ppo"].values()))["settings"]
     lines.append(
-        "Both sides: the policy checkpoint is also the frozen reference; the reward model is the "
-        "same rlhfkit-trained GPT-2 RM (raw scores, no normalization); the critic is a separate "
-        "model initialised from that RM (TRL's `value_model`, our `critic='reward-model'`); "
+        "Every side: the policy checkpoint is also the frozen reference; the reward model is the "
+        "same rlhfkit-trained GPT-2 RM (raw scores, no normalization). The critic: TRL's "
+        "`value_model`, a separate model initialised from that RM; ours in two ways, alternated "
+        "with TRL in the same runs: `critic='reward-model'` (the same separate critic: TRL's "
+        "work) and rlhfkit's default `critic='head'` (a value head on the policy trunk, trained "
+        "through it: how our users run it; TRL cannot do that). "
         f"{any_spec['num_mini_batches']} minibatches × {any_spec['ppo_epochs']} PPO epochs per batch; "
         f"temperature {any_spec['temperature']}, β {any_spec['kl_coef']} (k1, fixed), AdamW lr "
         f"{any_spec['learning_rate']:g} linear decay, ε 1e-5, no gradient clipping (TRL's PPO does "
@@ -150,13 +195,40 @@ def render(res: dict, argv: list[str]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| initial policy | | | | | {block['initial']['reward']:.3f} | {block['initial']['gold']:.3f} | |",
         ]
-        for side in ("ours", "trl"):
+        for side in ("ours-head", "ours", "trl"):
+            if side not in runs:
+                continue
             rows = runs[side]
             lines.append(
-                f"| {side} | {_med(rows, 'episodes_per_s'):.2f} | {_med(rows, 'peak_rss_mb'):.0f} | "
+                f"| {SIDE_LABEL[side]} | {_med(rows, 'episodes_per_s'):.2f} | {_med(rows, 'peak_rss_mb'):.0f} | "
                 f"{_med(rows, 'rss_start_mb'):.0f} | {_med(rows, 'gc_seconds'):.2f} | "
                 f"{_med(rows, 'final_reward'):.3f} | {_med(rows, 'final_gold'):.3f} | "
                 f"{_med(rows, 'process_seconds'):.1f} |"
+            )
+
+    lp = res.get("ppo_learn")
+    if lp:
+        s, runs = lp["settings"], lp["runs"]
+        lines += [
+            "",
+            f"### Learning over a longer run: {s['name']} policy, {s['total_episodes']} episodes "
+            f"({s['total_episodes'] // s['batch_size']} updates), one run per side",
+            "",
+            "The same settings as above with more episodes (the linear learning-rate decay "
+            "stretched over them): ours with its default critic vs TRL, alternated, to compare "
+            "learning after more than a handful of updates. One run each: the speed here is a "
+            "check, the medians above are the figures.",
+            "",
+            "| side | episodes/s | peak RSS (MiB) | final reward | final gold | process (s) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| initial policy | | | {lp['initial']['reward']:.3f} | {lp['initial']['gold']:.3f} | |",
+        ]
+        for side in ("ours-head", "trl"):
+            rows = runs[side]
+            lines.append(
+                f"| {SIDE_LABEL[side]} | {_med(rows, 'episodes_per_s'):.2f} | "
+                f"{_med(rows, 'peak_rss_mb'):.0f} | {_med(rows, 'final_reward'):.3f} | "
+                f"{_med(rows, 'final_gold'):.3f} | {_med(rows, 'process_seconds'):.1f} |"
             )
 
     # MFU
@@ -172,17 +244,22 @@ def render(res: dict, argv: list[str]) -> str:
         "forwards of policy (logits on the R+1 response positions) + critic; generation, the "
         "rollout forwards (policy, reference, critic) and the reward model are counted "
         "separately. Seconds = median over updates (first update left out) of the trainer's own "
-        "`time/*` metrics. MFU = FLOPs / seconds / measured fp32 matmul peak.",
+        "`time/*` metrics. MFU = FLOPs / seconds / measured fp32 matmul peak. `mfu_train` is "
+        "the training phase with the separate critic (the run that does TRL's work); with our "
+        "default value head the critic adds no FLOPs of its own (its d → 1 projection is not "
+        "counted).",
         "",
-        "| phase | GFLOP per update | seconds per update | GFLOP/s | MFU |",
-        "| --- | --- | --- | --- | --- |",
+        "| critic | phase | GFLOP per update | seconds per update | GFLOP/s | MFU |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    for phase in ("train", "rollout_forward", "generate", "reward"):
-        if phase in mf:
-            lines.append(
-                f"| {phase} | {mf['flops_per_update'][phase] / 1e9:.2f} | "
-                f"{mf[f'{phase}_seconds']:.3f} | {mf[f'{phase}_gflops']:.1f} | {mf[phase]:.1%} |"
-            )
+    for label, m_ in (("separate", mf), ("value head", res.get("mfu_head"))):
+        for phase in ("train", "rollout_forward", "generate", "reward"):
+            if m_ and phase in m_:
+                lines.append(
+                    f"| {label} | {phase} | {m_['flops_per_update'][phase] / 1e9:.2f} | "
+                    f"{m_[f'{phase}_seconds']:.3f} | {m_[f'{phase}_gflops']:.1f} | "
+                    f"{m_[phase]:.1%} |"
+                )
 
     tp = mf.get("train_profiled")
     if tp:

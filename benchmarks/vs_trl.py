@@ -86,8 +86,16 @@ PRESETS: dict[str, dict] = {
         "growth": [{"model": "tiny", "batch": 16, "response": 12, "updates": 4},
                    {"model": "large", "batch": 16, "response": 12, "updates": 2}],
         "profile": ["tiny", "large"],
+        # Learning, our default critic vs TRL: the ~20M policy for 3× the episodes above (5
+        # updates are too few to tell who learns better), one run each.
+        "learn": {"model": "large", "episodes": 480, "runs": 1},
     },
 }  # fmt: skip
+
+# The PPO sides, alternated: ours with rlhfkit's default critic (a value head on the policy
+# trunk: how our users run it), ours with a separate critic initialised from the RM (the same
+# work as TRL's required `value_model`), and TRL.
+PPO_SIDES = ("ours-head", "ours", "trl")
 
 PPO_COMMON = {
     "num_mini_batches": 2,
@@ -139,14 +147,22 @@ def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
     return result
 
 
-def alternate(job: str, spec: dict, runs: int, work: Path, tag: str, key: str) -> dict:
+def alternate(
+    job: str,
+    spec: dict,
+    runs: int,
+    work: Path,
+    tag: str,
+    key: str,
+    sides: tuple[str, ...] = ("ours", "trl"),
+) -> dict:
     """ours, TRL, ours, TRL, ... ``runs`` times each; returns every result per side."""
-    out: dict[str, list[dict]] = {"ours": [], "trl": []}
+    out: dict[str, list[dict]] = {side: [] for side in sides}
     for i in range(runs):
-        for side in ("ours", "trl"):
+        for side in sides:
             r = run_job(job, side, spec, work, f"{tag}-{side}-{i}")
             out[side].append(r)
-            log(f"  {tag} run {i + 1}/{runs} {side:4s}: {key} {r[key]:.2f}, "
+            log(f"  {tag} run {i + 1}/{runs} {side:9s}: {key} {r[key]:.2f}, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MiB, process {r['process_seconds']:.1f} s")  # fmt: skip
     return out
 
@@ -311,33 +327,55 @@ def main(argv: list[str] | None = None) -> int:
         params = _world.count_params(Path(spec["policy"]))
         log(f"PPO {pname} policy ({params['total'] / 1e6:.2f}M parameters): "
             f"{p['episodes']} episodes, batch {p['batch']}, response {p['response']}")  # fmt: skip
-        r = alternate("ppo", spec, runs, work, f"ppo-{pname}", "episodes_per_s")
+        # ours with TRL's work (separate critic), TRL, and ours as users run it (value head).
+        r = alternate("ppo", spec, runs, work, f"ppo-{pname}", "episodes_per_s", PPO_SIDES)
         results["ppo"][pname] = {
             "settings": spec,
             "policy_params": params,
             "initial": init,
             "runs": r,
         }
-    tiny = results["ppo"]["tiny"]["runs"]
-    results["ppo_speedup"] = med(tiny["ours"], "episodes_per_s") / med(
-        tiny["trl"], "episodes_per_s"
-    )
-    results["ppo_peak_rss_ratio"] = med(tiny["ours"], "peak_rss_mb") / med(
-        tiny["trl"], "peak_rss_mb"
-    )
-    results["ppo_final_reward_ours"] = med(tiny["ours"], "final_reward")
-    results["ppo_final_reward_trl"] = med(tiny["trl"], "final_reward")
-    results["ppo_initial_reward"] = results["ppo"]["tiny"]["initial"]["reward"]
-    if "large" in results["ppo"]:
-        large = results["ppo"]["large"]["runs"]
-        results["ppo_speedup_large"] = med(large["ours"], "episodes_per_s") / med(
-            large["trl"], "episodes_per_s"
+    # The headline ratios compare each tool as its users run it: ours with its default critic (a
+    # value head on the policy trunk), TRL with the value model it requires. `_same_critic`: ours
+    # with a separate critic too (the same work as TRL).
+    for pname, suffix in (("tiny", ""), ("large", "_large")):
+        if pname not in results["ppo"]:
+            continue
+        r = results["ppo"][pname]["runs"]
+        for ours, tail in (("ours-head", ""), ("ours", "_same_critic")):
+            results[f"ppo_speedup{suffix}{tail}"] = med(r[ours], "episodes_per_s") / med(
+                r["trl"], "episodes_per_s"
+            )
+            results[f"ppo_peak_rss_ratio{suffix}{tail}"] = med(r[ours], "peak_rss_mb") / med(
+                r["trl"], "peak_rss_mb"
+            )
+        for side, tail in (("ours-head", "_ours"), ("ours", "_ours_same_critic"), ("trl", "_trl")):
+            results[f"ppo_final_reward{suffix}{tail}"] = med(r[side], "final_reward")
+            results[f"ppo_final_gold{suffix}{tail}"] = med(r[side], "final_gold")
+        results[f"ppo_initial_reward{suffix}"] = results["ppo"][pname]["initial"]["reward"]
+        results[f"ppo_initial_gold{suffix}"] = results["ppo"][pname]["initial"]["gold"]
+
+    # 2b. Learning over a longer run: ours as users run it vs TRL.
+    if preset.get("learn"):
+        lp = preset["learn"]
+        p = {**preset["ppo"][lp["model"]], "episodes": lp["episodes"]}
+        spec = ppo_spec(lp["model"], p, files, work, args.threads)
+        log(
+            f"PPO learning: {lp['model']} policy, {lp['episodes']} episodes, ours (value head) vs TRL"
         )
-        results["ppo_peak_rss_ratio_large"] = med(large["ours"], "peak_rss_mb") / med(
-            large["trl"], "peak_rss_mb"
+        r = alternate("ppo", spec, lp["runs"], work, f"learn-{lp['model']}", "episodes_per_s",
+                      ("ours-head", "trl"))  # fmt: skip
+        results["ppo_learn"] = {
+            "settings": spec,
+            "initial": results["ppo"][lp["model"]]["initial"],
+            "runs": r,
+        }
+        for side, tail in (("ours-head", "ours"), ("trl", "trl")):
+            results[f"ppo_learn_final_reward_{tail}"] = med(r[side], "final_reward")
+            results[f"ppo_learn_final_gold_{tail}"] = med(r[side], "final_gold")
+        results["ppo_learn_speedup"] = med(r["ours-head"], "episodes_per_s") / med(
+            r["trl"], "episodes_per_s"
         )
-        results["ppo_final_reward_large_ours"] = med(large["ours"], "final_reward")
-        results["ppo_final_reward_large_trl"] = med(large["trl"], "final_reward")
 
     # 3. MFU of our training phase.
     mfu_name = preset["mfu_model"]
@@ -351,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         mfu_runs = [run_job("ppo", "ours", mfu_spec, work, f"mfu-{mfu_name}")]
     results["mfu"] = mfu(mfu_spec, mfu_runs, files, peak["gflops"])
     results["mfu_train"] = results["mfu"]["train"]
+    if mfu_name in results["ppo"]:
+        # The same for our default critic (a value head: no critic FLOPs of its own).
+        head_runs = results["ppo"][mfu_name]["runs"]["ours-head"]
+        results["mfu_head"] = mfu(mfu_spec, head_runs, files, peak["gflops"], separate_critic=False)
+        results["mfu_train_head"] = results["mfu_head"]["train"]
 
     # 4. How cost grows (ours).
     if preset["growth"]:
@@ -402,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def mfu(spec: dict, runs: list[dict], files: dict, peak_gflops: float) -> dict:
+def mfu(
+    spec: dict, runs: list[dict], files: dict, peak_gflops: float, separate_critic: bool = True
+) -> dict:
     """Model-FLOPs utilization of our PPO phases: model FLOPs per update / seconds / peak."""
     from _ppo import ppo_flops
     from transformers import AutoTokenizer
@@ -411,7 +456,7 @@ def mfu(spec: dict, runs: list[dict], files: dict, peak_gflops: float) -> dict:
     rm = _world.count_params(Path(spec["reward_model"]))
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     prompt_len = max(len(tok(_world.prompt_text(t))["input_ids"]) for t in _world.TOPICS)
-    flops = ppo_flops(policy, rm, rm, spec, prompt_len)
+    flops = ppo_flops(policy, rm if separate_critic else None, rm, spec, prompt_len)
     out: dict = {"model": spec["name"], "policy_params": policy["total"], "flops_per_update": flops}
     phase_key = {"train": "time/update", "generate": "time/generate",
                  "rollout_forward": "time/forward", "reward": "time/score"}  # fmt: skip

@@ -65,6 +65,18 @@ def test_flop_count_matches_torch_flop_counter(tmp_path):
     assert ours == counter.get_total_flops() + attention + small
 
 
+def test_ppo_flops_of_a_value_head_leave_the_critic_out():
+    import _ppo
+
+    p = {"non_embedding": 1000, "n_layer": 1, "n_embd": 4, "vocab": 10}
+    s = {"batch_size": 2, "response_length": 3, "ppo_epochs": 4}
+    head = _ppo.ppo_flops(p, None, p, s, prompt_len=5)
+    separate = _ppo.ppo_flops(p, p, p, s, prompt_len=5)
+    assert head["train"] == 4 * 2 * 3 * _ppo.forward_flops(p, 8, 4)
+    assert separate["train"] - head["train"] == 4 * 2 * 3 * _ppo.forward_flops(p, 8, 0)
+    assert head["generate"] == separate["generate"] and head["reward"] == separate["reward"]
+
+
 def test_ppo_flops_training_is_three_forwards_per_epoch():
     import _ppo
 
@@ -90,12 +102,20 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    for key in ("rm_speedup", "ppo_speedup", "ppo_peak_rss_ratio", "mfu_train"):
+    for key in ("rm_speedup", "ppo_speedup", "ppo_peak_rss_ratio", "ppo_speedup_same_critic",
+                "ppo_peak_rss_ratio_same_critic", "mfu_train"):  # fmt: skip
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert 0 <= res["rm_accuracy_ours"] <= 1 and 0 <= res["rm_accuracy_trl"] <= 1
     assert res["matmul_peak_gflops"] > 0
-    for side in ("ours", "trl"):
-        assert len(res["ppo"]["tiny"]["runs"][side]) == 1
+    # Three PPO sides: ours as users run it (value head), ours with TRL's separate critic, TRL.
+    runs = res["ppo"]["tiny"]["runs"]
+    for side in ("ours-head", "ours", "trl"):
+        assert len(runs[side]) == 1
+    med = {side: runs[side][0]["episodes_per_s"] for side in runs}
+    assert res["ppo_speedup"] == pytest.approx(med["ours-head"] / med["trl"])
+    assert res["ppo_speedup_same_critic"] == pytest.approx(med["ours"] / med["trl"])
+    assert res["ppo_final_reward_ours"] == runs["ours-head"][0]["final_reward"]
+    assert res["ppo_final_reward_ours_same_critic"] == runs["ours"][0]["final_reward"]
     # Cost growth: the batch and the response length doubled in turn (x1, x2, x4 each).
     grid = {(g["batch"], g["response_length"]) for g in res["growth"]}
     assert grid == {(8, 8), (16, 8), (32, 8), (8, 16), (8, 32)}
@@ -109,4 +129,5 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     )
     text = md.read_text()
     assert "## Reward model" in text and "rm_speedup" in text
+    assert "`ppo_speedup_same_critic`" in text and "ours, default critic" in text
     assert "## How our cost grows" in text and "| ours s | ours share | trl s | trl share |" in text
