@@ -55,10 +55,10 @@ def render(res: dict, argv: list[str]) -> str:
         *(
             [
                 "",
-                f"{len(res['reused'])} measurements were reused with `--reuse` from an earlier "
-                "invocation in the same work directory (same specs, same code; the run had been "
-                "interrupted): " + ", ".join(f"`{t}`" for t in res["reused"]) + ". The minutes "
-                "above count the second invocation only.",
+                f"{len(res['reused'])} measurements were reused with `--reuse` from earlier "
+                "invocations in the same work directory (same specs, and the same code for what "
+                "they measure): " + ", ".join(f"`{t}`" for t in res["reused"]) + ". The minutes "
+                "above count the last invocation only.",
             ]
             if res.get("reused")
             else []
