@@ -7,7 +7,10 @@ Measures, on the same synthetic data and locally built models (no download):
 - reward-model training: comparisons/s on K = 4 rankings (a ranking counts as 6 comparisons; TRL
   gets the same rankings as 6 pairs each) and held-out pairwise accuracy after the same epochs;
 - PPO: episodes/s, peak RSS of the process, and the reward of the final policy after the same
-  episodes, with a tiny policy and a ~20M-parameter one;
+  episodes, with a tiny policy and a ~20M-parameter one; ours twice, alternated with TRL: with
+  rlhfkit's default critic (a value head on the policy trunk: the headline ``ppo_speedup*`` and
+  ``ppo_peak_rss_ratio*``) and with a separate critic like TRL's ``value_model`` (the same work:
+  ``*_same_critic``); plus a longer ~20M run to compare learning (full run);
 - model-FLOPs utilization of our PPO training phase against this machine's fp32 matmul peak,
   measured in the same run;
 - how our cost grows when the response length and the batch size double;
