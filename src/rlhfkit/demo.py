@@ -436,8 +436,9 @@ def _serve_for_humans(out: Path, candidates_path: Path, say: Say) -> list[Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     """The short console summary printed at the end of the demo."""
     lines = [
-        f"reward model: held-out pairwise accuracy vs gold {summary['rm_heldout_accuracy']:.3f} "
-        f"(noise ceiling {summary['rm_noise_ceiling']:.3f})",
+        f"reward model: pairwise accuracy vs gold on unranked answers {summary['rm_heldout_accuracy']:.3f} "
+        f"(noise ceiling {summary['rm_noise_ceiling']:.3f}), on held-out topics "
+        f"{summary.get('rm_heldout_topics_accuracy', float('nan')):.3f}",
     ]
     for r in summary["runs"]:
         flagged = ", ".join(r["flagged_tokens"][:4]) or "nothing"

@@ -181,8 +181,9 @@ def noise_ceiling(
     utility_groups: Sequence[Sequence[float]],
     pool: Sequence[SimulatedAnnotator] = DEFAULT_ANNOTATORS,
 ) -> float:
-    """The best achievable pairwise accuracy against gold given the annotators' noise (exact per
-    pair; see the module docstring). ``utility_groups``: the gold utilities of each prompt's K
+    """How often one annotator's strict pairwise judgement agrees with gold: the best pairwise
+    accuracy any model can reach against annotator labels (exact per pair; see the module
+    docstring). A model scored against gold itself can exceed it by averaging the noise out. ``utility_groups``: the gold utilities of each prompt's K
     candidates. Annotators are weighted equally (each prompt draws them uniformly from ``pool``)."""
     correct = 0.0
     strict = 0.0
