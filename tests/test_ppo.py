@@ -192,6 +192,13 @@ def test_large_beta_keeps_kl_small(world, learning_run):
     assert strong[-1]["objective/kl"] < weak[-1]["objective/kl"] / 5
 
 
+def test_fresh_run_into_a_used_directory_starts_new_logs(world):
+    out = world["root"] / "again"
+    for _ in range(2):
+        PPOTrainer(_config(world, out, total_episodes=64)).train()
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+
+
 def test_adaptive_kl_moves_beta_toward_target(world):
     out = world["root"] / "adaptive"
     PPOTrainer(_config(world, out, total_episodes=128, kl_target=0.01, kl_horizon=100)).train()

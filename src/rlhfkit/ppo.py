@@ -499,6 +499,10 @@ class PPOTrainer:
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_json(self.out / "config.json", dataclasses.asdict(cfg))
+            if self._resumed_from is None:
+                # A fresh run into a used directory starts its own logs (they are appended to).
+                for name in ("metrics.jsonl", "samples.jsonl"):
+                    (self.out / name).unlink(missing_ok=True)
         logger = MetricsLogger(self.out / "metrics.jsonl", enabled=self.is_main)
         if cfg.hacking_check_every > 0 and self.monitor is None:
             self._start_monitor()
