@@ -149,8 +149,12 @@ def test_train_rm_one_and_two_processes_agree(assets):
     assert e1["loss"] == pytest.approx(e2["loss"], abs=1e-4)
     w1, w2 = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert w1.keys() == w2.keys()
-    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
-    assert worst < 1e-3, worst  # only the order of float sums differs
+    # Only the order of float sums differs. Adam turns that into at most about one step (lr) on a
+    # few coordinates whose gradient is ~0 (m/√v ≈ ±1 whatever the noise); the rest agree closely.
+    diffs = torch.cat([(w1[k] - w2[k]).abs().flatten() for k in w1])
+    assert float(diffs.max()) < 3e-3, float(diffs.max())
+    assert float(diffs.mean()) < 2e-5, float(diffs.mean())
+    assert float((diffs > 1e-4).float().mean()) < 0.01
     m1, m2 = metrics(one), metrics(two)
     assert [r["step"] for r in m1] == [r["step"] for r in m2]  # logged once, not per process
     for r1, r2 in zip(m1, m2, strict=True):
