@@ -27,7 +27,7 @@ from typing import Any
 from rich.markup import escape
 
 from rlhfkit.io import write_json, write_jsonl
-from rlhfkit.world.policy import SAMPLING_TEMPERATURE
+from rlhfkit.world.policy import SAMPLING_TEMPERATURE, cached_policy_dir, is_built
 
 
 @dataclass
@@ -220,8 +220,6 @@ def run_demo(
     t0 = _stage(
         say, 1, total, "base policy: building the world's GPT-2 (cached after the first run)"
     )
-    from rlhfkit.world.policy import cached_policy_dir, is_built
-
     full_build = cached_policy_dir(world.BaseBuildSettings(seed=seed))
     if s.build_quick and is_built(full_build):
         # an earlier full demo built the fluent base policy: reuse it, the quick build is worse

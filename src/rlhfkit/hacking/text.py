@@ -82,11 +82,11 @@ class Corpus:
         if n not in self._stats:
             st = NgramStats()
             count, docs, sq = st.count, st.docs, st.sq_over_len
-            for words, sents in zip(self.words, self.sentences, strict=True):
+            for i, words in enumerate(self.words):
                 if len(words) < n:
                     continue
                 length = len(words)
-                for g, y in Counter(g for s in sents for g in ngrams(s, n)).items():
+                for g, y in Counter(g for _, g in self._positioned_ngrams(i, n)).items():
                     if g in count:
                         count[g] += y
                         docs[g] += 1
@@ -100,16 +100,15 @@ class Corpus:
 
     def phrase_counts(self, phrase: tuple[str, ...]) -> np.ndarray:
         """Occurrences of ``phrase`` (overlapping allowed) in each response: (R,) ints."""
-        n = len(phrase)
+        target = " ".join(phrase)
         out = np.zeros(self.n_responses, dtype=np.int64)
-        for i, sents in enumerate(self.sentences):
-            out[i] = sum(
-                1 for s in sents for j in range(len(s) - n + 1) if tuple(s[j : j + n]) == phrase
-            )
+        for i in range(self.n_responses):
+            out[i] = sum(g == target for _, g in self._positioned_ngrams(i, len(phrase)))
         return out
 
     def _positioned_ngrams(self, i: int, n: int) -> list[tuple[int, str]]:
-        """``(position of the first word, n-gram)`` for each n-gram of response ``i``."""
+        """``(position of the first word, n-gram)`` for each n-gram of response ``i``; the one place
+        that keeps n-grams inside a sentence."""
         out: list[tuple[int, str]] = []
         start = 0
         for s in self.sentences[i]:
