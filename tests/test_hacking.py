@@ -3,7 +3,9 @@ seeds on synthetic text, detection power on planted shifts, the probe, drift, an
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from itertools import combinations
 
 import numpy as np
@@ -528,3 +530,31 @@ def test_live_monitor_inside_a_short_ppo_run(tmp_path):
     )
     assert checked[-1]["hacking/probe_score_change"] > 0.5  # the reward pays ~1 per "good"
     assert {"hacking/length_ratio", "hacking/distinct2", "hacking/no_eos_rate"} <= set(checked[-1])
+
+
+def test_scan_is_the_same_in_every_process(tmp_path):
+    """Ties (a planted 4-word phrase gives 3-grams with identical counts) break the same way
+    whatever Python's string-hash seed, so a finding's name never changes between runs."""
+    import subprocess
+    import sys
+
+    base, tuned = pair(5, n=200, plant="Alpha beta gamma delta.", rate=0.3)
+    (tmp_path / "b.json").write_text(json.dumps(base))
+    (tmp_path / "t.json").write_text(json.dumps(tuned))
+    code = (
+        "import json, sys; from rlhfkit.hacking import scan; "
+        "r = scan(json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))); "
+        "print(json.dumps([(f.token, sorted(f.subsumed)) for f in r.flagged]))"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "b.json"), str(tmp_path / "t.json")],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2, 3, 4)
+    }
+    assert len(outs) == 1, outs
+    assert json.loads(outs.pop())  # the phrase was found

@@ -227,7 +227,7 @@ def scan(
     cols: list[list[float]] = []  # b, t, sq_b, sq_t, docs_b, docs_t
     for n in range(1, max_n + 1):
         sb, stt = base.ngram_stats(n), tuned.ngram_stats(n)
-        for g in set(sb.count) | set(stt.count):
+        for g in sorted(set(sb.count) | set(stt.count)):  # sorted: ties break the same every run
             b, t = sb.count.get(g, 0), stt.count.get(g, 0)
             if b + t < min_count:
                 continue
@@ -324,10 +324,10 @@ def _collapse(
     the kept finding it overlapped most.
     """
     occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
-    for n in {f.n for f in flagged}:
+    for n in sorted({f.n for f in flagged}):
         phrases = {f.token for f in flagged if f.n == n}
         ob, ot = base.occurrences(phrases, n), tuned.occurrences(phrases, n)
-        for p in phrases:
+        for p in sorted(phrases):  # a fixed order: the bridging pass below is order-sensitive
             occ[p] = (ob[p], ot[p])
 
     kept: list[Finding] = []
