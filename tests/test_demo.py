@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -55,10 +56,15 @@ def _check_outputs(out, summary):
         assert (out / name).exists(), name
 
 
-def test_demo_runs_every_stage_on_tiny_settings(tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
+    """Both ways of training the PPO runs: one after the other here, side by side in processes."""
     out = tmp_path / "demo"
-    summary = run_demo(out, settings=_tiny(), say=lambda _: None)
+    lines = []
+    summary = run_demo(out, settings=replace(_tiny(), ppo_processes=processes), say=lines.append)
     _check_outputs(out, summary)
+    assert ("side by side in 2 processes" in "\n".join(lines)) == (processes == 2)
+    assert {"ppo_sensible-beta", "ppo_low-beta"} <= set(summary["stage_seconds"])
     # the reward model learned something real about the simulated human on held-out topics
     assert summary["rm_heldout_accuracy"] > 0.5
     # gold is logged during PPO though never trained on
@@ -67,6 +73,28 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path):
     ]
     assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
     assert "reward model" in format_summary(summary)
+
+
+def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):
+    from rlhfkit.demo import _run_ppo
+    from rlhfkit.errors import RlhfkitError
+    from rlhfkit.ppo import PPOConfig
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Explain gravity in simple terms."}\n')
+    configs = {
+        name: PPOConfig(
+            policy=str(tmp_path / "no-such-policy"),
+            prompts=str(prompts),
+            out=str(tmp_path / name),
+            reward_model=str(tmp_path / "no-such-rm"),
+            total_episodes=8,
+            batch_size=4,
+        )
+        for name in ("a", "b")
+    }
+    with pytest.raises(RlhfkitError, match=r"PPO run '(a|b)' failed: .*no-such"):
+        _run_ppo(configs, tmp_path / "no-such-rm", None, lambda _: None, None, processes=2)
 
 
 @pytest.mark.slow

@@ -66,6 +66,10 @@ class DemoSettings:
     """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
     the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
     runs: list[PPORunSpec] = field(default_factory=list)
+    ppo_processes: int | None = None
+    """Train the PPO runs side by side in this many processes (``None``: one per core torch may
+    use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far better than
+    it splits its matrix products over two."""
 
     @classmethod
     def full(cls) -> DemoSettings:
@@ -200,7 +204,7 @@ def run_demo(
     from rlhfkit.data import Response, write_rankings
     from rlhfkit.hacking import scan, word_frequency_shift
     from rlhfkit.models import RewardModel
-    from rlhfkit.ppo import PPOConfig, PPOTrainer
+    from rlhfkit.ppo import PPOConfig
     from rlhfkit.reward_training import RewardConfig, train_reward_model
 
     console = Console(stderr=True)
@@ -320,24 +324,29 @@ def run_demo(
 
     # 5. PPO twice from the same base policy, with the world's gold reward logged (never trained on)
     write_jsonl(out / "prompts-train.jsonl", ({"prompt": p} for p in train_prompts))
-    run_dirs: dict[str, Path] = {}
-    for i, run in enumerate(s.runs):
-        t0 = _stage(say, 5, total, f"PPO run {i + 1}/{len(s.runs)}: {run.description}")
-        run_dir = out / "ppo" / run.name
-        config = PPOConfig(
-            policy=str(base_dir), prompts=str(out / "prompts-train.jsonl"), out=str(run_dir),
+    configs = {
+        run.name: PPOConfig(
+            policy=str(base_dir), prompts=str(out / "prompts-train.jsonl"), out=str(out / "ppo" / run.name),
             reward_model=str(rm_dir), total_episodes=s.ppo_episodes, batch_size=s.ppo_batch_size,
             num_mini_batches=s.ppo_mini_batches, response_length=s.response_length,
             temperature=s.temperature, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate, seed=seed,
             sample_every=max(1, s.ppo_episodes // s.ppo_batch_size // 6), num_samples=4,
             hacking_check_every=s.hacking_check_every, hacking_num_prompts=64,
-        )  # fmt: skip
-        with _warnings_to(say):
-            PPOTrainer(
-                config, reward_model=reward_model, gold_reward_fn=world.gold_reward_fn
-            ).train()
-        run_dirs[run.name] = run_dir
-        stage_seconds[f"ppo_{run.name}"] = time.perf_counter() - t0
+        )
+        for run in s.runs
+    }  # fmt: skip
+    processes = min(len(configs), s.ppo_processes or _ppo_processes(len(configs)))
+    t0 = _stage(
+        say, 5, total,
+        f"PPO, {len(s.runs)} runs from the same base policy"
+        + (f", side by side in {processes} processes" if processes > 1 else ""),
+    )  # fmt: skip
+    for run in s.runs:
+        say(f"      {run.name}: {run.description}")
+    run_seconds = _run_ppo(configs, rm_dir, reward_model, say, console, processes)
+    run_dirs = {name: Path(config.out) for name, config in configs.items()}
+    stage_seconds.update({f"ppo_{name}": sec for name, sec in run_seconds.items()})
+    stage_seconds["ppo"] = time.perf_counter() - t0
 
     # 6. held-out comparison: base vs each tuned policy on the same held-out prompts
     t0 = _stage(
@@ -421,6 +430,149 @@ def run_demo(
     summary["wall_seconds"] = time.perf_counter() - t_start
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _ppo_processes(n_runs: int) -> int:
+    """How many PPO runs to train at once: one per core torch may use (``OMP_NUM_THREADS=1``, for
+    a busy machine, keeps them one after the other)."""
+    import os
+
+    import torch
+
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    return max(1, min(n_runs, torch.get_num_threads(), cores))
+
+
+def _run_ppo(
+    configs: dict[str, Any], rm_dir: Path, reward_model: Any, say: Say, console: Any, processes: int
+) -> dict[str, float]:
+    """Train every PPO run; returns each run's seconds. With ``processes`` > 1 the runs train side
+    by side in spawned processes (torch's threads split between them), one progress bar each, fed
+    from the runs' own metrics.jsonl; their warnings (the live hacking monitor's) are shown here."""
+    from rlhfkit.ppo import PPOTrainer
+    from rlhfkit.world import gold_reward_fn
+
+    seconds: dict[str, float] = {}
+    if processes <= 1:
+        for name, config in configs.items():
+            t0 = time.perf_counter()
+            with _warnings_to(say):
+                PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+            seconds[name] = time.perf_counter() - t0
+        return seconds
+
+    import multiprocessing as mp
+    import queue as queue_module
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlhfkit.errors import RlhfkitError
+
+    threads = max(1, torch.get_num_threads() // processes)
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pool state: not safe
+    messages = ctx.Queue()
+    waiting = list(configs)
+    running: dict[str, Any] = {}
+    progress = Progress(
+        TextColumn("      {task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+    tasks = {
+        name: progress.add_task(name, total=config.num_updates, info="")
+        for name, config in configs.items()
+    }
+    try:
+        with progress:
+            while waiting or running:
+                while waiting and len(running) < processes:
+                    name = waiting.pop(0)
+                    config = replace(configs[name], progress=False)
+                    # the trainer would start a fresh log too; removing it first keeps the bar
+                    # from showing an earlier demo's updates
+                    (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
+                    running[name] = ctx.Process(
+                        target=_ppo_process, args=(name, config, str(rm_dir), threads, messages),
+                        daemon=True,
+                    )  # fmt: skip
+                    running[name].start()
+                try:
+                    kind, name, value = messages.get(timeout=0.5)
+                except queue_module.Empty:
+                    kind = name = value = None
+                if kind == "warning":
+                    progress.console.print(f"      [yellow]{name}: {escape(value)}[/]")
+                elif kind == "done":
+                    seconds[name] = value
+                    running.pop(name).join()
+                    progress.update(tasks[name], completed=configs[name].num_updates)
+                elif kind == "error":
+                    raise RlhfkitError(f"PPO run {name!r} failed: {value}")
+                for run_name, proc in running.items():
+                    progress.update(tasks[run_name], **_progress_from_log(configs[run_name].out))
+                    if not proc.is_alive() and messages.empty():
+                        raise RlhfkitError(
+                            f"PPO run {run_name!r}: its process ended without a result "
+                            f"(exit code {proc.exitcode}; out of memory?)"
+                        )
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
+    return seconds
+
+
+def _progress_from_log(run_dir: str) -> dict[str, Any]:
+    """Updates done, reward and KL so far, read from a run's metrics.jsonl (as it is written)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    done = 0
+    last: dict[str, Any] = {}
+    for line in lines:
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:  # the line being written
+            continue
+        done += 1
+    if not done:
+        return {}
+    return {
+        "completed": done,
+        "info": f"reward {last.get('objective/scores', float('nan')):.3f}  "
+        f"kl {last.get('objective/kl', float('nan')):.3f}",
+    }
+
+
+def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: Any) -> None:
+    """One PPO run in a process of its own; its warnings and its end go to ``messages``."""
+    import traceback
+
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from rlhfkit.models import RewardModel
+        from rlhfkit.ppo import PPOTrainer
+        from rlhfkit.world import gold_reward_fn
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            messages.put(("warning", name, str(message)))
+
+        warnings.showwarning = show
+        t0 = time.perf_counter()
+        reward_model = RewardModel.from_pretrained(rm_dir)
+        PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+        messages.put(("done", name, time.perf_counter() - t0))
+    except BaseException as e:  # the parent shows it and stops the other runs
+        from rlhfkit.errors import RlhfkitError
+
+        detail = str(e) if isinstance(e, RlhfkitError) else traceback.format_exc()
+        messages.put(("error", name, detail))
 
 
 def _serve_for_humans(out: Path, candidates_path: Path, say: Say) -> list[Any]:
