@@ -210,6 +210,7 @@ def test_training_forwards_each_response_once_per_step(world, tmp_path, monkeypa
     cfg = RewardConfig(
         model=str(world["lm"]), data=str(world["small"]), out=str(tmp_path / "rm"), eval_split=0,
         batch_size=8, gradient_accumulation_steps=2, epochs=2, learning_rate=1e-3, progress=False,
+        share_prompt=False,  # the full-sequence path (the shared-prompt one: its own test file)
     )  # fmt: skip
     train_reward_model(cfg)
     steps = 2 * 5  # 40 prompts / 8 per step, 2 epochs

@@ -98,6 +98,10 @@ class RewardConfig:
     """at most this many reference responses (a random subset) set the normalization"""
     eval_batch_size: int = 64
     """responses per forward pass when evaluating / normalizing"""
+    share_prompt: bool = True
+    """causal-LM reward models: forward the tokens all K responses of a ranking start with (its
+    prompt) once and the K responses on its key/value cache, instead of the prompt K times (the same
+    rewards and gradients, fewer FLOPs; single process only, off for encoders)"""
     seed: int = 0
     """random seed: head init, data order, held-out split"""
     logging_steps: int = 10
@@ -160,6 +164,7 @@ class _Item:
     features: list[dict[str, list[int]]]
     ranks: list[int]
     margin: float
+    prefix: int = 0  # tokens every response starts with (see shared_prefix_length)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -203,7 +208,7 @@ def _prepare_items(
             counts["dropped_rankings"] += 1
             continue
         margin = float(r.margin) if (use_margin and r.margin is not None) else 0.0
-        items.append(_Item(f, ranks, margin))
+        items.append(_Item(f, ranks, margin, shared_prefix_length([x["input_ids"] for x in f])))
     return items, counts
 
 
@@ -212,13 +217,110 @@ def _collate_items(
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Concatenate the responses of several prompts: model inputs (N, T), group ids, ranks (N,),
     and per-prompt margins (G,)."""
-    feats = [f for it in items for f in it.features]
+    batch = rm.collate([f for it in items for f in it.features])
+    return batch, *_group_tensors(items, batch["input_ids"].device)
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """Number of leading tokens all ``sequences`` share (a ranking's prompt, as tokenized with each
+    response), at most the shortest length − 1 so every sequence keeps a token of its own (the
+    score is read at its last token). Found on the token ids, so it is right for any tokenizer and
+    template (a merge across the prompt/response boundary just shortens it)."""
+    n = min(len(x) for x in sequences) - 1
+    first = sequences[0]
+    p = 0
+    while p < n and all(x[p] == first[p] for x in sequences[1:]):
+        p += 1
+    return max(p, 0)
+
+
+def _group_tensors(
+    items: list[_Item], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Group ids (N,), ranks (N,) and per-prompt margins (G,) of concatenated ``items``."""
     group_ids = torch.tensor([g for g, it in enumerate(items) for _ in it.features])  # (N,)
     ranks = torch.tensor([x for it in items for x in it.ranks])  # (N,)
     margins = torch.tensor([it.margin for it in items], dtype=torch.float32)  # (G,)
-    batch = rm.collate(feats)
-    dev = batch["input_ids"].device
-    return batch, group_ids.to(dev), ranks.to(dev), margins.to(dev)
+    return group_ids.to(device), ranks.to(device), margins.to(device)
+
+
+def can_share_prompt(model: Any) -> bool:
+    """Whether :func:`shared_prompt_rewards` applies: a decoder-only sequence-classification model
+    with the usual ``score`` head, called directly (not through a DDP wrapper, whose forward must
+    run for gradients to be synchronised)."""
+    from rlhfkit.models import is_causal_lm
+
+    cfg = getattr(model, "config", None)
+    return (
+        cfg is not None
+        and isinstance(getattr(model, "score", None), torch.nn.Linear)
+        and getattr(model, "base_model", None) is not None
+        and model.base_model is not model
+        and is_causal_lm(cfg)
+    )
+
+
+def shared_prompt_rewards(model: Any, items: list[_Item], pad_id: int) -> torch.Tensor:
+    """Raw rewards ``(N,)`` of every response of ``items`` (in order), with gradients, forwarding
+    each item's shared prefix once: the G prefixes (right-padded) in one forward that returns their
+    key/value cache, the cache rows repeated for each item's responses, and the N suffixes in a
+    second forward on that cache. In a causal model a prompt token never attends to a response
+    token, so this is the same computation as N full forwards (equal up to float rounding); it
+    skips (K − 1) · prefix tokens per item. Every ``item.prefix`` must be ≥ 1."""
+    import inspect
+
+    base, head = model.base_model, model.score
+    dev = head.weight.device
+    G = len(items)
+    prefix = torch.tensor([it.prefix for it in items])  # (G,)
+    group = torch.tensor([g for g, it in enumerate(items) for _ in it.features])  # (N,)
+    P = int(prefix.max())
+    pre_ids = torch.full((G, P), pad_id, dtype=torch.long)
+    pre_mask = torch.zeros((G, P), dtype=torch.long)
+    for g, it in enumerate(items):
+        pre_ids[g, : it.prefix] = torch.tensor(it.features[0]["input_ids"][: it.prefix])
+        pre_mask[g, : it.prefix] = 1
+    suffixes = [f["input_ids"][it.prefix :] for it in items for f in it.features]
+    N, S = len(suffixes), max(len(x) for x in suffixes)
+    suf_ids = torch.full((N, S), pad_id, dtype=torch.long)
+    for n, x in enumerate(suffixes):
+        suf_ids[n, : len(x)] = torch.tensor(x)
+    suf_len = torch.tensor([len(x) for x in suffixes])  # (N,)
+
+    # 1. The prefixes: an ordinary right-padded forward that keeps its key/value cache.
+    params = inspect.signature(base.forward).parameters
+    cache_kw = "cache" if "cache" in params else "past_key_values"
+    out = base(input_ids=pre_ids.to(dev), attention_mask=pre_mask.to(dev), use_cache=True)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    cache.batch_select_indices(group.to(dev))  # (G, …) -> (N, …): each response's prompt rows
+
+    # 2. The suffixes on that cache. The mask is given in 4-D (N, 1, S, P + S) so that each
+    # response sees exactly its own prompt's real tokens (not another prompt's padding) and its
+    # own earlier tokens; padded suffix rows still see their prompt (no empty softmax row).
+    dtype = head.weight.dtype
+    allowed = torch.cat(
+        [
+            pre_mask[group].bool()[:, None, None, :].expand(N, 1, S, P),  # (N, 1, S, P)
+            torch.ones(S, S, dtype=torch.bool).tril()[None, None].expand(N, 1, S, S),
+        ],
+        dim=-1,
+    )  # (N, 1, S, P + S)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    # Each response continues at its own prompt's length (absolute positions, as in one forward);
+    # padded positions are clamped into the model's range (their outputs are never read).
+    limit = getattr(model.config, "n_positions", None) or getattr(
+        model.config, "max_position_embeddings", P + S
+    )
+    position_ids = (prefix[group][:, None] + torch.arange(S)[None]).clamp(max=limit - 1)  # (N, S)
+    hidden = base(
+        input_ids=suf_ids.to(dev),
+        attention_mask=mask.to(dev),
+        position_ids=position_ids.to(dev),
+        use_cache=True,
+        **{cache_kw: cache},
+    ).last_hidden_state  # (N, S, H)
+    last = hidden[torch.arange(N, device=dev), (suf_len - 1).to(dev)]  # (N, H)
+    return head(last).squeeze(-1).float()  # (N,)
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
@@ -586,6 +688,15 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(rm.model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     model.train()
+    # Each ranking's prompt forwarded once (the same rewards; see shared_prompt_rewards).
+    share_prompt = (
+        config.share_prompt
+        and n_proc == 1
+        and rm.settings.input_format == "template"
+        and accelerator.unwrap_model(model) is model
+        and can_share_prompt(model)
+    )
+    pad_id = rm.tokenizer.pad_token_id
 
     # 5. Resume: model/optimizer/scheduler/RNG from the newest checkpoint; the data position is
     # (epoch, step) because each epoch's order is a pure function of (seed, epoch).
@@ -644,11 +755,16 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
             step_sums = torch.zeros_like(sums)
             for m in range(accum):
                 items = [train_items[i] for i in share[m * micro : (m + 1) * micro]]
-                batch, group_ids, ranks, margins = _collate_items(rm, items)
                 sync = m == accum - 1
                 with nullcontext() if sync else accelerator.no_sync(model):
-                    with accelerator.autocast():
-                        rewards = rm.raw_rewards(batch, model=model)  # (N,)
+                    if share_prompt and all(it.prefix > 0 for it in items):
+                        group_ids, ranks, margins = _group_tensors(items, accelerator.device)
+                        with accelerator.autocast():
+                            rewards = shared_prompt_rewards(model, items, pad_id)  # (N,)
+                    else:
+                        batch, group_ids, ranks, margins = _collate_items(rm, items)
+                        with accelerator.autocast():
+                            rewards = rm.raw_rewards(batch, model=model)  # (N,)
                     loss, stats = grouped_ranking_loss(
                         rewards, group_ids, ranks, margins if config.use_margin else None
                     )
@@ -679,8 +795,14 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
             # A non-finite loss or gradient on any process skips the step on every process (the
             # gradients are all-reduced, so one NaN poisons them all): weights and optimizer
             # moments stay as they were; the data position and the schedule move on.
-            finite = local_finite and all(
-                torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+            # (The clipped norm is non-finite exactly when a gradient is: one check instead of
+            # one per parameter tensor.)
+            finite = local_finite and (
+                bool(torch.isfinite(grad_norm))
+                if grad_norm is not None
+                else all(
+                    torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None
+                )
             )
             flag = torch.tensor(float(finite), device=accelerator.device)
             if accelerator.reduce(flag, reduction="sum").item() < n_proc:
