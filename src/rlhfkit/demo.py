@@ -493,11 +493,12 @@ def _run_ppo(
                     # the trainer would start a fresh log too; removing it first keeps the bar
                     # from showing an earlier demo's updates
                     (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
-                    running[name] = ctx.Process(
+                    proc = ctx.Process(
                         target=_ppo_process, args=(name, config, str(rm_dir), threads, messages),
                         daemon=True,
                     )  # fmt: skip
-                    running[name].start()
+                    proc.start()
+                    running[name] = proc
                 try:
                     kind, name, value = messages.get(timeout=0.5)
                 except queue_module.Empty:
@@ -514,8 +515,10 @@ def _run_ppo(
                     progress.update(tasks[run_name], **_progress_from_log(configs[run_name].out))
                     if not proc.is_alive() and messages.empty():
                         raise RlhfkitError(
-                            f"PPO run {run_name!r}: its process ended without a result "
-                            f"(exit code {proc.exitcode}; out of memory?)"
+                            f"PPO run {run_name!r}: its process ended without a result (exit "
+                            f"code {proc.exitcode}: out of memory? or, from a script of yours, "
+                            "a run_demo call not under `if __name__ == '__main__':`, which "
+                            "spawned processes re-run; ppo_processes=1 avoids processes)"
                         )
     finally:
         for proc in running.values():
