@@ -38,6 +38,19 @@ def _verdict(key: str, value: float) -> str:
     return f"{'met' if ok else 'NOT met'} (target {'≥' if op == '>=' else '≤'} {target:g})"
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _ours_vs_trl(res: dict, key: str, suffix: str) -> str:
+    """Verdict of each of our PPO sides against TRL on a final-policy figure."""
+    trl = res.get(f"ppo_final_{key}{suffix}_trl", float("nan"))
+    return ", ".join(
+        f"{_met(res.get(f'ppo_final_{key}{suffix}_{tail}', float('nan')) >= trl)} ({label})"
+        for tail, label in (("ours", "default"), ("ours_same_critic", "same critic"))
+    )
+
+
 def render(res: dict, argv: list[str]) -> str:
     m = res["machine"]
     cmd = "python benchmarks/vs_trl.py " + " ".join(argv)
@@ -87,7 +100,8 @@ def render(res: dict, argv: list[str]) -> str:
             lines.append(f"| `{key}` | {v} | {_verdict(key, res[key])} |")
     lines.append(
         f"| RM held-out accuracy (ours / TRL) | {res['rm_accuracy_ours']:.3f} / "
-        f"{res['rm_accuracy_trl']:.3f} | ours ≥ TRL |"
+        f"{res['rm_accuracy_trl']:.3f} | ours ≥ TRL: "
+        f"{_met(res['rm_accuracy_ours'] >= res['rm_accuracy_trl'])} |"
     )
     for pname, suffix in (("tiny", ""), ("large", "_large")):
         if f"ppo_final_reward{suffix}_ours" not in res:
@@ -104,11 +118,12 @@ def render(res: dict, argv: list[str]) -> str:
         n = res["ppo"][pname]["settings"]["total_episodes"]
         lines.append(
             f"| PPO final reward, {size}, {n} episodes (ours default / ours same critic / TRL; "
-            f"initial {init['reward']:.3f}) | {vals} | ours ≥ TRL |"
+            f"initial {init['reward']:.3f}) | {vals} | ours ≥ TRL: "
+            f"{_ours_vs_trl(res, 'reward', suffix)} |"
         )
         lines.append(
             f"| PPO final gold, {size}, {n} episodes (same order; initial {init['gold']:.3f}) | "
-            f"{golds} | ours ≥ TRL |"
+            f"{golds} | ours ≥ TRL: {_ours_vs_trl(res, 'gold', suffix)} |"
         )
     if "ppo_learn_final_reward_ours" in res:
         n = res["ppo_learn"]["settings"]["total_episodes"]
@@ -116,7 +131,10 @@ def render(res: dict, argv: list[str]) -> str:
             f"| PPO final reward / gold, ~20M, {n} episodes (ours default / TRL; one run each) | "
             f"{res['ppo_learn_final_reward_ours']:.3f} / {res['ppo_learn_final_reward_trl']:.3f}; "
             f"gold {res['ppo_learn_final_gold_ours']:.3f} / {res['ppo_learn_final_gold_trl']:.3f} | "
-            "ours ≥ TRL |"
+            "ours ≥ TRL: "
+            f"{_met(res['ppo_learn_final_reward_ours'] >= res['ppo_learn_final_reward_trl'])} "
+            f"(reward), {_met(res['ppo_learn_final_gold_ours'] >= res['ppo_learn_final_gold_trl'])} "
+            "(gold) |"
         )
     if any(k in res for k in ("ppo_speedup_same_critic", "ppo_speedup_large_same_critic")):
         lines += [
@@ -167,7 +185,9 @@ def render(res: dict, argv: list[str]) -> str:
     any_spec = next(iter(res["ppo"].values()))["settings"]
     lines.append(
         "Every side: the policy checkpoint is also the frozen reference; the reward model is the "
-        "same rlhfkit-trained GPT-2 RM (raw scores, no normalization). The critic: TRL's "
+        "same rlhfkit-trained GPT-2 RM (raw scores, no normalization; its size is given with each "
+        "policy below: the tiny policy's is a 2 × 64 GPT-2, the ~20M policy's is as large as the "
+        "policy, as TRL's examples run it). The critic: TRL's "
         "`value_model`, a separate model initialised from that RM; ours in two ways, alternated "
         "with TRL in the same runs: `critic='reward-model'` (the same separate critic: TRL's "
         "work) and rlhfkit's default `critic='head'` (a value head on the policy trunk, trained "
@@ -190,6 +210,17 @@ def render(res: dict, argv: list[str]) -> str:
             f"### {pname} policy: {pp['total'] / 1e6:.2f}M parameters ({pp['n_layer']} layers × "
             f"{pp['n_embd']} dims); batch {s['batch_size']}, response length {s['response_length']}, "
             f"{s['total_episodes']} episodes",
+            *(
+                [
+                    "",
+                    f"Reward model (and TRL's value model, and our separate critic): GPT-2, "
+                    f"{rp['n_layer']} layers × {rp['n_embd']} dims, {rp['total'] / 1e6:.2f}M "
+                    "parameters, trained by rlhfkit on world rankings (held-out accuracy "
+                    f"{block.get('reward_model_accuracy') or float('nan'):.3f}).",
+                ]
+                if (rp := block.get("reward_model_params"))
+                else []
+            ),
             "",
             "| side | episodes/s | peak RSS (MiB) | RSS before training (MiB) | GC (s) | final reward | final gold | process (s) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -281,7 +312,8 @@ def render(res: dict, argv: list[str]) -> str:
             "",
             "## How our cost grows",
             "",
-            "Ours, each policy with the PPO settings above; the batch and the response length "
+            "Ours, each policy with the PPO settings above and the separate critic "
+            "(`critic='reward-model'`, the same work as TRL); the batch and the response length "
             "doubled in turn (episodes/s over the whole `train()`, first update included).",
             "",
             "| policy | updates | batch | response length | episodes/s | tokens/s | peak RSS (MiB) | RSS before training (MiB) |",

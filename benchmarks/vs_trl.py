@@ -80,8 +80,12 @@ PRESETS: dict[str, dict] = {
         "ppo": {
             "tiny": {"layers": 2, "dim": 64, "heads": 2, "batch": 32, "response": 16,
                      "episodes": 512},
+            # The reward model (and so TRL's value model and our separate critic) as large as
+            # the policy, as TRL's own examples run it; trained by rlhfkit like the small one.
             "large": {"layers": 6, "dim": 512, "heads": 8, "batch": 32, "response": 32,
-                      "episodes": 160},
+                      "episodes": 160,
+                      "rm": {"layers": 6, "dim": 512, "heads": 8, "lr": 3e-4,
+                             "n_train": 1024, "epochs": 2}},
         },
         "mfu_model": "large",
         # Ours only: batch and response length doubled in turn, for both policies.
@@ -197,25 +201,18 @@ def setup(preset: dict, work: Path) -> dict:
     )
     prompts = [{"prompt": _world.prompt_text(t)} for t in _world.TOPICS]
     files["prompts"] = str(_world.write_jsonl(work / "data/prompts.jsonl", prompts))
-    # The reward model that scores PPO on both sides, trained by rlhfkit on world rankings.
-    ppo_rm = work / "models/ppo-reward-model"
-    if not (ppo_rm / "config.json").exists():
-        from rlhfkit.reward_training import RewardConfig, train_reward_model
-
-        data = _world.write_jsonl(
-            work / "data/ppo_rm_train.jsonl",
-            _world.make_rankings(preset["ppo_rm"]["n_train"], 4, seed=3),
-        )
-        backbone = _world.build_model(work / "models/ppo-rm-backbone", 2, 64, 2, seed=1)
-        res = train_reward_model(
-            RewardConfig(
-                model=str(backbone), data=str(data), out=str(ppo_rm), eval_data=files["rm_eval"],
-                epochs=preset["ppo_rm"]["epochs"], batch_size=16, learning_rate=1e-3,
-                normalize=False, progress=False, max_length=64,
-            )
-        )  # fmt: skip
-        log(f"  PPO reward model: held-out accuracy {res['accuracy']:.3f}")
-    files["ppo_reward_model"] = str(ppo_rm)
+    # The reward models that score PPO on both sides, trained by rlhfkit on world rankings: the
+    # preset's default (a 2 × 64 GPT-2) and, where a policy names one, a policy-sized one.
+    files["ppo_reward_model"] = str(
+        ppo_reward_model(work, "ppo-reward-model", {"layers": 2, "dim": 64, "heads": 2,
+                         "lr": 1e-3, **preset["ppo_rm"]}, files["rm_eval"])
+    )  # fmt: skip
+    files["ppo_reward_models"] = {
+        name: str(ppo_reward_model(work, f"ppo-reward-model-{name}",
+                                   {**preset["ppo_rm"], **p["rm"]}, files["rm_eval"]))
+        for name, p in preset["ppo"].items()
+        if "rm" in p
+    }  # fmt: skip
     models = {}
     for name, p in {**preset["ppo"], **preset.get("mfu_only", {})}.items():
         d = _world.build_model(work / f"models/policy-{name}", p["layers"], p["dim"], p["heads"])
@@ -224,11 +221,45 @@ def setup(preset: dict, work: Path) -> dict:
     return files
 
 
+def ppo_reward_model(work: Path, name: str, p: dict, eval_rankings: str) -> Path:
+    """A reward model for PPO (``p``: backbone layers/dim/heads, lr, n_train rankings, epochs),
+    trained once by rlhfkit on world rankings and kept in the work directory."""
+    out = work / f"models/{name}"
+    if (out / "config.json").exists():
+        return out
+    from rlhfkit.reward_training import RewardConfig, train_reward_model
+
+    data = _world.write_jsonl(
+        work / "data/ppo_rm_train.jsonl", _world.make_rankings(p["n_train"], 4, seed=3)
+    )
+    suffix = "" if name == "ppo-reward-model" else name.removeprefix("ppo-reward-model")
+    backbone = _world.build_model(
+        work / f"models/ppo-rm-backbone{suffix}", p["layers"], p["dim"], p["heads"], seed=1
+    )
+    t0 = time.perf_counter()
+    res = train_reward_model(
+        RewardConfig(
+            model=str(backbone), data=str(data), out=str(out), eval_data=eval_rankings,
+            epochs=p["epochs"], batch_size=16, learning_rate=p["lr"], normalize=False,
+            progress=False, max_length=64,
+        )
+    )  # fmt: skip
+    log(f"  PPO reward model {name} ({p['layers']} × {p['dim']}): held-out accuracy "
+        f"{res['accuracy']:.3f}, {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    return out
+
+
+def _rm_accuracy(rm_dir: Path) -> float | None:
+    """The held-out accuracy rlhfkit measured when it trained ``rm_dir`` (its eval.json)."""
+    path = rm_dir / "eval.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("accuracy") if path.exists() else None
+
+
 def ppo_spec(name: str, p: dict, files: dict, work: Path, threads: int | None) -> dict:
     return {
         "name": name,
         "policy": files["policies"][name],
-        "reward_model": files["ppo_reward_model"],
+        "reward_model": files["ppo_reward_models"].get(name, files["ppo_reward_model"]),
         "prompts": files["prompts"],
         "eval_prompts": files["prompts"],
         "out_dir": str(work / "runs"),
@@ -335,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         results["ppo"][pname] = {
             "settings": spec,
             "policy_params": params,
+            "reward_model_params": _world.count_params(Path(spec["reward_model"])),
+            "reward_model_accuracy": _rm_accuracy(Path(spec["reward_model"])),
             "initial": init,
             "runs": r,
         }
@@ -441,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(_finite(results), indent=2) + "\n", encoding="utf-8")
     md = args.markdown or (str(HERE.parent / "docs/benchmarks.md") if name == "full" else None)
     if md:
+        # Keep a hand-written "## Findings" section of the previous page (the generated part is
+        # rewritten; the findings are the reader's to update).
+        old = Path(md).read_text(encoding="utf-8") if Path(md).exists() else ""
+        if "\n## Findings" in old:
+            report = report.rstrip("\n") + "\n" + old[old.index("\n## Findings") :]
         Path(md).write_text(report, encoding="utf-8")
         log(f"wrote {md}")
     if tmp is not None:
