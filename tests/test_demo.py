@@ -61,7 +61,7 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     """Both ways of training the PPO runs: one after the other here, side by side in processes."""
     out = tmp_path / "demo"
     lines = []
-    summary = run_demo(out, settings=replace(_tiny(), ppo_processes=processes), say=lines.append)
+    summary = run_demo(out, settings=replace(_tiny(), processes=processes), say=lines.append)
     _check_outputs(out, summary)
     assert ("side by side in 2 processes" in "\n".join(lines)) == (processes == 2)
     assert {"ppo_sensible-beta", "ppo_low-beta"} <= set(summary["stage_seconds"])
@@ -73,6 +73,46 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     ]
     assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
     assert "reward model" in format_summary(summary)
+
+
+def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, monkeypatch):
+    import torch
+
+    import rlhfkit.demo as demo
+    from rlhfkit.tiny import build_tiny_causal_lm
+
+    words = [
+        "explain",
+        "gravity",
+        "tides",
+        "in",
+        "simple",
+        "terms",
+        ".",
+        "it",
+        "is",
+        "like",
+        "a",
+        "ball",
+        "pulls",
+        "water",
+    ]
+    lm = build_tiny_causal_lm(tmp_path / "lm", words, n_layer=1, n_embd=32)
+    monkeypatch.setattr(demo, "SAMPLE_CHUNK", 8)  # 3 chunks of 8 and one of 4
+    prompts = [f"explain {t} in simple terms ." for t in ("gravity", "tides")] * 14
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: the same float sums, so the same tokens
+    try:
+        alone = demo._Sampler(1, threads=1)(lm, prompts, 6, 3, 0.7)
+    finally:
+        torch.set_num_threads(threads)
+    shared = demo._Sampler(2, threads=1)
+    try:
+        assert shared(lm, prompts, 6, 3, 0.7) == alone
+        again = shared(lm, prompts, 6, 4, 0.7)  # the workers are reused; another seed differs
+    finally:
+        shared.close()
+    assert len(alone[0]) == len(prompts) and again != alone
 
 
 def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):

@@ -66,10 +66,10 @@ class DemoSettings:
     """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
     the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
     runs: list[PPORunSpec] = field(default_factory=list)
-    ppo_processes: int | None = None
-    """Train the PPO runs side by side in this many processes (``None``: one per core torch may
-    use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far better than
-    it splits its matrix products over two."""
+    processes: int | None = None
+    """Processes that share the sampling and train the PPO runs side by side (``None``: one per
+    core torch may use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far
+    better than it splits its matrix products over two; the results do not depend on it."""
 
     @classmethod
     def full(cls) -> DemoSettings:
@@ -122,18 +122,80 @@ def _warnings_to(say: Say) -> Iterator[None]:
         warnings.showwarning = previous
 
 
-def _sample(
-    model_dir: Path, prompts: list[str], max_new_tokens: int, seed: int, temperature: float
+SAMPLE_CHUNK = 256
+"""Prompts per sampling task. Each chunk has its own seed, so the samples are the same however many
+processes share the work."""
+
+
+class _Sampler:
+    """Samples responses from the world's policies (no top-k/top-p), chunk by chunk: in ``processes``
+    spawned workers, started on first use and reused by every stage, or in this process."""
+
+    def __init__(self, processes: int, threads: int) -> None:
+        self.processes = processes
+        self.threads = threads
+        self._pool: Any = None
+
+    def __call__(
+        self, model_dir: Path, prompts: Sequence[str], max_new_tokens: int, seed: int,
+        temperature: float,
+    ) -> tuple[list[str], list[bool]]:  # fmt: skip
+        """One response per prompt, and whether it ended with EOS."""
+        tasks = [
+            (str(model_dir), list(prompts[i : i + SAMPLE_CHUNK]), max_new_tokens,
+             seed * 1_000_003 + i // SAMPLE_CHUNK, temperature)
+            for i in range(0, len(prompts), SAMPLE_CHUNK)
+        ]  # fmt: skip
+        if self.processes > 1:
+            results = list(self._workers().map(_sample_chunk, *zip(*tasks, strict=True)))
+        else:
+            results = [_sample_chunk(*task) for task in tasks]
+        texts = [t for chunk_texts, _ in results for t in chunk_texts]
+        ended = [e for _, chunk_ended in results for e in chunk_ended]
+        return texts, ended
+
+    def _workers(self) -> Any:
+        if self._pool is None:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=mp.get_context("spawn"),
+                initializer=_init_worker, initargs=(self.threads,),
+            )  # fmt: skip
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+_LOADED: dict[str, tuple[Any, Any]] = {}
+"""Policies loaded by this process for sampling, by directory (a run's policy is sampled once per
+stage, the base policy by several stages)."""
+
+
+def _sample_chunk(
+    model_dir: str, prompts: list[str], max_new_tokens: int, seed: int, temperature: float
 ) -> tuple[list[str], list[bool]]:
-    """One sampled response per prompt (no top-k/top-p), and whether it ended with EOS."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rlhfkit.world.policy import generate_responses
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if model_dir not in _LOADED:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        _LOADED[model_dir] = (model, tokenizer)
+    model, tokenizer = _LOADED[model_dir]
     return generate_responses(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
     )
@@ -155,6 +217,7 @@ def _pairwise_accuracy_vs_gold(scores: list[list[float]], gold: list[list[float]
 
 
 def _evaluate_reward_model(
+    sample: _Sampler,
     reward_model: Any,
     base_dir: Path,
     prompts: Sequence[str],
@@ -170,7 +233,7 @@ def _evaluate_reward_model(
 
     group_prompts = [prompts[i % len(prompts)] for i in range(n_groups)]
     flat_prompts = [p for p in group_prompts for _ in range(k)]
-    texts, _ = _sample(base_dir, flat_prompts, response_length, seed, temperature)
+    texts, _ = sample(base_dir, flat_prompts, response_length, seed, temperature)
     flat_scores = reward_model.score(flat_prompts, texts).tolist()
     scores = [flat_scores[i * k : (i + 1) * k] for i in range(n_groups)]
     gold = [
@@ -194,19 +257,15 @@ def run_demo(
     human_serve: Callable[..., list[Any]] | None = None,
     human_items: int = 24,
 ) -> dict[str, Any]:
-    """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``)."""
+    """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``).
+
+    With ``settings.processes`` > 1 (the default on a machine with several cores) the demo spawns
+    worker processes: call it from a script under ``if __name__ == "__main__":``."""
+    import torch
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-
-    from rlhfkit import world
-    from rlhfkit.data import Response, write_rankings
-    from rlhfkit.hacking import scan, word_frequency_shift
-    from rlhfkit.models import RewardModel
-    from rlhfkit.ppo import PPOConfig
-    from rlhfkit.reward_training import RewardConfig, train_reward_model
-
     console = Console(stderr=True)
     say = say or console.print
     s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
@@ -216,6 +275,27 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    workers = s.processes or _default_processes()
+    sample = _Sampler(workers, threads=max(1, torch.get_num_threads() // workers))
+    try:
+        return _run_stages(
+            out, s, quick, human, seed, say, console, human_serve, sample, workers, t_start
+        )
+    finally:
+        sample.close()
+
+
+def _run_stages(
+    out: Path, s: DemoSettings, quick: bool, human: bool, seed: int, say: Say, console: Any,
+    human_serve: Callable[..., list[Any]] | None, sample: _Sampler, workers: int, t_start: float,
+) -> dict[str, Any]:  # fmt: skip
+    from rlhfkit import world
+    from rlhfkit.data import Response, write_rankings
+    from rlhfkit.hacking import scan, word_frequency_shift
+    from rlhfkit.models import RewardModel
+    from rlhfkit.ppo import PPOConfig
+    from rlhfkit.reward_training import RewardConfig, train_reward_model
+
     stage_seconds: dict[str, float] = {}
     rng = random.Random(seed)
     total = 7
@@ -241,7 +321,7 @@ def run_demo(
     group_prompts = [train_prompts[i % len(train_prompts)] for i in range(s.groups)]
     rng.shuffle(group_prompts)
     flat_prompts = [p for p in group_prompts for _ in range(s.k)]
-    texts, _ = _sample(base_dir, flat_prompts, s.response_length, seed, s.temperature)
+    texts, _ = sample(base_dir, flat_prompts, s.response_length, seed, s.temperature)
     candidates = [
         [Response(id=f"r{j}", text=texts[i * s.k + j]) for j in range(s.k)] for i in range(s.groups)
     ]
@@ -309,7 +389,7 @@ def run_demo(
     # reward model never saw ranked.
     rm_eval = {
         name: _evaluate_reward_model(
-            reward_model, base_dir, prompts, s.eval_groups, s.k, s.response_length,
+            sample, reward_model, base_dir, prompts, s.eval_groups, s.k, s.response_length,
             seed + offset, s.temperature,
         )
         for name, prompts, offset in (("heldout", train_prompts, 1), ("heldout_topics", heldout_prompts, 3))
@@ -335,7 +415,7 @@ def run_demo(
         )
         for run in s.runs
     }  # fmt: skip
-    processes = min(len(configs), s.ppo_processes or _ppo_processes(len(configs)))
+    processes = min(len(configs), workers)
     t0 = _stage(
         say, 5, total,
         f"PPO, {len(s.runs)} runs from the same base policy"
@@ -359,7 +439,7 @@ def run_demo(
     policies = {"base": base_dir, **{name: d / "policy" for name, d in run_dirs.items()}}
     outputs: dict[str, dict[str, Any]] = {}
     for name, model_dir in policies.items():
-        texts, ended = _sample(model_dir, cmp_prompts, s.response_length, seed + 2, s.temperature)
+        texts, ended = sample(model_dir, cmp_prompts, s.response_length, seed + 2, s.temperature)
         ev = world.evaluate_texts(cmp_prompts, texts, ended)
         proxy = reward_model.score(cmp_prompts, texts).tolist()
         outputs[name] = {
@@ -432,9 +512,9 @@ def run_demo(
     return summary
 
 
-def _ppo_processes(n_runs: int) -> int:
-    """How many PPO runs to train at once: one per core torch may use (``OMP_NUM_THREADS=1``, for
-    a busy machine, keeps them one after the other)."""
+def _default_processes() -> int:
+    """One worker process per core torch may use (``OMP_NUM_THREADS=1``, for a busy machine, keeps
+    all the work in this process)."""
     import os
 
     import torch
@@ -442,7 +522,7 @@ def _ppo_processes(n_runs: int) -> int:
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-    return max(1, min(n_runs, torch.get_num_threads(), cores))
+    return max(1, min(torch.get_num_threads(), cores))
 
 
 def _run_ppo(
@@ -518,7 +598,7 @@ def _run_ppo(
                             f"PPO run {run_name!r}: its process ended without a result (exit "
                             f"code {proc.exitcode}: out of memory? or, from a script of yours, "
                             "a run_demo call not under `if __name__ == '__main__':`, which "
-                            "spawned processes re-run; ppo_processes=1 avoids processes)"
+                            "spawned processes re-run; DemoSettings.processes=1 avoids processes)"
                         )
     finally:
         for proc in running.values():
