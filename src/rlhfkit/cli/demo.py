@@ -22,6 +22,9 @@ class DemoArgs:
     """With --human: how many prompts (each with 4 responses) to rank."""
     seed: int = 0
     """Random seed of every stage."""
+    processes: int | None = None
+    """Worker processes for sampling and the two PPO runs (default: one per core torch may use;
+    1 keeps everything in this process). The samples do not depend on it."""
 
 
 def main(argv: list[str]) -> int:
@@ -31,11 +34,18 @@ def main(argv: list[str]) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from rlhfkit.demo import format_summary, run_demo
+    from dataclasses import replace
 
+    from rlhfkit.demo import DemoSettings, format_summary, run_demo
+    from rlhfkit.errors import ConfigError
+
+    if args.processes is not None and args.processes < 1:
+        raise ConfigError(f"--processes must be at least 1, got {args.processes}")
+    settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     summary = run_demo(
-        args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items
-    )
+        args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items,
+        settings=replace(settings, processes=args.processes),
+    )  # fmt: skip
     print(format_summary(summary))
     print(f"report: {os.path.join(args.out, 'report.html')}")
     return 0
