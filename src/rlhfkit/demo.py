@@ -173,8 +173,10 @@ class _Sampler:
 
 def _init_worker(threads: int) -> None:
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would cut into the demo's output
 
 
 _LOADED: dict[str, tuple[Any, Any]] = {}
@@ -636,9 +638,7 @@ def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: An
     import traceback
 
     try:
-        import torch
-
-        torch.set_num_threads(threads)
+        _init_worker(threads)
         from rlhfkit.models import RewardModel
         from rlhfkit.ppo import PPOTrainer
         from rlhfkit.world import gold_reward_fn
