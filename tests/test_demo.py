@@ -176,9 +176,11 @@ def test_quick_demo_cli(tmp_path):
 def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     """The product's promise (issue #5) on the full settings, as far as it holds across seeds today:
     a reward model at the noise ceiling, gold up at the sensible β, and at the low β a policy that
-    drifts much further, gets more proxy reward and less gold, and that the scan flags. (Not yet
-    asserted, because it does not hold for every seed: "fantastic" among the low-β run's findings.)
-    The base policy is built once per test run (shared with test_world)."""
+    drifts much further, gets more proxy reward and less gold, and that the scan flags. Not asserted,
+    because it does not hold for every seed: "fantastic" among the low-β run's findings (the reward
+    model pays almost nothing for the word itself; the low-β policy usually games its overvaluing of
+    analogies instead, see docs/world.md). The base policy is built once per test run (shared with
+    test_world)."""
     monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     out = tmp_path / "full"
     summary = run_demo(out, say=lambda _: None)
