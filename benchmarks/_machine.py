@@ -74,7 +74,19 @@ def matmul_peak(size: int = 1024, seconds: float = 3.0) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (MiB)."""
+    """Peak resident set size of this process so far (MiB).
+
+    On Linux this is ``VmHWM`` of /proc/self/status: the high-water mark of this process's own
+    memory. Not ``ru_maxrss``: Linux carries it across ``exec``, so a worker started by a parent
+    that had grown to 500 MiB would report at least 500 MiB whatever it used itself (the
+    benchmark's parent trains a reward model in-process, and Python's subprocess uses vfork)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2**20 if sys.platform == "darwin" else r / 1024  # bytes on macOS, KiB on Linux
 

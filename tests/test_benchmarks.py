@@ -131,3 +131,20 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     assert "## Reward model" in text and "rm_speedup" in text
     assert "`ppo_speedup_same_critic`" in text and "ours, default critic" in text
     assert "## How our cost grows" in text and "| ours s | ours share | trl s | trl share |" in text
+
+
+def test_peak_rss_of_a_worker_is_its_own_not_its_parents():
+    """Linux carries ``ru_maxrss`` across exec: a worker started by a large parent would report
+    the parent's peak. ``peak_rss_mb`` must report the worker's own (a bare Python: well under
+    100 MiB) while its parent holds 300 MiB."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    held = bytearray(300 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])  # touch every page: resident
+    code = "import _machine; print(_machine.peak_rss_mb())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": str(BENCH), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert len(held) == 300 * 2**20
+    assert 1 < float(out.stdout) < 100
