@@ -256,6 +256,8 @@ def can_share_prompt(model: Any) -> bool:
         and isinstance(getattr(model, "score", None), torch.nn.Linear)
         and getattr(model, "base_model", None) is not None
         and model.base_model is not model
+        # the 4-D float mask it passes is read as-is by these two (not by flash-attention kernels)
+        and getattr(cfg, "_attn_implementation", "sdpa") in ("sdpa", "eager")
         and is_causal_lm(cfg)
     )
 
