@@ -78,6 +78,15 @@ def test_load_run_names_the_bad_line(tmp_path):
         load_run(run)
 
 
+def test_a_sample_whose_step_is_not_an_integer_is_named(tmp_path):
+    run = tmp_path / "run"
+    _write_run(run)
+    with open(run / "samples.jsonl", "a") as f:
+        f.write('{"step": null, "prompt": "p", "response": "r"}\n')  # used to crash the sort
+    with pytest.raises(DataError, match=r"samples.jsonl:3: 'step' must be an integer, got 'None'"):
+        load_run(run)
+
+
 def test_report_cli(tmp_path):
     run = tmp_path / "run"
     _write_run(run)

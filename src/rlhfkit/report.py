@@ -12,7 +12,7 @@ import html
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,18 @@ class Run:
         return any(key in row for row in self.metrics)
 
 
+def _stepped_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a run's log, each with an integer ``step`` or none (a clear error for a
+    line that is not an object or whose step is not an integer, ``null`` included)."""
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise DataError("expected a JSON object per line", path, lineno)
+        step = row.get("step", 0)
+        if isinstance(step, bool) or not isinstance(step, int) or abs(step) > 2**53:
+            raise DataError(f"'step' must be an integer, got {str(step)[:40]!r}", path, lineno)
+        yield row
+
+
 def load_run(path: str | Path, name: str | None = None) -> Run:
     """Read ``metrics.jsonl`` (required), ``samples.jsonl`` and ``config.json`` (optional)."""
     path = Path(path)
@@ -85,23 +97,10 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     if not metrics_path.is_file():
         raise DataError("not a run directory: metrics.jsonl is missing", path)
     run = Run(name=name or path.name, path=path)
-    for lineno, row in iter_jsonl(metrics_path):
-        if not isinstance(row, dict):
-            raise DataError("expected a JSON object per line", metrics_path, lineno)
-        step = row.get("step")
-        if step is not None and (
-            isinstance(step, bool) or not isinstance(step, int) or abs(step) > 2**53
-        ):
-            raise DataError(
-                f"'step' must be an integer, got {str(step)[:40]!r}", metrics_path, lineno
-            )
-        run.metrics.append(row)
+    run.metrics.extend(_stepped_rows(metrics_path))
     samples_path = path / "samples.jsonl"
     if samples_path.is_file():
-        for lineno, row in iter_jsonl(samples_path):
-            if not isinstance(row, dict):
-                raise DataError("expected a JSON object per line", samples_path, lineno)
-            run.samples.append(row)
+        run.samples.extend(_stepped_rows(samples_path))
     config_path = path / "config.json"
     if config_path.is_file():
         try:
