@@ -154,3 +154,27 @@ def test_sampling_distribution_is_softmax_over_temperature(tiny):
     torch.testing.assert_close(recomputed[m], sampled_lp[m], atol=1e-4, rtol=1e-4)
     untempered = logprobs_from_logits(logits[:, ids.shape[1] - 1 : -1], responses)
     assert not torch.allclose(untempered[m], sampled_lp[m], atol=1e-3)
+
+
+def test_plain_sampling_covers_the_whole_vocabulary(tmp_path):
+    """top_k=0 / top_p=1.0 mean no filter: with a vocabulary larger than 50 and nearly uniform
+    logits, the first sampled token takes more than 50 distinct values (transformers' default
+    top_k=50 must not apply, or samples come from a truncated distribution while PPO's logprobs,
+    ratio and KL are computed under the full softmax)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    words = [f"w{i}" for i in range(80)]
+    path = build_tiny_causal_lm(tmp_path / "lm", words, n_layer=1, n_embd=16)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():  # tied to the input embeddings: nearly uniform, distinct logits
+        model.lm_head.weight.copy_(1e-3 * torch.randn_like(model.lm_head.weight))
+    pad = choose_pad_id(tok)
+    # one context for all rows: one next-token distribution to sample from
+    ids, mask = encode_prompts(tok, ["w1 w2"] * 512, pad)
+    torch.manual_seed(0)
+    plain = generate(model, ids, mask, 1, 1.0, pad, [tok.eos_token_id])[:, 0]  # (512,)
+    assert len(torch.unique(plain)) > 60  # of 84 tokens
+    torch.manual_seed(0)
+    top50 = generate(model, ids, mask, 1, 1.0, pad, [tok.eos_token_id], top_k=50)[:, 0]
+    assert len(torch.unique(top50)) <= 50

@@ -80,8 +80,11 @@ def generate(
     gen_config = GenerationConfig(
         do_sample=True,
         temperature=temperature,
-        top_k=top_k if top_k > 0 else None,
-        top_p=top_p if top_p < 1.0 else None,
+        # 0 and 1.0 switch the filters off explicitly: None would let transformers fill in its
+        # own default (top_k=50), so samples would come from a truncated distribution while
+        # PPO's logprobs, ratio and KL are computed under the full softmax.
+        top_k=top_k,
+        top_p=top_p,
         max_new_tokens=response_length,
         min_new_tokens=0,
         pad_token_id=pad_id,
