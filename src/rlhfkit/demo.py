@@ -166,6 +166,7 @@ class _Sampler:
         return self._pool
 
     def close(self) -> None:
+        _LOADED.clear()  # a later demo may retrain a policy in the same directory
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
