@@ -232,14 +232,20 @@ def test_nonfinite_loss_never_reaches_weights_and_run_stops(world, monkeypatch):
     real = ppo_mod.ppo_clip_objective
     monkeypatch.setattr(ppo_mod, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
     trainer = PPOTrainer(_config(world, out, total_episodes=160, max_bad_updates=2, save_every=1))
-    before = [p.detach().clone() for p in trainer.model.parameters()]
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    hidden = torch.randn(3, 5, model.value_head.linear.in_features)
+    values_before = model.value_head(hidden).detach()
     with (
         pytest.warns(UserWarning, match="optimizer step skipped"),
         pytest.raises(TrainingStopped, match="2 updates in a row"),
     ):
         trainer.train()
-    after = list(trainer.model.parameters())
+    after = list(model.policy.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    # The value head's weights are rescaled with the return statistics, its values are not.
+    assert float(model.value_head.return_std) != 1.0
+    torch.testing.assert_close(model.value_head(hidden).detach(), values_before, atol=1e-5, rtol=0)
     rows = _metrics(out)
     assert len(rows) == 2 and rows[-1]["update/skipped_steps"] == 2 * 4  # 2 minibatches × 4 epochs
     assert not (out / "checkpoints").exists()  # a bad state is never checkpointed
@@ -392,3 +398,16 @@ def test_cli_bad_input_is_a_clear_error(world, tmp_path, capsys):
     assert main(argv(world["prompts"], "nope.py:f")) == 2
     assert "nope.py" in capsys.readouterr().err
     assert not (tmp_path / "o" / "metrics.jsonl").exists()
+
+
+def test_value_head_learns_faster_than_the_policy_by_default(world):
+    cfg = _config(world, world["root"] / "head_lr")
+    trainer = PPOTrainer(cfg)
+    groups = trainer.optimizer.param_groups
+    head = trainer.accelerator.unwrap_model(trainer.model).value_head
+    assert all(p is q for p, q in zip(groups[1]["params"], head.parameters(), strict=True))
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    assert PPOConfig(**{**cfg.__dict__, "critic": "policy"}).value_head_lr_multiplier == 1.0
+    with pytest.raises(ValueError, match="value-head-lr-scale"):
+        _config(world, world["root"] / "x", value_head_lr_scale=0.0)
+

@@ -10,25 +10,60 @@ Three critics, chosen with ``PPOConfig.critic`` (measurements behind the default
 
 The value head is zero-initialised (lm-human-preferences), so the first values are 0 and the first
 advantages are the plain returns.
+
+With ``PPOConfig.value_norm`` (the default) the head learns the value in units of the returns'
+running standard deviation (PopArt, van Hasselt et al. 2016): ``V = σ·(w·h + b) + μ``. When μ and σ
+move, ``w`` and ``b`` are rescaled so that every value stays what it was. Without it a zero-initialised
+head on a reward model's raw scores (±20 is common) cannot reach their scale in a few dozen Adam steps
+(each moves a weight by about the learning rate), and its explained variance stays near 0
+(measured in docs/ppo.md).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 
 class ValueHead(nn.Module):
-    """``hidden (B, T, H) -> value (B, T)``: one linear layer, zero-initialised."""
+    """``hidden (B, T, H) -> value (B, T)``: one linear layer, zero-initialised, whose output is
+    scaled by the returns' running statistics (``return_mean + return_std · linear(h)``; 0 and 1
+    until :meth:`update_return_stats` is called)."""
 
     def __init__(self, hidden_size: int):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+        # Buffers: saved with the critic, broadcast by DDP, never trained.
+        self.register_buffer("return_mean", torch.zeros(()))
+        self.register_buffer("return_std", torch.ones(()))
+        self.register_buffer("stats_weight", torch.zeros(()))  # debiasing of the moving averages
+        self.register_buffer("return_sq_mean", torch.zeros(()))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+        out = self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+        return out * self.return_std.to(out.dtype) + self.return_mean.to(out.dtype)
+
+    @torch.no_grad()
+    def update_return_stats(self, mean: float, sq_mean: float, decay: float) -> None:
+        """Fold one batch's mean and mean square of the returns into the moving averages (debiased,
+        so the first batch counts fully) and rescale the linear layer so that the head's outputs do
+        not change (PopArt's "preserving outputs precisely")."""
+        old_mean, old_std = float(self.return_mean), float(self.return_std)
+        weight = decay * float(self.stats_weight) + (1 - decay)
+        ema_mean = (decay * float(self.return_mean) * float(self.stats_weight) + (1 - decay) * mean)
+        ema_sq = decay * float(self.return_sq_mean) * float(self.stats_weight) + (1 - decay) * sq_mean
+        new_mean, new_sq = ema_mean / weight, ema_sq / weight
+        new_std = max(math.sqrt(max(new_sq - new_mean**2, 0.0)), 1e-3)  # constant returns
+        self.stats_weight.fill_(weight)
+        self.return_mean.fill_(new_mean)
+        self.return_sq_mean.fill_(new_sq)
+        self.return_std.fill_(new_std)
+        self.linear.weight.mul_(old_std / new_std)
+        self.linear.bias.mul_(old_std).add_(old_mean - new_mean).div_(new_std)
 
 
 class ActorCritic(nn.Module):
@@ -84,7 +119,11 @@ class ActorCritic(nn.Module):
 
     def load_critic_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         head = {k[len("value_head.") :]: v for k, v in state.items() if k.startswith("value_head.")}
-        self.value_head.load_state_dict(head)
+        # Checkpoints written before the running return statistics existed lack their buffers:
+        # those keep their initial values (0 and 1, i.e. no scaling, as those runs trained).
+        missing, unexpected = self.value_head.load_state_dict(head, strict=False)
+        if unexpected or any(k.startswith("linear.") for k in missing):
+            raise KeyError(f"critic checkpoint does not match the value head: {missing + unexpected}")
         if self.critic_backbone is not None:
             prefix = "critic_backbone."
             body = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

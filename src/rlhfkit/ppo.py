@@ -65,6 +65,10 @@ from rlhfkit.rollout import (
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
+# Decay per update of the value head's running return statistics (``value_norm``): they follow the
+# rising reward over about ten updates; debiased, so the first batch counts fully.
+RETURN_STATS_DECAY = 0.9
+
 
 @dataclass
 class PPOConfig:
@@ -137,6 +141,12 @@ class PPOConfig:
     """Value clip around the rollout's values."""
     vf_coef: float = 0.1
     """Value-loss coefficient."""
+    value_head_lr_scale: float | None = None
+    """The value head's learning rate as a multiple of --learning-rate. None: 10 for --critic head
+    (a fresh linear layer on a trunk that moves little), 1 for a separate critic."""
+    value_norm: bool = True
+    """Learn values in units of the returns' running std (PopArt), so the critic copes with raw
+    reward-model scores of any scale; the value loss and its clip range are in those units too."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (0 = off)."""
 
@@ -204,6 +214,10 @@ class PPOConfig:
             (self.kl_coef >= 0, "--kl-coef must be ≥ 0"),
             (self.kl_target is None or self.kl_target > 0, "--kl-target must be > 0"),
             (self.learning_rate > 0, "--learning-rate must be > 0"),
+            (
+                self.value_head_lr_scale is None or self.value_head_lr_scale > 0,
+                "--value-head-lr-scale must be > 0",
+            ),
             (self.max_bad_updates > 0, "--max-bad-updates must be > 0"),
             (self.keep_checkpoints > 0, "--keep-checkpoints must be > 0"),
             (
@@ -219,6 +233,15 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
 
+    @property
+    def value_head_lr_multiplier(self) -> float:
+        if self.value_head_lr_scale is not None:
+            return self.value_head_lr_scale
+        return 10.0 if self.critic == "head" else 1.0
+
+
+# How a run trained before the setting existed (read from older checkpoints that lack it).
+_SETTINGS_BEFORE_THEY_EXISTED = {"value_norm": False, "value_head_lr_scale": 1.0}
 
 # Settings that must not change when a run resumes (anything that changes what is trained).
 _RESUME_MUST_MATCH = (
@@ -226,7 +249,7 @@ _RESUME_MUST_MATCH = (
     "gradient_accumulation_steps", "ppo_epochs", "response_length", "max_prompt_length",
     "temperature", "top_k", "top_p", "stop_token", "critic", "lora_r", "lora_alpha",
     "lora_target_modules", "dtype", "seed", "kl_estimator", "kl_in_loss", "total_episodes",
-    "learning_rate", "lr_schedule",
+    "learning_rate", "lr_schedule", "value_norm", "value_head_lr_scale",
 )  # fmt: skip
 
 
@@ -454,8 +477,14 @@ class PPOTrainer:
                 f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
+        head_params = {id(p) for p in value_head.parameters()}
         self.optimizer = adamw(
-            [p for p in model.parameters() if p.requires_grad],
+            [
+                {"params": [p for p in model.parameters()
+                            if p.requires_grad and id(p) not in head_params]},
+                {"params": list(value_head.parameters()),
+                 "lr": cfg.learning_rate * cfg.value_head_lr_multiplier},
+            ],  # fmt: skip
             lr=cfg.learning_rate,
             eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay,
@@ -614,12 +643,13 @@ class PPOTrainer:
         # 5. GAE (γ, λ) and advantages whitened under the mask
         advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)  # (B, R)
         advantages = masked_whiten(advantages, mask)
+        value_scale = self._update_return_stats(unwrapped, returns, mask)
         times["time/forward"] = time.perf_counter() - t0
 
         # 6. PPO epochs over shuffled minibatches
         t0 = time.perf_counter()
         train_stats, skipped_steps = self._ppo_epochs(
-            roll, logprobs, ref_logprobs, values, advantages, returns, beta
+            roll, logprobs, ref_logprobs, values, advantages, returns, beta, value_scale
         )
         times["time/update"] = time.perf_counter() - t0
         lr = self.scheduler.get_last_lr()[0]
@@ -633,6 +663,7 @@ class PPOTrainer:
             "objective/non_score_reward": non_score_reward.sum(1).mean(),
             "objective/scores": scores.mean(),
             "val/explained_variance": explained_variance(values, returns, mask),
+            "val/return_std": unwrapped.value_head.return_std.detach().clone(),
             "response/length_mean": mask.sum(1).mean(),
             "response/no_eos_frac": (~roll.has_stop).float().mean(),
             **{k: v.mean() for k, v in score_parts.items()},
@@ -778,8 +809,24 @@ class PPOTrainer:
         with unwrapped.policy.disable_adapter():  # LoRA: the reference is the base model
             return unwrapped.policy(**kwargs).logits[:, -keep:]
 
-    def _ppo_epochs(self, roll, old_logprobs, ref_logprobs, old_values, advantages, returns, beta):
-        """PPO epochs; returns (mean stats over all micro-batches, optimizer steps skipped)."""
+    def _update_return_stats(self, unwrapped: ActorCritic, returns, mask) -> float:
+        """With ``value_norm``: fold this batch's returns (all processes) into the value head's
+        running statistics; returns the factor that puts values in those units (1 without)."""
+        if not self.config.value_norm:
+            return 1.0
+        m = mask.float()
+        sums = torch.stack([(returns * m).sum(), (returns.square() * m).sum(), m.sum()])
+        total, total_sq, n = self.accelerator.reduce(sums.to(self.device), "sum").tolist()
+        head = unwrapped.value_head
+        head.update_return_stats(total / max(n, 1.0), total_sq / max(n, 1.0), RETURN_STATS_DECAY)
+        return 1.0 / float(head.return_std)
+
+    def _ppo_epochs(
+        self, roll, old_logprobs, ref_logprobs, old_values, advantages, returns, beta, value_scale
+    ):
+        """PPO epochs; returns (mean stats over all micro-batches, optimizer steps skipped).
+        ``value_scale`` puts values and returns in the units the value loss is computed in."""
+        old_values, returns = old_values * value_scale, returns * value_scale
         cfg, acc = self.config, self.accelerator
         R = cfg.response_length
         mask = roll.response_mask
@@ -803,7 +850,8 @@ class PPOTrainer:
                             roll.query_responses[idx], roll.attention_mask[idx],
                             roll.position_ids[idx], keep=R + 1,
                         )  # fmt: skip
-                        logits, values = logits[:, :-1], values[:, :-1].float()  # (b, R, V), (b, R)
+                        logits = logits[:, :-1]  # (b, R, V)
+                        values = values[:, :-1].float() * value_scale  # (b, R)
                         new_logprobs = logprobs_from_logits(
                             logits, roll.responses[idx], cfg.temperature
                         )
@@ -1038,7 +1086,8 @@ class PPOTrainer:
             return
         ckpt = load_checkpoint(path)
         state = ckpt.state
-        saved_cfg = state.get("config", {})
+        # Settings added after a checkpoint was written take the value that run trained with.
+        saved_cfg = {**_SETTINGS_BEFORE_THEY_EXISTED, **state.get("config", {})}
         now = dataclasses.asdict(cfg)
         diffs = [f"{k}: checkpoint {saved_cfg.get(k)!r}, now {now[k]!r}"
                  for k in _RESUME_MUST_MATCH if saved_cfg.get(k) != now[k]]  # fmt: skip
