@@ -163,11 +163,13 @@ def alternate(
     key: str,
     sides: tuple[str, ...] = ("ours", "trl"),
 ) -> dict:
-    """ours, TRL, ours, TRL, ... ``runs`` times each; returns every result per side."""
+    """ours, TRL, ours, TRL, ... ``runs`` times each; returns every result per side. PPO run i
+    uses seed ``spec["seed"] + i`` on every side, so the reward figures are medians over seeds."""
     out: dict[str, list[dict]] = {side: [] for side in sides}
     for i in range(runs):
+        run_spec = {**spec, "seed": spec["seed"] + i} if job == "ppo" else spec
         for side in sides:
-            r = run_job(job, side, spec, work, f"{tag}-{side}-{i}")
+            r = run_job(job, side, run_spec, work, f"{tag}-{side}-{i}")
             out[side].append(r)
             log(f"  {tag} run {i + 1}/{runs} {side:9s}: {key} {r[key]:.2f}, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MiB, process {r['process_seconds']:.1f} s")  # fmt: skip
