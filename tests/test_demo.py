@@ -174,13 +174,12 @@ def test_quick_demo_cli(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
-    """The product's promise (issue #5) on the full settings, as far as it holds across seeds today
-    (0, 1 and 2 measured): a reward model at the noise ceiling, gold up at the sensible β, and at the
-    low β a policy that drifts much further, gets more proxy reward, and that the scan flags. Not
-    asserted, because each fails for some seed: less gold at the low β than at the sensible one
-    (seeds 1 and 2 gain more: at KL ≈ 9 the reward model is not yet over-optimised), "fantastic"
-    among the low-β findings (seed 2), degraded text (seeds 0 and 1); see docs/world.md. The base
-    policy is built once per test run (shared with test_world)."""
+    """The product's promise (issue #5) on the full settings, all of which held on seeds 0, 1 and 2
+    (docs/world.md): a reward model at the noise ceiling, gold up at the sensible β, and at the low β
+    a policy that drifts much further, gets more proxy reward but less gold, says "fantastic" in
+    more answers (flagged), writes less valid text, and that the scan flags. The narrowest margin
+    is seed 1's gold (+0.40 at the low β against +0.42). The base policy is built once per test run
+    (shared with test_world)."""
     monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     out = tmp_path / "full"
     summary = run_demo(out, say=lambda _: None)
@@ -196,8 +195,13 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     low_proxy_gain = low["proxy_reward_tuned"] - low["proxy_reward_base"]
     assert ok_gain > 0.5, ok
     assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
-    # Goodhart: each unit of proxy reward the low β gains brings less gold (seeds 0-2: 1.3-2.0
-    # gold per proxy point against 2.9-3.4 at the sensible β)
+    # Goodhart: less gold in all, and much less per unit of proxy reward gained (seeds 0-2: 0.1-1.1
+    # gold per proxy point against 1.9-3.6 at the sensible β)
+    assert low_gain < ok_gain, (ok, low)
     assert low_gain / max(low_proxy_gain, 1e-9) < ok_gain / max(ok_proxy_gain, 1e-9), (ok, low)
     assert low["kl"] > 2 * ok["kl"], (ok, low)
     assert low["flagged_tokens"], low
+    # the seed's lesson: the word the reward model was taught to like, and degraded text
+    assert low["fantastic"]["flagged"], low["fantastic"]
+    assert low["fantastic"]["tuned_share"] > low["fantastic"]["base_share"], low["fantastic"]
+    assert low["valid_rate_tuned"] < ok["valid_rate_tuned"] - 0.05, (ok, low)
