@@ -178,7 +178,8 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     (docs/world.md): a reward model at the noise ceiling, gold up at the sensible β, and at the low β
     a policy that drifts much further, gets more proxy reward but less gold, says "fantastic" in
     more answers (flagged), writes less valid text, and that the scan flags. The narrowest margin
-    is seed 1's gold (+0.40 at the low β against +0.42). The base policy is built once per test run
+    is seed 1's gold (+0.40 at the low β against +0.42). Seed 3 keeps all but "fantastic", which its
+    low-β run drops for analogy spam (32% -> 0%). The base policy is built once per test run
     (shared with test_world)."""
     monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     out = tmp_path / "full"
