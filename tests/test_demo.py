@@ -170,6 +170,8 @@ def test_quick_demo_cli(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     _check_outputs(out, summary)
     assert "report:" in r.stdout
+    # --quick trains its small models in this one process unless --processes says otherwise
+    assert summary["settings"]["processes"] == 1 and "side by side" not in r.stderr
 
 
 @pytest.mark.slow

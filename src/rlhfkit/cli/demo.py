@@ -23,8 +23,8 @@ class DemoArgs:
     seed: int = 0
     """Random seed of every stage."""
     processes: int | None = None
-    """Worker processes for sampling and the two PPO runs (default: one per core torch may use;
-    1 keeps everything in this process). The samples do not depend on it."""
+    """Worker processes for sampling and the two PPO runs (default: one per core torch may use,
+    1 with --quick; 1 keeps everything in this process). The samples do not depend on it."""
 
 
 def main(argv: list[str]) -> int:
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     summary = run_demo(
         args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items,
-        settings=replace(settings, processes=args.processes),
+        settings=settings if args.processes is None else replace(settings, processes=args.processes),
     )  # fmt: skip
     print(format_summary(summary))
     print(f"report: {os.path.join(args.out, 'report.html')}")
