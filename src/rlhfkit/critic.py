@@ -54,9 +54,9 @@ class ValueHead(nn.Module):
         not change (PopArt's "preserving outputs precisely")."""
         old_mean, old_std = float(self.return_mean), float(self.return_std)
         weight = decay * float(self.stats_weight) + (1 - decay)
-        ema_mean = (decay * float(self.return_mean) * float(self.stats_weight) + (1 - decay) * mean)
-        ema_sq = decay * float(self.return_sq_mean) * float(self.stats_weight) + (1 - decay) * sq_mean
-        new_mean, new_sq = ema_mean / weight, ema_sq / weight
+        share = (1 - decay) / weight  # this batch's share of the debiased average (1 at first)
+        new_mean = old_mean + share * (mean - old_mean)
+        new_sq = float(self.return_sq_mean) + share * (sq_mean - float(self.return_sq_mean))
         new_std = max(math.sqrt(max(new_sq - new_mean**2, 0.0)), 1e-3)  # constant returns
         self.stats_weight.fill_(weight)
         self.return_mean.fill_(new_mean)
