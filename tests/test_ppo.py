@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from rlhfkit import ppo as ppo_mod
+from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, TrainingStopped, load_reward_fn
 from rlhfkit.tiny import build_tiny_causal_lm
 
@@ -336,6 +337,63 @@ def test_reward_model_path_end_to_end(world, tmp_path):
     assert (out / "policy" / "config.json").is_file()
 
 
+def test_auto_critic_is_the_reward_models_frozen_trunk(world, tmp_path):
+    """With a reward model that reads the policy's tokens, --critic auto trains a value head on
+    the reward model's own trunk: warm-started from its score layer, the trunk shared with the
+    scorer (no copy) and never changed, its hidden states computed once per rollout."""
+    from safetensors.torch import load_file
+
+    from rlhfkit.critic import trunk_of
+    from rlhfkit.models import RewardModel
+
+    RewardModel.from_pretrained(world["policy"]).save_pretrained(tmp_path / "rm")
+    out = tmp_path / "run"
+    trainer = PPOTrainer(_config(world, out, reward_fn=None, reward_model=str(tmp_path / "rm"),
+                                 save_every=2))  # fmt: skip
+    assert trainer.critic_kind == "frozen-reward-model"
+    rm_model = trainer.reward_model.model
+    assert trainer.critic_trunk is trunk_of(rm_model)
+    head = trainer.accelerator.unwrap_model(trainer.model).value_head
+    assert torch.equal(head.linear.weight, rm_model.score.weight)
+    trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not trained & {id(p) for p in rm_model.parameters()}
+    # a warm-started head: the policy's learning rate (measured in docs/ppo.md)
+    assert trainer.optimizer.param_groups[1]["lr"] == trainer.optimizer.param_groups[0]["lr"]
+    before = {k: v.clone() for k, v in rm_model.state_dict().items()}
+    forwards = []
+    trunk_forward = trainer.critic_trunk.forward
+    trainer.critic_trunk.forward = lambda *a, **k: forwards.append(1) or trunk_forward(*a, **k)
+    trainer.train()
+    # per update: one to score, one for the values of the rollout, none in the PPO epochs
+    assert len(forwards) == 2 * 2
+    assert all(torch.equal(v, rm_model.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(head.linear.weight, rm_model.score.weight)  # the head did train
+    rows = _metrics(out)
+    assert len(rows) == 2 and all(math.isfinite(r["loss/value"]) for r in rows)
+    assert json.loads((out / "config.json").read_text())["critic_resolved"] == "frozen-reward-model"
+    saved = load_file(str(out / "checkpoints" / "step-2" / "critic.safetensors"))
+    assert all(k.startswith("value_head.") for k in saved)  # the trunk is the reward model's
+
+
+def test_critic_choice_without_a_matching_reward_model(world, tmp_path):
+    from rlhfkit.critic import reads_same_tokens
+
+    assert PPOTrainer(_config(world, tmp_path / "a")).critic_kind == "head"  # a reward function
+    with pytest.raises(ConfigError, match="frozen-reward-model needs --reward-model"):
+        PPOTrainer(_config(world, tmp_path / "b", critic="frozen-reward-model"))
+
+    class Vocab:
+        def __init__(self, vocab):
+            self.vocab = vocab
+
+        def get_vocab(self):
+            return self.vocab
+
+    assert reads_same_tokens(Vocab({"a": 0, "b": 1}), Vocab({"a": 0, "b": 1, "<pad>": 2}))
+    assert not reads_same_tokens(Vocab({"a": 0, "b": 1}), Vocab({"a": 1, "b": 0}))
+    assert not reads_same_tokens(Vocab({"a": 0, "b": 1}), Vocab({"a": 0}))
+
+
 def test_lora_policy_uses_adapters_off_reference(world, tmp_path):
     out = tmp_path / "lora"
     trainer = PPOTrainer(_config(world, out, lora_r=4, lora_target_modules="c_attn", total_episodes=64,
@@ -407,7 +465,10 @@ def test_value_head_learns_faster_than_the_policy_by_default(world):
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
     assert all(p is q for p, q in zip(groups[1]["params"], head.parameters(), strict=True))
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
-    assert PPOConfig(**{**cfg.__dict__, "critic": "policy"}).value_head_lr_multiplier == 1.0
+    assert cfg.value_head_lr_multiplier("policy") == 1.0
+    assert cfg.value_head_lr_multiplier("frozen-reward-model") == 1.0
+    scaled = PPOConfig(**{**cfg.__dict__, "value_head_lr_scale": 3.0})
+    assert scaled.value_head_lr_multiplier("frozen-reward-model") == 3.0
     with pytest.raises(ValueError, match="value-head-lr-scale"):
         _config(world, world["root"] / "x", value_head_lr_scale=0.0)
 

@@ -6,7 +6,15 @@ Three critics, chosen with ``PPOConfig.critic`` (measurements behind the default
   and values (lm-human-preferences' layout: its policy carries a ``value`` head on the trunk);
 - ``"policy"``: a separate backbone initialised from the policy (OpenRLHF's default);
 - ``"reward-model"``: a separate backbone initialised from the reward model, head included (TRL's
-  default); it must share the policy's tokenizer, since it reads the policy's tokens.
+  default); it must share the policy's tokenizer, since it reads the policy's tokens;
+- ``"frozen-reward-model"``: the reward model's own trunk, frozen, with a trainable value head
+  warm-started from its score head. The trunk reads each rollout once (no gradient, no second copy
+  of the weights: it is the scoring model itself); the PPO epochs train the head on those cached
+  hidden states. The values start as the reward model's score of every prefix, as with
+  ``"reward-model"``, at the cost of one reward-model forward per batch instead of a second model
+  trained alongside the policy. Same tokenizer requirement.
+- ``"auto"`` (the default, resolved by the trainer): ``"frozen-reward-model"`` when a reward model
+  reads the policy's tokens, else ``"head"``.
 
 The value head is zero-initialised (lm-human-preferences), so the first values are 0 and the first
 advantages are the plain returns.
@@ -86,8 +94,11 @@ class ActorCritic(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         keep: int,
+        critic_hidden: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        shared = self.critic_backbone is None
+        """``critic_hidden`` (B, keep, H): the critic's hidden states, already computed (a frozen
+        trunk's, cached per rollout); the value head reads them instead of a backbone's."""
+        shared = self.critic_backbone is None and critic_hidden is None
         out = self.policy(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -97,7 +108,9 @@ class ActorCritic(nn.Module):
             use_cache=False,
         )
         logits = out.logits[:, -keep:]  # (B, keep, V)
-        if shared:
+        if critic_hidden is not None:
+            hidden = critic_hidden
+        elif shared:
             hidden = out.hidden_states[-1][:, -keep:]  # (B, keep, H)
         else:
             hidden = self.critic_backbone(
@@ -195,17 +208,35 @@ def build_critic(
         seq = AutoModelForSequenceClassification.from_pretrained(
             reward_model_path, num_labels=1, dtype=dtype
         )
-        backbone = getattr(seq, seq.base_model_prefix)
+        backbone = trunk_of(seq)
         disable_dropout(backbone)
         fuse_activations(backbone)
-        head = ValueHead(hidden_size_of(seq.config)).to(dtype)
-        score = getattr(seq, "score", None) or getattr(seq, "classifier", None)
-        if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:
-            # Warm start from the reward head (TRL / OpenRLHF): the critic starts out predicting
-            # the RM's raw score, a better first guess than 0 for a reward paid at the end.
-            with torch.no_grad():
-                head.linear.weight.copy_(score.weight)
-                if score.bias is not None:
-                    head.linear.bias.copy_(score.bias)
-        return head, backbone
+        return value_head_from_score(seq, dtype), backbone
     raise ValueError(f"critic must be 'head', 'policy' or 'reward-model', got {kind!r}")
+
+
+def value_head_from_score(seq_model: nn.Module, dtype: torch.dtype) -> ValueHead:
+    """A value head for a sequence-classification model's trunk, warm-started from its one-output
+    score layer (TRL / OpenRLHF): the critic starts out predicting the reward model's raw score of
+    every prefix, a better first guess than 0 for a reward paid at the end."""
+    head = ValueHead(hidden_size_of(seq_model.config)).to(dtype)
+    score = getattr(seq_model, "score", None) or getattr(seq_model, "classifier", None)
+    if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:
+        with torch.no_grad():
+            head.linear.weight.copy_(score.weight)
+            if score.bias is not None:
+                head.linear.bias.copy_(score.bias)
+    return head
+
+
+def trunk_of(seq_model: nn.Module) -> nn.Module:
+    """The trunk of a sequence-classification model (the model without its score layer)."""
+    return getattr(seq_model, seq_model.base_model_prefix)
+
+
+def reads_same_tokens(policy_tokenizer, other_tokenizer) -> bool:
+    """Whether every token of the policy's vocabulary has the same id in ``other_tokenizer``'s (a
+    model reading the policy's token ids then reads the same text; added tokens such as a pad
+    token of its own do not matter)."""
+    theirs = other_tokenizer.get_vocab()
+    return all(theirs.get(token) == i for token, i in policy_tokenizer.get_vocab().items())

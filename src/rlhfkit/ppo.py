@@ -37,7 +37,15 @@ from rlhfkit.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlhfkit.critic import ActorCritic, build_critic, disable_dropout, fuse_activations
+from rlhfkit.critic import (
+    ActorCritic,
+    build_critic,
+    disable_dropout,
+    fuse_activations,
+    reads_same_tokens,
+    trunk_of,
+    value_head_from_score,
+)
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError
 from rlhfkit.faults import inject_nan, kill_point
@@ -142,8 +150,9 @@ class PPOConfig:
     vf_coef: float = 0.1
     """Value-loss coefficient."""
     value_head_lr_scale: float | None = None
-    """The value head's learning rate as a multiple of --learning-rate. None: 10 for --critic head
-    (a fresh linear layer on a trunk that moves little), 1 for a separate critic."""
+    """The value head's learning rate as a multiple of --learning-rate. None: 10 for a head on the
+    policy trunk (a fresh linear layer on a trunk that moves little), 1 for the others (their head
+    starts from the reward model's score layer, or trains with its own backbone)."""
     value_norm: bool = True
     """Learn values in units of the returns' running std (PopArt), so the critic copes with raw
     reward-model scores of any scale; the value loss and its clip range are in those units too."""
@@ -161,8 +170,10 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm (0 = no clipping)."""
 
-    critic: Literal["head", "policy", "reward-model"] = "head"
-    """Value function: a head on the policy trunk, or a separate model from the policy / RM."""
+    critic: Literal["auto", "head", "frozen-reward-model", "policy", "reward-model"] = "auto"
+    """Value function: a head on the policy trunk; a head on the reward model's frozen trunk; a
+    separate model from the policy / RM. auto: frozen-reward-model when a reward model reads the
+    policy's tokens, else head (docs/ppo.md)."""
     lora_r: int = 0
     """LoRA rank (0 = tune all weights); with LoRA the reference is the adapters-off model."""
     lora_alpha: int = 16
@@ -233,11 +244,11 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
 
-    @property
-    def value_head_lr_multiplier(self) -> float:
+    def value_head_lr_multiplier(self, critic_kind: str) -> float:
+        """``value_head_lr_scale``, or its default for the critic as trained (``auto`` resolved)."""
         if self.value_head_lr_scale is not None:
             return self.value_head_lr_scale
-        return 10.0 if self.critic == "head" else 1.0
+        return 10.0 if critic_kind == "head" else 1.0
 
 
 # How a run trained before the setting existed (read from older checkpoints that lack it).
@@ -363,6 +374,7 @@ class Rollout:
     response_mask: torch.Tensor  # (B, R) float
     has_stop: torch.Tensor  # (B,) bool
     scores: torch.Tensor  # (B,)
+    critic_hidden: torch.Tensor | None = None  # (B, R + 1, H): a frozen critic trunk's, cached
 
 
 class PPOTrainer:
@@ -465,26 +477,30 @@ class PPOTrainer:
             self.ref_model = None
         else:
             self.ref_model = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
-        value_head, critic_backbone = build_critic(
-            cfg.critic, policy, cfg.policy, cfg.reward_model, dtype
-        )
+        self.critic_kind = self._resolve_critic()
+        self.critic_trunk = None  # frozen-reward-model: the reward model's own trunk
+        if self.critic_kind == "frozen-reward-model":
+            rm_model = self.reward_model.model
+            value_head, critic_backbone = value_head_from_score(rm_model, dtype), None
+            self.critic_trunk = trunk_of(rm_model)
+        else:
+            value_head, critic_backbone = build_critic(
+                self.critic_kind, policy, cfg.policy, cfg.reward_model, dtype
+            )
         if (
             critic_backbone is not None
             and critic_backbone.config.vocab_size != policy.config.vocab_size
         ):
             raise ConfigError(
-                f"--critic {cfg.critic}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
+                f"--critic {self.critic_kind}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
                 f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
         head_params = {id(p) for p in value_head.parameters()}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_params]
+        head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier(self.critic_kind)
         self.optimizer = adamw(
-            [
-                {"params": [p for p in model.parameters()
-                            if p.requires_grad and id(p) not in head_params]},
-                {"params": list(value_head.parameters()),
-                 "lr": cfg.learning_rate * cfg.value_head_lr_multiplier},
-            ],  # fmt: skip
+            [{"params": rest}, {"params": list(value_head.parameters()), "lr": head_lr}],
             lr=cfg.learning_rate,
             eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay,
@@ -520,6 +536,24 @@ class PPOTrainer:
         if not cfg.resume or self._resumed_from is None:
             set_seed(cfg.seed, device_specific=True)
 
+    def _resolve_critic(self) -> str:
+        """``--critic`` as trained: ``auto`` becomes ``frozen-reward-model`` when the reward model
+        reads the policy's token ids as the same tokens, else ``head``."""
+        kind = self.config.critic
+        rm = self.reward_model
+        usable = hasattr(rm, "model") and hasattr(rm, "tokenizer")
+        same_tokens = usable and reads_same_tokens(self.tokenizer, rm.tokenizer)
+        if kind == "auto":
+            return "frozen-reward-model" if same_tokens else "head"
+        if kind == "frozen-reward-model" and not usable:
+            raise ConfigError("--critic frozen-reward-model needs --reward-model")
+        if kind == "frozen-reward-model" and not same_tokens:
+            raise ConfigError(
+                "--critic frozen-reward-model: the reward model's tokenizer does not read the "
+                "policy's token ids as the same tokens; use --critic head or policy"
+            )
+        return kind
+
     # ---------------------------------------------------------------------------- main loop
 
     def train(self) -> dict[str, Any]:
@@ -527,7 +561,11 @@ class PPOTrainer:
         cfg, acc = self.config, self.accelerator
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / "config.json", dataclasses.asdict(cfg))
+            # The settings as given, and the critic as trained (what --critic auto became).
+            write_json(
+                self.out / "config.json",
+                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind},
+            )
             if self._resumed_from is None:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
@@ -777,7 +815,7 @@ class PPOTrainer:
         R = cfg.response_length
         B = roll.responses.shape[0]
         step = cfg.forward_batch_size or B
-        logprobs, ref_logprobs, values = [], [], []
+        logprobs, ref_logprobs, values, hiddens = [], [], [], []
         for s in range(0, B, step):
             rows = slice(s, s + step)
             ids, am, pos = (
@@ -788,12 +826,19 @@ class PPOTrainer:
             tokens = roll.responses[rows]
             # keep R + 1 positions: position P-1 predicts the first response token; the last
             # position predicts nothing and is dropped.
-            logits, v = unwrapped(ids, am, pos, keep=R + 1)
+            hidden = None
+            if self.critic_trunk is not None:  # computed once here, reused by every PPO epoch
+                hidden = self.critic_trunk(
+                    input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False
+                ).last_hidden_state[:, -(R + 1) :]  # (b, R + 1, H)
+                hiddens.append(hidden)
+            logits, v = unwrapped(ids, am, pos, keep=R + 1, critic_hidden=hidden)
             logprobs.append(logprobs_from_logits(logits[:, :-1], tokens, cfg.temperature))
             values.append(v[:, :-1].float())
             ref_logits = self._ref_logits(unwrapped, ids, am, pos, R + 1)
             ref_logprobs.append(logprobs_from_logits(ref_logits[:, :-1], tokens, cfg.temperature))
         mask = roll.response_mask
+        roll.critic_hidden = torch.cat(hiddens) if hiddens else None
         return (
             torch.cat(logprobs) * mask,
             torch.cat(ref_logprobs) * mask,
@@ -849,6 +894,8 @@ class PPOTrainer:
                         logits, values = self.model(
                             roll.query_responses[idx], roll.attention_mask[idx],
                             roll.position_ids[idx], keep=R + 1,
+                            critic_hidden=None if roll.critic_hidden is None
+                            else roll.critic_hidden[idx],
                         )  # fmt: skip
                         logits = logits[:, :-1]  # (b, R, V)
                         values = values[:, :-1].float() * value_scale  # (b, R)
