@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -200,3 +201,22 @@ def test_ppo_two_processes_shard_gather_and_learn(assets):
 
     refused = run(single(*args, "--resume"))
     assert refused.returncode == 2 and "processes: checkpoint 2, now 1" in refused.stderr
+
+
+def test_ppo_two_processes_with_the_reward_models_frozen_trunk(assets, tmp_path):
+    """--critic frozen-reward-model: the value head on the RM's frozen trunk, whose hidden states
+    are cached per rollout and passed through DDP's forward, trains on 2 processes."""
+    from rlhfkit.models import RewardModel
+
+    p = assets["policy"]
+    RewardModel.from_pretrained(p["path"]).save_pretrained(tmp_path / "rm")
+    out = tmp_path / "ppo"
+    args = ["ppo", "--policy", p["path"], "--prompts", p["prompts"], "--reward-model",
+            str(tmp_path / "rm"), "--out", str(out), "--total-episodes", "64", "--batch-size",
+            "32", "--num-mini-batches", "2", "--response-length", "8", "--critic",
+            "frozen-reward-model", "--no-progress"]  # fmt: skip
+    proc = run(accelerate_launch(*args))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss/value"]) and r["val/explained_variance"] != 0 for r in rows)

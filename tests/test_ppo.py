@@ -337,10 +337,10 @@ def test_reward_model_path_end_to_end(world, tmp_path):
     assert (out / "policy" / "config.json").is_file()
 
 
-def test_auto_critic_is_the_reward_models_frozen_trunk(world, tmp_path):
-    """With a reward model that reads the policy's tokens, --critic auto trains a value head on
-    the reward model's own trunk: warm-started from its score layer, the trunk shared with the
-    scorer (no copy) and never changed, its hidden states computed once per rollout."""
+def test_frozen_reward_model_critic(world, tmp_path):
+    """--critic frozen-reward-model trains a value head on the reward model's own trunk:
+    warm-started from its score layer, the trunk shared with the scorer (no copy) and never
+    changed, its hidden states computed once per rollout."""
     from safetensors.torch import load_file
 
     from rlhfkit.critic import trunk_of
@@ -349,8 +349,7 @@ def test_auto_critic_is_the_reward_models_frozen_trunk(world, tmp_path):
     RewardModel.from_pretrained(world["policy"]).save_pretrained(tmp_path / "rm")
     out = tmp_path / "run"
     trainer = PPOTrainer(_config(world, out, reward_fn=None, reward_model=str(tmp_path / "rm"),
-                                 save_every=2))  # fmt: skip
-    assert trainer.critic_kind == "frozen-reward-model"
+                                 critic="frozen-reward-model", save_every=2))  # fmt: skip
     rm_model = trainer.reward_model.model
     assert trainer.critic_trunk is trunk_of(rm_model)
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
@@ -370,15 +369,13 @@ def test_auto_critic_is_the_reward_models_frozen_trunk(world, tmp_path):
     assert not torch.equal(head.linear.weight, rm_model.score.weight)  # the head did train
     rows = _metrics(out)
     assert len(rows) == 2 and all(math.isfinite(r["loss/value"]) for r in rows)
-    assert json.loads((out / "config.json").read_text())["critic_resolved"] == "frozen-reward-model"
     saved = load_file(str(out / "checkpoints" / "step-2" / "critic.safetensors"))
     assert all(k.startswith("value_head.") for k in saved)  # the trunk is the reward model's
 
 
-def test_critic_choice_without_a_matching_reward_model(world, tmp_path):
+def test_frozen_critic_needs_a_reward_model_that_reads_the_policys_tokens(world, tmp_path):
     from rlhfkit.critic import reads_same_tokens
 
-    assert PPOTrainer(_config(world, tmp_path / "a")).critic_kind == "head"  # a reward function
     with pytest.raises(ConfigError, match="frozen-reward-model needs --reward-model"):
         PPOTrainer(_config(world, tmp_path / "b", critic="frozen-reward-model"))
 
@@ -465,10 +462,11 @@ def test_value_head_learns_faster_than_the_policy_by_default(world):
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
     assert all(p is q for p, q in zip(groups[1]["params"], head.parameters(), strict=True))
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
-    assert cfg.value_head_lr_multiplier("policy") == 1.0
-    assert cfg.value_head_lr_multiplier("frozen-reward-model") == 1.0
+    for other in ("policy", "reward-model", "frozen-reward-model"):
+        changed = {**cfg.__dict__, "critic": other, "reward_model": "rm"}
+        assert PPOConfig(**changed).value_head_lr_multiplier == 1.0
     scaled = PPOConfig(**{**cfg.__dict__, "value_head_lr_scale": 3.0})
-    assert scaled.value_head_lr_multiplier("frozen-reward-model") == 3.0
+    assert scaled.value_head_lr_multiplier == 3.0
     with pytest.raises(ValueError, match="value-head-lr-scale"):
         _config(world, world["root"] / "x", value_head_lr_scale=0.0)
 

@@ -1,6 +1,6 @@
 """The critic (value function) and the module PPO trains: policy + value.
 
-Three critics, chosen with ``PPOConfig.critic`` (measurements behind the default in docs/ppo.md):
+Four critics, chosen with ``PPOConfig.critic`` (measurements behind the default in docs/ppo.md):
 
 - ``"head"``: a scalar head on the policy's own last hidden state — one forward pass gives logits
   and values (lm-human-preferences' layout: its policy carries a ``value`` head on the trunk);
@@ -12,9 +12,8 @@ Three critics, chosen with ``PPOConfig.critic`` (measurements behind the default
   of the weights: it is the scoring model itself); the PPO epochs train the head on those cached
   hidden states. The values start as the reward model's score of every prefix, as with
   ``"reward-model"``, at the cost of one reward-model forward per batch instead of a second model
-  trained alongside the policy. Same tokenizer requirement.
-- ``"auto"`` (the default, resolved by the trainer): ``"frozen-reward-model"`` when a reward model
-  reads the policy's tokens, else ``"head"``.
+  trained alongside the policy. Same tokenizer requirement. A strong start, but a linear function
+  of features that never adapt: over longer runs it fits the returns worse than ``"head"``.
 
 The value head is zero-initialised (lm-human-preferences), so the first values are 0 and the first
 advantages are the plain returns.

@@ -150,9 +150,9 @@ class PPOConfig:
     vf_coef: float = 0.1
     """Value-loss coefficient."""
     value_head_lr_scale: float | None = None
-    """The value head's learning rate as a multiple of --learning-rate. None: 10 for a head on the
-    policy trunk (a fresh linear layer on a trunk that moves little), 1 for the others (their head
-    starts from the reward model's score layer, or trains with its own backbone)."""
+    """The value head's learning rate as a multiple of --learning-rate. None: 10 for --critic head
+    (a fresh linear layer on a trunk that moves little), 1 for the others (their head starts from
+    the reward model's score layer, or trains with its own backbone)."""
     value_norm: bool = True
     """Learn values in units of the returns' running std (PopArt), so the critic copes with raw
     reward-model scores of any scale; the value loss and its clip range are in those units too."""
@@ -170,10 +170,9 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm (0 = no clipping)."""
 
-    critic: Literal["auto", "head", "frozen-reward-model", "policy", "reward-model"] = "auto"
+    critic: Literal["head", "frozen-reward-model", "policy", "reward-model"] = "head"
     """Value function: a head on the policy trunk; a head on the reward model's frozen trunk; a
-    separate model from the policy / RM. auto: frozen-reward-model when a reward model reads the
-    policy's tokens, else head (docs/ppo.md)."""
+    separate model from the policy / RM (docs/ppo.md)."""
     lora_r: int = 0
     """LoRA rank (0 = tune all weights); with LoRA the reference is the adapters-off model."""
     lora_alpha: int = 16
@@ -244,11 +243,11 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
 
-    def value_head_lr_multiplier(self, critic_kind: str) -> float:
-        """``value_head_lr_scale``, or its default for the critic as trained (``auto`` resolved)."""
+    @property
+    def value_head_lr_multiplier(self) -> float:
         if self.value_head_lr_scale is not None:
             return self.value_head_lr_scale
-        return 10.0 if critic_kind == "head" else 1.0
+        return 10.0 if self.critic == "head" else 1.0
 
 
 # How a run trained before the setting existed (read from older checkpoints that lack it).
@@ -477,28 +476,28 @@ class PPOTrainer:
             self.ref_model = None
         else:
             self.ref_model = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
-        self.critic_kind = self._resolve_critic()
         self.critic_trunk = None  # frozen-reward-model: the reward model's own trunk
-        if self.critic_kind == "frozen-reward-model":
+        if cfg.critic == "frozen-reward-model":
+            self._check_frozen_critic()
             rm_model = self.reward_model.model
             value_head, critic_backbone = value_head_from_score(rm_model, dtype), None
             self.critic_trunk = trunk_of(rm_model)
         else:
             value_head, critic_backbone = build_critic(
-                self.critic_kind, policy, cfg.policy, cfg.reward_model, dtype
+                cfg.critic, policy, cfg.policy, cfg.reward_model, dtype
             )
         if (
             critic_backbone is not None
             and critic_backbone.config.vocab_size != policy.config.vocab_size
         ):
             raise ConfigError(
-                f"--critic {self.critic_kind}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
+                f"--critic {cfg.critic}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
                 f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
         head_params = {id(p) for p in value_head.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_params]
-        head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier(self.critic_kind)
+        head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier
         self.optimizer = adamw(
             [{"params": rest}, {"params": list(value_head.parameters()), "lr": head_lr}],
             lr=cfg.learning_rate,
@@ -536,23 +535,16 @@ class PPOTrainer:
         if not cfg.resume or self._resumed_from is None:
             set_seed(cfg.seed, device_specific=True)
 
-    def _resolve_critic(self) -> str:
-        """``--critic`` as trained: ``auto`` becomes ``frozen-reward-model`` when the reward model
-        reads the policy's token ids as the same tokens, else ``head``."""
-        kind = self.config.critic
+    def _check_frozen_critic(self) -> None:
+        """``--critic frozen-reward-model`` reads the policy's token ids with the reward model."""
         rm = self.reward_model
-        usable = hasattr(rm, "model") and hasattr(rm, "tokenizer")
-        same_tokens = usable and reads_same_tokens(self.tokenizer, rm.tokenizer)
-        if kind == "auto":
-            return "frozen-reward-model" if same_tokens else "head"
-        if kind == "frozen-reward-model" and not usable:
+        if not (hasattr(rm, "model") and hasattr(rm, "tokenizer")):
             raise ConfigError("--critic frozen-reward-model needs --reward-model")
-        if kind == "frozen-reward-model" and not same_tokens:
+        if not reads_same_tokens(self.tokenizer, rm.tokenizer):
             raise ConfigError(
                 "--critic frozen-reward-model: the reward model's tokenizer does not read the "
                 "policy's token ids as the same tokens; use --critic head or policy"
             )
-        return kind
 
     # ---------------------------------------------------------------------------- main loop
 
@@ -561,11 +553,7 @@ class PPOTrainer:
         cfg, acc = self.config, self.accelerator
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            # The settings as given, and the critic as trained (what --critic auto became).
-            write_json(
-                self.out / "config.json",
-                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind},
-            )
+            write_json(self.out / "config.json", dataclasses.asdict(cfg))
             if self._resumed_from is None:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
