@@ -63,3 +63,27 @@ def test_statistics_are_saved_and_older_critic_checkpoints_still_load():
     older = ActorCritic(torch.nn.Identity(), ValueHead(4), None)
     older.load_critic_state_dict(old)
     assert float(older.value_head.return_std) == 1.0 and float(older.value_head.return_mean) == 0
+
+
+def test_a_head_that_also_reads_the_policy_keeps_its_values_when_the_statistics_move():
+    torch.manual_seed(1)
+    head = ValueHead(8, policy_hidden_size=6)
+    with torch.no_grad():
+        for layer in (head.linear, head.policy_linear):
+            layer.weight.normal_()
+            layer.bias.fill_(0.2)
+    hidden, policy_hidden = torch.randn(3, 5, 8), torch.randn(3, 5, 6)
+    before = head(hidden, policy_hidden)
+    for mean, std in ((20.0, 5.0), (3.0, 0.5)):
+        head.update_return_stats(mean, mean**2 + std**2, decay=0.9)
+        torch.testing.assert_close(head(hidden, policy_hidden), before, atol=1e-4, rtol=1e-5)
+    # both layers count: the policy part alone moves the values
+    with torch.no_grad():
+        head.policy_linear.bias.add_(1.0)
+    assert not torch.allclose(head(hidden, policy_hidden), before)
+    try:
+        head(hidden)
+    except ValueError as e:
+        assert "policy's hidden states" in str(e)
+    else:
+        raise AssertionError("a head that reads the policy needs its hidden states")

@@ -337,10 +337,12 @@ def test_reward_model_path_end_to_end(world, tmp_path):
     assert (out / "policy" / "config.json").is_file()
 
 
-def test_frozen_reward_model_critic(world, tmp_path):
+@pytest.mark.parametrize("critic", ["frozen-reward-model", "frozen-reward-model+head"])
+def test_frozen_reward_model_critic(world, tmp_path, critic):
     """--critic frozen-reward-model trains a value head on the reward model's own trunk:
     warm-started from its score layer, the trunk shared with the scorer (no copy) and never
-    changed, its hidden states computed once per rollout."""
+    changed, its hidden states computed once per rollout. +head: plus a zero-initialised head on
+    the policy trunk, trained 10× faster."""
     from safetensors.torch import load_file
 
     from rlhfkit.critic import trunk_of
@@ -349,7 +351,7 @@ def test_frozen_reward_model_critic(world, tmp_path):
     RewardModel.from_pretrained(world["policy"]).save_pretrained(tmp_path / "rm")
     out = tmp_path / "run"
     trainer = PPOTrainer(_config(world, out, reward_fn=None, reward_model=str(tmp_path / "rm"),
-                                 critic="frozen-reward-model", save_every=2))  # fmt: skip
+                                 critic=critic, save_every=2))  # fmt: skip
     rm_model = trainer.reward_model.model
     assert trainer.critic_trunk is trunk_of(rm_model)
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
@@ -357,7 +359,15 @@ def test_frozen_reward_model_critic(world, tmp_path):
     trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert not trained & {id(p) for p in rm_model.parameters()}
     # a warm-started head: the policy's learning rate (measured in docs/ppo.md)
-    assert trainer.optimizer.param_groups[1]["lr"] == trainer.optimizer.param_groups[0]["lr"]
+    groups = trainer.optimizer.param_groups
+    assert groups[1]["lr"] == groups[0]["lr"]
+    if critic.endswith("+head"):
+        assert not head.policy_linear.weight.any()
+        assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"])
+        extra = list(head.policy_linear.parameters())
+        assert all(p is q for p, q in zip(groups[2]["params"], extra, strict=True))
+    else:
+        assert head.policy_linear is None and len(groups) == 2
     before = {k: v.clone() for k, v in rm_model.state_dict().items()}
     forwards = []
     trunk_forward = trainer.critic_trunk.forward
@@ -367,6 +377,8 @@ def test_frozen_reward_model_critic(world, tmp_path):
     assert len(forwards) == 2 * 2
     assert all(torch.equal(v, rm_model.state_dict()[k]) for k, v in before.items())
     assert not torch.equal(head.linear.weight, rm_model.score.weight)  # the head did train
+    if critic.endswith("+head"):
+        assert head.policy_linear.weight.any()
     rows = _metrics(out)
     assert len(rows) == 2 and all(math.isfinite(r["loss/value"]) for r in rows)
     saved = load_file(str(out / "checkpoints" / "step-2" / "critic.safetensors"))

@@ -1,6 +1,6 @@
 """The critic (value function) and the module PPO trains: policy + value.
 
-Four critics, chosen with ``PPOConfig.critic`` (measurements behind the default in docs/ppo.md):
+Five critics, chosen with ``PPOConfig.critic`` (measurements behind the default in docs/ppo.md):
 
 - ``"head"``: a scalar head on the policy's own last hidden state — one forward pass gives logits
   and values (lm-human-preferences' layout: its policy carries a ``value`` head on the trunk);
@@ -13,7 +13,9 @@ Four critics, chosen with ``PPOConfig.critic`` (measurements behind the default 
   hidden states. The values start as the reward model's score of every prefix, as with
   ``"reward-model"``, at the cost of one reward-model forward per batch instead of a second model
   trained alongside the policy. Same tokenizer requirement. A strong start, but a linear function
-  of features that never adapt: over longer runs it fits the returns worse than ``"head"``.
+  of features that never adapt: over longer runs it fits the returns worse than ``"head"``;
+- ``"frozen-reward-model+head"``: the sum of the two: the frozen reward model's head plus a
+  zero-initialised head on the policy trunk, which learns what the frozen part gets wrong.
 
 The value head is zero-initialised (lm-human-preferences), so the first values are 0 and the first
 advantages are the plain returns.
@@ -37,21 +39,40 @@ from torch import nn
 class ValueHead(nn.Module):
     """``hidden (B, T, H) -> value (B, T)``: one linear layer, zero-initialised, whose output is
     scaled by the returns' running statistics (``return_mean + return_std · linear(h)``; 0 and 1
-    until :meth:`update_return_stats` is called)."""
+    until :meth:`update_return_stats` is called).
 
-    def __init__(self, hidden_size: int):
+    ``policy_hidden_size``: a second zero-initialised linear layer reading the policy's hidden
+    states, added to the first (``frozen-reward-model+head``: the reward model's reading of each
+    prefix, corrected by a head whose features follow the policy)."""
+
+    def __init__(self, hidden_size: int, policy_hidden_size: int | None = None):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
+        self.policy_linear = None
+        if policy_hidden_size is not None:
+            self.policy_linear = nn.Linear(policy_hidden_size, 1)
+            nn.init.zeros_(self.policy_linear.weight)
+            nn.init.zeros_(self.policy_linear.bias)
         # Buffers: saved with the critic, broadcast by DDP, never trained.
         self.register_buffer("return_mean", torch.zeros(()))
         self.register_buffer("return_std", torch.ones(()))
         self.register_buffer("stats_weight", torch.zeros(()))  # debiasing of the moving averages
         self.register_buffer("return_sq_mean", torch.zeros(()))
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    @property
+    def reads_policy(self) -> bool:
+        return self.policy_linear is not None
+
+    def forward(
+        self, hidden: torch.Tensor, policy_hidden: torch.Tensor | None = None
+    ) -> torch.Tensor:
         out = self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+        if self.policy_linear is not None:
+            if policy_hidden is None:
+                raise ValueError("this value head also reads the policy's hidden states")
+            out = out + self.policy_linear(policy_hidden.to(out.dtype)).squeeze(-1)
         return out * self.return_std.to(out.dtype) + self.return_mean.to(out.dtype)
 
     @torch.no_grad()
@@ -71,6 +92,9 @@ class ValueHead(nn.Module):
         self.return_std.fill_(new_std)
         self.linear.weight.mul_(old_std / new_std)
         self.linear.bias.mul_(old_std).add_(old_mean - new_mean).div_(new_std)
+        if self.policy_linear is not None:  # the mean shift is carried by the first layer's bias
+            self.policy_linear.weight.mul_(old_std / new_std)
+            self.policy_linear.bias.mul_(old_std / new_std)
 
 
 class ActorCritic(nn.Module):
@@ -97,7 +121,8 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``critic_hidden`` (B, keep, H): the critic's hidden states, already computed (a frozen
         trunk's, cached per rollout); the value head reads them instead of a backbone's."""
-        shared = self.critic_backbone is None and critic_hidden is None
+        reads_policy = self.value_head.reads_policy
+        shared = self.critic_backbone is None and (critic_hidden is None or reads_policy)
         out = self.policy(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -107,10 +132,11 @@ class ActorCritic(nn.Module):
             use_cache=False,
         )
         logits = out.logits[:, -keep:]  # (B, keep, V)
+        policy_hidden = out.hidden_states[-1][:, -keep:] if shared else None  # (B, keep, H)
         if critic_hidden is not None:
             hidden = critic_hidden
         elif shared:
-            hidden = out.hidden_states[-1][:, -keep:]  # (B, keep, H)
+            hidden = policy_hidden
         else:
             hidden = self.critic_backbone(
                 input_ids=input_ids,
@@ -118,6 +144,8 @@ class ActorCritic(nn.Module):
                 position_ids=position_ids,
                 use_cache=False,
             ).last_hidden_state[:, -keep:]  # (B, keep, H)
+        if reads_policy:
+            return logits, self.value_head(hidden, policy_hidden)
         return logits, self.value_head(hidden)  # (B, keep, V), (B, keep)
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
@@ -134,8 +162,10 @@ class ActorCritic(nn.Module):
         # Checkpoints written before the running return statistics existed lack their buffers:
         # those keep their initial values (0 and 1, i.e. no scaling, as those runs trained).
         missing, unexpected = self.value_head.load_state_dict(head, strict=False)
-        if unexpected or any(k.startswith("linear.") for k in missing):
-            raise KeyError(f"critic checkpoint does not match the value head: {missing + unexpected}")
+        if unexpected or any(k.startswith(("linear.", "policy_linear.")) for k in missing):
+            raise KeyError(
+                f"critic checkpoint does not match the value head: {missing + unexpected}"
+            )
         if self.critic_backbone is not None:
             prefix = "critic_backbone."
             body = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
@@ -214,11 +244,14 @@ def build_critic(
     raise ValueError(f"critic must be 'head', 'policy' or 'reward-model', got {kind!r}")
 
 
-def value_head_from_score(seq_model: nn.Module, dtype: torch.dtype) -> ValueHead:
+def value_head_from_score(
+    seq_model: nn.Module, dtype: torch.dtype, policy_hidden_size: int | None = None
+) -> ValueHead:
     """A value head for a sequence-classification model's trunk, warm-started from its one-output
     score layer (TRL / OpenRLHF): the critic starts out predicting the reward model's raw score of
-    every prefix, a better first guess than 0 for a reward paid at the end."""
-    head = ValueHead(hidden_size_of(seq_model.config)).to(dtype)
+    every prefix, a better first guess than 0 for a reward paid at the end. ``policy_hidden_size``:
+    plus a zero-initialised layer on the policy's hidden states (:class:`ValueHead`)."""
+    head = ValueHead(hidden_size_of(seq_model.config), policy_hidden_size).to(dtype)
     score = getattr(seq_model, "score", None) or getattr(seq_model, "classifier", None)
     if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:
         with torch.no_grad():

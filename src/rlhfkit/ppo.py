@@ -42,6 +42,7 @@ from rlhfkit.critic import (
     build_critic,
     disable_dropout,
     fuse_activations,
+    hidden_size_of,
     reads_same_tokens,
     trunk_of,
     value_head_from_score,
@@ -150,9 +151,10 @@ class PPOConfig:
     vf_coef: float = 0.1
     """Value-loss coefficient."""
     value_head_lr_scale: float | None = None
-    """The value head's learning rate as a multiple of --learning-rate. None: 10 for --critic head
-    (a fresh linear layer on a trunk that moves little), 1 for the others (their head starts from
-    the reward model's score layer, or trains with its own backbone)."""
+    """The value head's learning rate as a multiple of --learning-rate. None: 10 for a head on the
+    policy trunk (a fresh linear layer on a trunk that moves little; in frozen-reward-model+head,
+    that part), 1 for the others (their head starts from the reward model's score layer, or
+    trains with its own backbone)."""
     value_norm: bool = True
     """Learn values in units of the returns' running std (PopArt), so the critic copes with raw
     reward-model scores of any scale; the value loss and its clip range are in those units too."""
@@ -170,9 +172,12 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     """Clip the global gradient norm (0 = no clipping)."""
 
-    critic: Literal["head", "frozen-reward-model", "policy", "reward-model"] = "head"
-    """Value function: a head on the policy trunk; a head on the reward model's frozen trunk; a
-    separate model from the policy / RM (docs/ppo.md)."""
+    critic: Literal[
+        "head", "frozen-reward-model", "frozen-reward-model+head", "policy", "reward-model"
+    ] = "head"
+    """Value function: a head on the policy trunk; a head on the reward model's frozen trunk
+    (+head: plus a head on the policy trunk); a separate model from the policy / RM
+    (docs/ppo.md)."""
     lora_r: int = 0
     """LoRA rank (0 = tune all weights); with LoRA the reference is the adapters-off model."""
     lora_alpha: int = 16
@@ -476,11 +481,12 @@ class PPOTrainer:
             self.ref_model = None
         else:
             self.ref_model = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
-        self.critic_trunk = None  # frozen-reward-model: the reward model's own trunk
-        if cfg.critic == "frozen-reward-model":
+        self.critic_trunk = None  # frozen-reward-model(+head): the reward model's own trunk
+        if cfg.critic.startswith("frozen-reward-model"):
             self._check_frozen_critic()
             rm_model = self.reward_model.model
-            value_head, critic_backbone = value_head_from_score(rm_model, dtype), None
+            plus_head = hidden_size_of(policy.config) if cfg.critic.endswith("+head") else None
+            value_head, critic_backbone = value_head_from_score(rm_model, dtype, plus_head), None
             self.critic_trunk = trunk_of(rm_model)
         else:
             value_head, critic_backbone = build_critic(
@@ -498,8 +504,15 @@ class PPOTrainer:
         head_params = {id(p) for p in value_head.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_params]
         head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier
+        groups = [{"params": rest}, {"params": list(value_head.linear.parameters()), "lr": head_lr}]
+        if value_head.policy_linear is not None:  # a fresh layer on the policy trunk
+            scale = cfg.value_head_lr_scale or 10.0
+            groups.append(
+                {"params": list(value_head.policy_linear.parameters()),
+                 "lr": cfg.learning_rate * scale}
+            )  # fmt: skip
         self.optimizer = adamw(
-            [{"params": rest}, {"params": list(value_head.parameters()), "lr": head_lr}],
+            groups,
             lr=cfg.learning_rate,
             eps=cfg.adam_eps,
             weight_decay=cfg.weight_decay,
@@ -536,14 +549,15 @@ class PPOTrainer:
             set_seed(cfg.seed, device_specific=True)
 
     def _check_frozen_critic(self) -> None:
-        """``--critic frozen-reward-model`` reads the policy's token ids with the reward model."""
-        rm = self.reward_model
+        """``--critic frozen-reward-model(+head)`` reads the policy's token ids with the reward
+        model."""
+        rm, kind = self.reward_model, self.config.critic
         if not (hasattr(rm, "model") and hasattr(rm, "tokenizer")):
-            raise ConfigError("--critic frozen-reward-model needs --reward-model")
+            raise ConfigError(f"--critic {kind} needs --reward-model")
         if not reads_same_tokens(self.tokenizer, rm.tokenizer):
             raise ConfigError(
-                "--critic frozen-reward-model: the reward model's tokenizer does not read the "
-                "policy's token ids as the same tokens; use --critic head or policy"
+                f"--critic {kind}: the reward model's tokenizer does not read the policy's token "
+                "ids as the same tokens; use --critic head or policy"
             )
 
     # ---------------------------------------------------------------------------- main loop
