@@ -68,6 +68,7 @@ class ValueHead(nn.Module):
     def forward(
         self, hidden: torch.Tensor, policy_hidden: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """``policy_hidden`` is read by the second layer only (ignored without one)."""
         out = self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
         if self.policy_linear is not None:
             if policy_hidden is None:
@@ -144,9 +145,7 @@ class ActorCritic(nn.Module):
                 position_ids=position_ids,
                 use_cache=False,
             ).last_hidden_state[:, -keep:]  # (B, keep, H)
-        if reads_policy:
-            return logits, self.value_head(hidden, policy_hidden)
-        return logits, self.value_head(hidden)  # (B, keep, V), (B, keep)
+        return logits, self.value_head(hidden, policy_hidden)  # (B, keep, V), (B, keep)
 
     def critic_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything of the critic that the policy's own checkpoint does not hold."""

@@ -74,6 +74,10 @@ from rlhfkit.rollout import (
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
+# The learning rate of a zero-initialised value head on the policy trunk, as a multiple of the
+# policy's, unless --value-head-lr-scale says otherwise (measured in docs/ppo.md).
+FRESH_HEAD_LR_MULTIPLIER = 10.0
+
 # Decay per update of the value head's running return statistics (``value_norm``): they follow the
 # rising reward over about ten updates; debiased, so the first batch counts fully.
 RETURN_STATS_DECAY = 0.9
@@ -252,7 +256,7 @@ class PPOConfig:
     def value_head_lr_multiplier(self) -> float:
         if self.value_head_lr_scale is not None:
             return self.value_head_lr_scale
-        return 10.0 if self.critic == "head" else 1.0
+        return FRESH_HEAD_LR_MULTIPLIER if self.critic == "head" else 1.0
 
 
 # How a run trained before the setting existed (read from older checkpoints that lack it).
@@ -506,7 +510,7 @@ class PPOTrainer:
         head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier
         groups = [{"params": rest}, {"params": list(value_head.linear.parameters()), "lr": head_lr}]
         if value_head.policy_linear is not None:  # a fresh layer on the policy trunk
-            scale = cfg.value_head_lr_scale or 10.0
+            scale = cfg.value_head_lr_scale or FRESH_HEAD_LR_MULTIPLIER
             groups.append(
                 {"params": list(value_head.policy_linear.parameters()),
                  "lr": cfg.learning_rate * scale}
