@@ -6,8 +6,10 @@ separate critic initialised from that reward model (TRL's required ``value_model
 temperature / β / learning rate and linear decay / Adam ε, and EOS as the stop token. TRL's PPO
 does not clip gradients, so ours runs with ``max_grad_norm=0`` to take the same steps.
 
-A third side, "ours-head", is rlhfkit as its users run it: everything the same except the
-critic, which is rlhfkit's default (a value head on the policy trunk; TRL cannot do that).
+A third side, "ours-default", is rlhfkit as its users run it: everything the same except the
+critic, which is rlhfkit's default (``critic="auto"``; here, with a reward model that reads the
+policy's tokens, ``frozen-reward-model+head``: a value head on the reward model's frozen trunk,
+computed once per rollout, plus a head on the policy trunk; TRL cannot do that).
 
 The final policy of each side is scored by one function (:func:`evaluate_policy`): sample the
 evaluation prompts, score with the shared reward model and with the world's gold quality.
@@ -37,14 +39,22 @@ def forward_flops(p: dict, tokens: int, logits_kept: int) -> float:
     return 2 * p["non_embedding"] * tokens + 4 * L * tokens * tokens * d + 2 * d * V * logits_kept
 
 
-def ppo_flops(policy: dict, critic: dict | None, rm: dict, s: dict, prompt_len: int) -> dict:
+def ppo_flops(
+    policy: dict,
+    critic: dict | None,
+    rm: dict,
+    s: dict,
+    prompt_len: int,
+    critic_trained: bool = True,
+) -> dict:
     """Model FLOPs of one PPO update (per phase). Backward = 2 × forward, so a training pass
     is 3 × forward (the ≈ 6·N·tokens rule plus the attention and LM-head terms). ``critic=None``:
-    a value head on the policy trunk, whose d → 1 projection (2·d per token) is not counted."""
+    a value head on the policy trunk, whose d → 1 projection (2·d per token) is not counted.
+    ``critic_trained=False``: a frozen critic trunk, one forward per rollout and none in training."""
     B, R, E = s["batch_size"], s["response_length"], s["ppo_epochs"]
     T = prompt_len + R
     critic_fwd = forward_flops(critic, T, 0) if critic is not None else 0.0
-    train = E * B * 3 * (forward_flops(policy, T, R + 1) + critic_fwd)
+    train = E * B * 3 * (forward_flops(policy, T, R + 1) + (critic_fwd if critic_trained else 0.0))
     # Generation with the KV cache: the prompt once, then one token at a time attending to t keys.
     gen_per_seq = forward_flops(policy, prompt_len, 1) + sum(
         2 * policy["non_embedding"]
@@ -105,7 +115,7 @@ def initial_eval(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------- runs
 
 
-def _ours(spec: dict, out: Path, critic: str) -> tuple[float, object, object, dict]:
+def _ours(spec: dict, out: Path, critic: str) -> tuple[float, object, object, dict, str]:
     from rlhfkit.ppo import PPOConfig, PPOTrainer
 
     cfg = PPOConfig(
@@ -142,7 +152,7 @@ def _ours(spec: dict, out: Path, critic: str) -> tuple[float, object, object, di
             if k.startswith("time/") and isinstance(v, int | float):
                 phases.setdefault(k, []).append(float(v))
     policy = trainer.accelerator.unwrap_model(trainer.model).policy
-    return seconds, policy, trainer.tokenizer, phases
+    return seconds, policy, trainer.tokenizer, phases, trainer.critic_kind
 
 
 def _trl(spec: dict, out: Path) -> tuple[float, object, object, dict]:
@@ -217,13 +227,14 @@ def build_trl(spec: dict, out: Path):
 
 
 # The sides of a PPO comparison: ours with TRL's work (a separate critic initialised from the RM,
-# like TRL's required ``value_model``), ours as our users run it (the default critic: a value head
-# on the policy trunk; TRL has no such option), and TRL.
-OURS_CRITIC = {"ours": "reward-model", "ours-head": "head"}
+# like TRL's required ``value_model``), ours as our users run it (the default critic, "auto": a
+# value head on the reward model's frozen trunk plus one on the policy trunk here; TRL has no such
+# option), and TRL.
+OURS_CRITIC = {"ours": "reward-model", "ours-default": "auto"}
 
 
 def run(side: str, spec: dict) -> dict:
-    """One PPO run (``side``: "ours", "ours-head" or "trl"): episodes/s, peak RSS, final reward."""
+    """One PPO run (``side``: "ours", "ours-default" or "trl"): episodes/s, peak RSS, final reward."""
     torch.set_num_threads(spec.get("threads") or torch.get_num_threads())
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -238,8 +249,9 @@ def run(side: str, spec: dict) -> dict:
         rss_start = current_rss_mb()
         if side == "trl":
             seconds, policy, tok, phases = _trl(spec, out)
+            critic = "value_model (a separate critic from the reward model)"
         else:
-            seconds, policy, tok, phases = _ours(spec, out, OURS_CRITIC[side])
+            seconds, policy, tok, phases, critic = _ours(spec, out, OURS_CRITIC[side])
     peak = peak_rss_mb()
     gc_seconds = gct.seconds
     rm = AutoModelForSequenceClassification.from_pretrained(spec["reward_model"])
@@ -249,6 +261,7 @@ def run(side: str, spec: dict) -> dict:
     updates = spec["total_episodes"] // spec["batch_size"]
     return {
         "side": side,
+        "critic": critic,
         "train_seconds": seconds,
         "episodes": updates * spec["batch_size"],
         "episodes_per_s": updates * spec["batch_size"] / seconds,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-# PPO figures without a suffix: each tool as its users run it (ours: the default critic, a value
-# head on the policy trunk; TRL: the separate value model it requires). `_same_critic`: ours with
+# PPO figures without a suffix: each tool as its users run it (ours: the default critic, here a
+# value head on the RM's frozen trunk plus one on the policy trunk; TRL: the separate value model it requires). `_same_critic`: ours with
 # a separate critic too, the same work as TRL.
 TARGETS = {
     "rm_speedup": (">=", 4.0),
@@ -22,7 +22,7 @@ TARGETS = {
 
 # Row labels of the PPO sides.
 SIDE_LABEL = {
-    "ours-head": "ours, default critic (value head on the policy trunk)",
+    "ours-default": "ours, default critic (heads on the RM's frozen trunk + the policy trunk)",
     "ours": "ours, separate critic (TRL's work)",
     "trl": "trl",
 }
@@ -140,8 +140,10 @@ def render(res: dict, argv: list[str]) -> str:
         lines += [
             "",
             "PPO figures without a suffix compare each tool as its users run it: ours with its "
-            "default critic (a value head on the policy trunk, `PPOConfig.critic='head'`), TRL "
-            "with the separate `value_model` its PPO trainer requires (it has no value-head "
+            "default critic (`PPOConfig.critic='auto'`, which here, with a reward model that "
+            "reads the policy's tokens, is `frozen-reward-model+head`: a value head on the reward "
+            "model's frozen trunk plus one on the policy trunk), TRL "
+            "with the separate `value_model` its PPO trainer requires (it has no other "
             "option). `_same_critic`: ours with a separate critic initialised from the reward "
             "model too (`critic='reward-model'`), the same work as TRL.",
         ]
@@ -190,8 +192,10 @@ def render(res: dict, argv: list[str]) -> str:
         "policy, as TRL's examples run it). The critic: TRL's "
         "`value_model`, a separate model initialised from that RM; ours in two ways, alternated "
         "with TRL in the same runs: `critic='reward-model'` (the same separate critic: TRL's "
-        "work) and rlhfkit's default `critic='head'` (a value head on the policy trunk, trained "
-        "through it: how our users run it; TRL cannot do that). "
+        "work) and rlhfkit's default `critic='auto'` (here `frozen-reward-model+head`: a value "
+        "head on the reward model's frozen trunk, which reads each rollout once, warm-started "
+        "from the RM's score layer like TRL's value model, plus a zero-initialised head on the "
+        "policy trunk; how our users run it; TRL cannot do that). "
         f"{any_spec['num_mini_batches']} minibatches × {any_spec['ppo_epochs']} PPO epochs per batch; "
         f"temperature {any_spec['temperature']}, β {any_spec['kl_coef']} (k1, fixed), AdamW lr "
         f"{any_spec['learning_rate']:g} linear decay, ε 1e-5, no gradient clipping (TRL's PPO does "
@@ -226,7 +230,7 @@ def render(res: dict, argv: list[str]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| initial policy | | | | | {block['initial']['reward']:.3f} | {block['initial']['gold']:.3f} | |",
         ]
-        for side in ("ours-head", "ours", "trl"):
+        for side in ("ours-default", "ours", "trl"):
             if side not in runs:
                 continue
             rows = runs[side]
@@ -254,7 +258,7 @@ def render(res: dict, argv: list[str]) -> str:
             "| --- | --- | --- | --- | --- | --- |",
             f"| initial policy | | | {lp['initial']['reward']:.3f} | {lp['initial']['gold']:.3f} | |",
         ]
-        for side in ("ours-head", "trl"):
+        for side in ("ours-default", "trl"):
             rows = runs[side]
             lines.append(
                 f"| {SIDE_LABEL[side]} | {_med(rows, 'episodes_per_s'):.2f} | "
@@ -277,13 +281,14 @@ def render(res: dict, argv: list[str]) -> str:
         "separately. Seconds = median over updates (first update left out) of the trainer's own "
         "`time/*` metrics. MFU = FLOPs / seconds / measured fp32 matmul peak. `mfu_train` is "
         "the training phase with the separate critic (the run that does TRL's work); with our "
-        "default value head the critic adds no FLOPs of its own (its d → 1 projection is not "
-        "counted).",
+        "default critic (the RM's frozen trunk) the critic's one forward per rollout is in "
+        "rollout_forward, and training adds no critic FLOPs (the heads' d → 1 projections are "
+        "not counted).",
         "",
         "| critic | phase | GFLOP per update | seconds per update | GFLOP/s | MFU |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for label, m_ in (("separate", mf), ("value head", res.get("mfu_head"))):
+    for label, m_ in (("separate", mf), ("default (frozen RM trunk)", res.get("mfu_default"))):
         for phase in ("train", "rollout_forward", "generate", "reward"):
             if m_ and phase in m_:
                 lines.append(

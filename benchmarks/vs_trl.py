@@ -8,7 +8,8 @@ Measures, on the same synthetic data and locally built models (no download):
   gets the same rankings as 6 pairs each) and held-out pairwise accuracy after the same epochs;
 - PPO: episodes/s, peak RSS of the process, and the reward of the final policy after the same
   episodes, with a tiny policy and a ~20M-parameter one; ours twice, alternated with TRL: with
-  rlhfkit's default critic (a value head on the policy trunk: the headline ``ppo_speedup*`` and
+  rlhfkit's default critic (here a value head on the reward model's frozen trunk plus one on the
+  policy trunk: the headline ``ppo_speedup*`` and
   ``ppo_peak_rss_ratio*``) and with a separate critic like TRL's ``value_model`` (the same work:
   ``*_same_critic``); plus a longer ~20M run to compare learning (full run);
 - model-FLOPs utilization of our PPO training phase against this machine's fp32 matmul peak,
@@ -99,10 +100,10 @@ PRESETS: dict[str, dict] = {
     },
 }  # fmt: skip
 
-# The PPO sides, alternated: ours with rlhfkit's default critic (a value head on the policy
-# trunk: how our users run it), ours with a separate critic initialised from the RM (the same
+# The PPO sides, alternated: ours with rlhfkit's default critic (here a value head on the RM's
+# frozen trunk plus one on the policy trunk: how our users run it), ours with a separate critic initialised from the RM (the same
 # work as TRL's required `value_model`), and TRL.
-PPO_SIDES = ("ours-head", "ours", "trl")
+PPO_SIDES = ("ours-default", "ours", "trl")
 
 PPO_COMMON = {
     "num_mini_batches": 2,
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         params = _world.count_params(Path(spec["policy"]))
         log(f"PPO {pname} policy ({params['total'] / 1e6:.2f}M parameters): "
             f"{p['episodes']} episodes, batch {p['batch']}, response {p['response']}")  # fmt: skip
-        # ours with TRL's work (separate critic), TRL, and ours as users run it (value head).
+        # ours with TRL's work (separate critic), TRL, and ours as users run it (default critic).
         r = alternate("ppo", spec, runs, work, f"ppo-{pname}", "episodes_per_s", PPO_SIDES)
         results["ppo"][pname] = {
             "settings": spec,
@@ -374,20 +375,21 @@ def main(argv: list[str] | None = None) -> int:
             "runs": r,
         }
     # The headline ratios compare each tool as its users run it: ours with its default critic (a
-    # value head on the policy trunk), TRL with the value model it requires. `_same_critic`: ours
+    # value head on the RM's frozen trunk plus one on the policy trunk), TRL with the value model it
+    # requires. `_same_critic`: ours
     # with a separate critic too (the same work as TRL).
     for pname, suffix in (("tiny", ""), ("large", "_large")):
         if pname not in results["ppo"]:
             continue
         r = results["ppo"][pname]["runs"]
-        for ours, tail in (("ours-head", ""), ("ours", "_same_critic")):
+        for ours, tail in (("ours-default", ""), ("ours", "_same_critic")):
             results[f"ppo_speedup{suffix}{tail}"] = med(r[ours], "episodes_per_s") / med(
                 r["trl"], "episodes_per_s"
             )
             results[f"ppo_peak_rss_ratio{suffix}{tail}"] = med(r[ours], "peak_rss_mb") / med(
                 r["trl"], "peak_rss_mb"
             )
-        for side, tail in (("ours-head", "_ours"), ("ours", "_ours_same_critic"), ("trl", "_trl")):
+        for side, tail in (("ours-default", "_ours"), ("ours", "_ours_same_critic"), ("trl", "_trl")):
             results[f"ppo_final_reward{suffix}{tail}"] = med(r[side], "final_reward")
             results[f"ppo_final_gold{suffix}{tail}"] = med(r[side], "final_gold")
         results[f"ppo_initial_reward{suffix}"] = results["ppo"][pname]["initial"]["reward"]
@@ -399,19 +401,19 @@ def main(argv: list[str] | None = None) -> int:
         p = {**preset["ppo"][lp["model"]], "episodes": lp["episodes"]}
         spec = ppo_spec(lp["model"], p, files, work, args.threads)
         log(
-            f"PPO learning: {lp['model']} policy, {lp['episodes']} episodes, ours (value head) vs TRL"
+            f"PPO learning: {lp['model']} policy, {lp['episodes']} episodes, ours (default critic) vs TRL"
         )
         r = alternate("ppo", spec, lp["runs"], work, f"learn-{lp['model']}", "episodes_per_s",
-                      ("ours-head", "trl"))  # fmt: skip
+                      ("ours-default", "trl"))  # fmt: skip
         results["ppo_learn"] = {
             "settings": spec,
             "initial": results["ppo"][lp["model"]]["initial"],
             "runs": r,
         }
-        for side, tail in (("ours-head", "ours"), ("trl", "trl")):
+        for side, tail in (("ours-default", "ours"), ("trl", "trl")):
             results[f"ppo_learn_final_reward_{tail}"] = med(r[side], "final_reward")
             results[f"ppo_learn_final_gold_{tail}"] = med(r[side], "final_gold")
-        results["ppo_learn_speedup"] = med(r["ours-head"], "episodes_per_s") / med(
+        results["ppo_learn_speedup"] = med(r["ours-default"], "episodes_per_s") / med(
             r["trl"], "episodes_per_s"
         )
 
@@ -428,10 +430,12 @@ def main(argv: list[str] | None = None) -> int:
     results["mfu"] = mfu(mfu_spec, mfu_runs, files, peak["gflops"])
     results["mfu_train"] = results["mfu"]["train"]
     if mfu_name in results["ppo"]:
-        # The same for our default critic (a value head: no critic FLOPs of its own).
-        head_runs = results["ppo"][mfu_name]["runs"]["ours-head"]
-        results["mfu_head"] = mfu(mfu_spec, head_runs, files, peak["gflops"], separate_critic=False)
-        results["mfu_train_head"] = results["mfu_head"]["train"]
+        # The same for our default critic (a frozen trunk: its FLOPs are in the rollout forward).
+        default_runs = results["ppo"][mfu_name]["runs"]["ours-default"]
+        results["mfu_default"] = mfu(
+            mfu_spec, default_runs, files, peak["gflops"], critic=default_runs[0]["critic"]
+        )
+        results["mfu_train_default"] = results["mfu_default"]["train"]
 
     # 4. How cost grows (ours).
     if preset["growth"]:
@@ -489,9 +493,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def mfu(
-    spec: dict, runs: list[dict], files: dict, peak_gflops: float, separate_critic: bool = True
+    spec: dict, runs: list[dict], files: dict, peak_gflops: float, critic: str = "reward-model"
 ) -> dict:
-    """Model-FLOPs utilization of our PPO phases: model FLOPs per update / seconds / peak."""
+    """Model-FLOPs utilization of our PPO phases: model FLOPs per update / seconds / peak.
+    ``critic``: the critic the runs trained with (``PPOTrainer.critic_kind``)."""
     from _ppo import ppo_flops
     from transformers import AutoTokenizer
 
@@ -499,7 +504,10 @@ def mfu(
     rm = _world.count_params(Path(spec["reward_model"]))
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     prompt_len = max(len(tok(_world.prompt_text(t))["input_ids"]) for t in _world.TOPICS)
-    flops = ppo_flops(policy, rm if separate_critic else None, rm, spec, prompt_len)
+    flops = ppo_flops(
+        policy, None if critic == "head" else rm, rm, spec, prompt_len,
+        critic_trained=not critic.startswith("frozen-reward-model"),
+    )  # fmt: skip
     out: dict = {"model": spec["name"], "policy_params": policy["total"], "flops_per_update": flops}
     phase_key = {"train": "time/update", "generate": "time/generate",
                  "rollout_forward": "time/forward", "reward": "time/score"}  # fmt: skip

@@ -65,7 +65,7 @@ def test_flop_count_matches_torch_flop_counter(tmp_path):
     assert ours == counter.get_total_flops() + attention + small
 
 
-def test_ppo_flops_of_a_value_head_leave_the_critic_out():
+def test_ppo_flops_of_a_value_head_or_a_frozen_critic():
     import _ppo
 
     p = {"non_embedding": 1000, "n_layer": 1, "n_embd": 4, "vocab": 10}
@@ -75,6 +75,11 @@ def test_ppo_flops_of_a_value_head_leave_the_critic_out():
     assert head["train"] == 4 * 2 * 3 * _ppo.forward_flops(p, 8, 4)
     assert separate["train"] - head["train"] == 4 * 2 * 3 * _ppo.forward_flops(p, 8, 0)
     assert head["generate"] == separate["generate"] and head["reward"] == separate["reward"]
+    # A frozen critic trunk (the default with a reward model): one forward per rollout, no training.
+    frozen = _ppo.ppo_flops(p, p, p, s, prompt_len=5, critic_trained=False)
+    assert frozen["train"] == head["train"]
+    assert frozen["rollout_forward"] == separate["rollout_forward"]
+    assert frozen["rollout_forward"] - head["rollout_forward"] == 2 * _ppo.forward_flops(p, 8, 0)
 
 
 def test_ppo_flops_training_is_three_forwards_per_epoch():
@@ -107,14 +112,17 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert 0 <= res["rm_accuracy_ours"] <= 1 and 0 <= res["rm_accuracy_trl"] <= 1
     assert res["matmul_peak_gflops"] > 0
-    # Three PPO sides: ours as users run it (value head), ours with TRL's separate critic, TRL.
+    # Three PPO sides: ours as users run it (the default critic: here the RM's frozen trunk),
+    # ours with TRL's separate critic, TRL.
     runs = res["ppo"]["tiny"]["runs"]
-    for side in ("ours-head", "ours", "trl"):
+    for side in ("ours-default", "ours", "trl"):
         assert len(runs[side]) == 1
+    assert runs["ours-default"][0]["critic"] == "frozen-reward-model+head"
+    assert runs["ours"][0]["critic"] == "reward-model"
     med = {side: runs[side][0]["episodes_per_s"] for side in runs}
-    assert res["ppo_speedup"] == pytest.approx(med["ours-head"] / med["trl"])
+    assert res["ppo_speedup"] == pytest.approx(med["ours-default"] / med["trl"])
     assert res["ppo_speedup_same_critic"] == pytest.approx(med["ours"] / med["trl"])
-    assert res["ppo_final_reward_ours"] == runs["ours-head"][0]["final_reward"]
+    assert res["ppo_final_reward_ours"] == runs["ours-default"][0]["final_reward"]
     assert res["ppo_final_reward_ours_same_critic"] == runs["ours"][0]["final_reward"]
     # Cost growth: the batch and the response length doubled in turn (x1, x2, x4 each).
     grid = {(g["batch"], g["response_length"]) for g in res["growth"]}

@@ -203,10 +203,11 @@ def test_ppo_two_processes_shard_gather_and_learn(assets):
     assert refused.returncode == 2 and "processes: checkpoint 2, now 1" in refused.stderr
 
 
-@pytest.mark.parametrize("critic", ["frozen-reward-model", "frozen-reward-model+head"])
-def test_ppo_two_processes_with_the_reward_models_frozen_trunk(assets, tmp_path, critic):
-    """--critic frozen-reward-model(+head): the value head on the RM's frozen trunk, whose hidden
-    states are cached per rollout and passed through DDP's forward, trains on 2 processes."""
+def test_ppo_two_processes_with_the_reward_models_frozen_trunk(assets, tmp_path):
+    """The default critic with a reward model that reads the policy's tokens
+    (frozen-reward-model+head): the value head on the RM's frozen trunk, whose hidden states are
+    cached per rollout and passed through DDP's forward, and the head on the policy trunk train on
+    2 processes."""
     from rlhfkit.models import RewardModel
 
     p = assets["policy"]
@@ -214,10 +215,12 @@ def test_ppo_two_processes_with_the_reward_models_frozen_trunk(assets, tmp_path,
     out = tmp_path / "ppo"
     args = ["ppo", "--policy", p["path"], "--prompts", p["prompts"], "--reward-model",
             str(tmp_path / "rm"), "--out", str(out), "--total-episodes", "64", "--batch-size",
-            "32", "--num-mini-batches", "2", "--response-length", "8", "--critic", critic,
-            "--no-progress"]  # fmt: skip
+            "32", "--num-mini-batches", "2", "--response-length", "8", "--no-progress"]  # fmt: skip
     proc = run(accelerate_launch(*args))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["loss/value"]) and r["val/explained_variance"] != 0 for r in rows)
+    assert json.loads((out / "config.json").read_text())["critic_resolved"] == (
+        "frozen-reward-model+head"
+    )

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -337,12 +338,13 @@ def test_reward_model_path_end_to_end(world, tmp_path):
     assert (out / "policy" / "config.json").is_file()
 
 
-@pytest.mark.parametrize("critic", ["frozen-reward-model", "frozen-reward-model+head"])
+@pytest.mark.parametrize("critic", ["frozen-reward-model", "auto"])
 def test_frozen_reward_model_critic(world, tmp_path, critic):
     """--critic frozen-reward-model trains a value head on the reward model's own trunk:
     warm-started from its score layer, the trunk shared with the scorer (no copy) and never
-    changed, its hidden states computed once per rollout. +head: plus a zero-initialised head on
-    the policy trunk, trained 10× faster."""
+    changed, its hidden states computed once per rollout. +head (what auto, the default, becomes
+    with a reward model that reads the policy's tokens): plus a zero-initialised head on the
+    policy trunk, trained 10× faster."""
     from safetensors.torch import load_file
 
     from rlhfkit.critic import trunk_of
@@ -352,6 +354,9 @@ def test_frozen_reward_model_critic(world, tmp_path, critic):
     out = tmp_path / "run"
     trainer = PPOTrainer(_config(world, out, reward_fn=None, reward_model=str(tmp_path / "rm"),
                                  critic=critic, save_every=2))  # fmt: skip
+    expected = {"auto": "frozen-reward-model+head"}.get(critic, critic)
+    assert trainer.critic_kind == expected
+    critic = expected
     rm_model = trainer.reward_model.model
     assert trainer.critic_trunk is trunk_of(rm_model)
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
@@ -383,13 +388,16 @@ def test_frozen_reward_model_critic(world, tmp_path, critic):
     assert len(rows) == 2 and all(math.isfinite(r["loss/value"]) for r in rows)
     saved = load_file(str(out / "checkpoints" / "step-2" / "critic.safetensors"))
     assert all(k.startswith("value_head.") for k in saved)  # the trunk is the reward model's
+    assert json.loads((out / "config.json").read_text())["critic_resolved"] == critic
 
 
 def test_frozen_critic_needs_a_reward_model_that_reads_the_policys_tokens(world, tmp_path):
     from rlhfkit.critic import reads_same_tokens
 
-    with pytest.raises(ConfigError, match="frozen-reward-model needs --reward-model"):
-        PPOTrainer(_config(world, tmp_path / "b", critic="frozen-reward-model"))
+    assert PPOTrainer(_config(world, tmp_path / "a")).critic_kind == "head"  # auto, a reward fn
+    for kind in ("frozen-reward-model", "frozen-reward-model+head"):
+        with pytest.raises(ConfigError, match=re.escape(f"{kind} needs --reward-model")):
+            PPOTrainer(_config(world, tmp_path / "b", critic=kind))
 
     class Vocab:
         def __init__(self, vocab):
@@ -474,11 +482,10 @@ def test_value_head_learns_faster_than_the_policy_by_default(world):
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
     assert all(p is q for p, q in zip(groups[1]["params"], head.parameters(), strict=True))
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
-    for other in ("policy", "reward-model", "frozen-reward-model"):
-        changed = {**cfg.__dict__, "critic": other, "reward_model": "rm"}
-        assert PPOConfig(**changed).value_head_lr_multiplier == 1.0
+    for other in ("policy", "reward-model", "frozen-reward-model", "frozen-reward-model+head"):
+        assert cfg.value_head_lr_multiplier(other) == 1.0
     scaled = PPOConfig(**{**cfg.__dict__, "value_head_lr_scale": 3.0})
-    assert scaled.value_head_lr_multiplier == 3.0
+    assert scaled.value_head_lr_multiplier("head") == 3.0
     with pytest.raises(ValueError, match="value-head-lr-scale"):
         _config(world, world["root"] / "x", value_head_lr_scale=0.0)
 

@@ -419,6 +419,9 @@ def _run_stages(
             temperature=s.temperature, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate, seed=seed,
             sample_every=max(1, s.ppo_episodes // s.ppo_batch_size // 6), num_samples=4,
             hacking_check_every=s.hacking_check_every, hacking_num_prompts=64,
+            # The promises (README, docs/world.md) were measured with the value head on the
+            # policy trunk; "auto" would add the reward model's frozen trunk here.
+            critic="head",
         )
         for run in s.runs
     }  # fmt: skip

@@ -177,10 +177,11 @@ class PPOConfig:
     """Clip the global gradient norm (0 = no clipping)."""
 
     critic: Literal[
-        "head", "frozen-reward-model", "frozen-reward-model+head", "policy", "reward-model"
-    ] = "head"
+        "auto", "head", "frozen-reward-model", "frozen-reward-model+head", "policy", "reward-model"
+    ] = "auto"
     """Value function: a head on the policy trunk; a head on the reward model's frozen trunk
-    (+head: plus a head on the policy trunk); a separate model from the policy / RM
+    (+head: plus a head on the policy trunk); a separate model from the policy / RM. auto:
+    frozen-reward-model+head when a reward model reads the policy's tokens, else head
     (docs/ppo.md)."""
     lora_r: int = 0
     """LoRA rank (0 = tune all weights); with LoRA the reference is the adapters-off model."""
@@ -252,11 +253,11 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_episodes // self.batch_size
 
-    @property
-    def value_head_lr_multiplier(self) -> float:
+    def value_head_lr_multiplier(self, critic_kind: str) -> float:
+        """``value_head_lr_scale``, or its default for the critic as trained (``auto`` resolved)."""
         if self.value_head_lr_scale is not None:
             return self.value_head_lr_scale
-        return FRESH_HEAD_LR_MULTIPLIER if self.critic == "head" else 1.0
+        return FRESH_HEAD_LR_MULTIPLIER if critic_kind == "head" else 1.0
 
 
 # How a run trained before the setting existed (read from older checkpoints that lack it).
@@ -485,29 +486,29 @@ class PPOTrainer:
             self.ref_model = None
         else:
             self.ref_model = copy.deepcopy(policy).to(self.device).eval().requires_grad_(False)
+        self.critic_kind = self._resolve_critic()
         self.critic_trunk = None  # frozen-reward-model(+head): the reward model's own trunk
-        if cfg.critic.startswith("frozen-reward-model"):
-            self._check_frozen_critic()
+        if self.critic_kind.startswith("frozen-reward-model"):
             rm_model = self.reward_model.model
-            plus_head = hidden_size_of(policy.config) if cfg.critic.endswith("+head") else None
+            plus_head = hidden_size_of(policy.config) if self.critic_kind.endswith("+head") else None
             value_head, critic_backbone = value_head_from_score(rm_model, dtype, plus_head), None
             self.critic_trunk = trunk_of(rm_model)
         else:
             value_head, critic_backbone = build_critic(
-                cfg.critic, policy, cfg.policy, cfg.reward_model, dtype
+                self.critic_kind, policy, cfg.policy, cfg.reward_model, dtype
             )
         if (
             critic_backbone is not None
             and critic_backbone.config.vocab_size != policy.config.vocab_size
         ):
             raise ConfigError(
-                f"--critic {cfg.critic}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
+                f"--critic {self.critic_kind}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
                 f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
         head_params = {id(p) for p in value_head.parameters()}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_params]
-        head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier
+        head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier(self.critic_kind)
         groups = [{"params": rest}, {"params": list(value_head.linear.parameters()), "lr": head_lr}]
         if value_head.policy_linear is not None:  # a fresh layer on the policy trunk
             scale = cfg.value_head_lr_scale or FRESH_HEAD_LR_MULTIPLIER
@@ -552,17 +553,23 @@ class PPOTrainer:
         if not cfg.resume or self._resumed_from is None:
             set_seed(cfg.seed, device_specific=True)
 
-    def _check_frozen_critic(self) -> None:
-        """``--critic frozen-reward-model(+head)`` reads the policy's token ids with the reward
-        model."""
-        rm, kind = self.reward_model, self.config.critic
-        if not (hasattr(rm, "model") and hasattr(rm, "tokenizer")):
+    def _resolve_critic(self) -> str:
+        """``--critic`` as trained: ``auto`` becomes ``frozen-reward-model+head`` when the reward
+        model reads the policy's token ids as the same tokens, else ``head``. The frozen critics
+        need such a reward model."""
+        kind, rm = self.config.critic, self.reward_model
+        usable = hasattr(rm, "model") and hasattr(rm, "tokenizer")
+        same_tokens = usable and reads_same_tokens(self.tokenizer, rm.tokenizer)
+        if kind == "auto":
+            return "frozen-reward-model+head" if same_tokens else "head"
+        if kind.startswith("frozen-reward-model") and not usable:
             raise ConfigError(f"--critic {kind} needs --reward-model")
-        if not reads_same_tokens(self.tokenizer, rm.tokenizer):
+        if kind.startswith("frozen-reward-model") and not same_tokens:
             raise ConfigError(
                 f"--critic {kind}: the reward model's tokenizer does not read the policy's token "
                 "ids as the same tokens; use --critic head or policy"
             )
+        return kind
 
     # ---------------------------------------------------------------------------- main loop
 
@@ -571,7 +578,11 @@ class PPOTrainer:
         cfg, acc = self.config, self.accelerator
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_json(self.out / "config.json", dataclasses.asdict(cfg))
+            # The settings as given, and the critic as trained (what --critic auto became).
+            write_json(
+                self.out / "config.json",
+                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind},
+            )
             if self._resumed_from is None:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
@@ -1098,7 +1109,7 @@ class PPOTrainer:
             "nonfinite_total": self.nonfinite_total,
             "world_size": self.accelerator.num_processes,
             "monitor": self.monitor_state,
-            "config": dataclasses.asdict(self.config),
+            "config": {**dataclasses.asdict(self.config), "critic": self.critic_kind},
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -1141,7 +1152,7 @@ class PPOTrainer:
         state = ckpt.state
         # Settings added after a checkpoint was written take the value that run trained with.
         saved_cfg = {**_SETTINGS_BEFORE_THEY_EXISTED, **state.get("config", {})}
-        now = dataclasses.asdict(cfg)
+        now = {**dataclasses.asdict(cfg), "critic": self.critic_kind}  # auto as resolved
         diffs = [f"{k}: checkpoint {saved_cfg.get(k)!r}, now {now[k]!r}"
                  for k in _RESUME_MUST_MATCH if saved_cfg.get(k) != now[k]]  # fmt: skip
         if state.get("world_size") != acc.num_processes:
