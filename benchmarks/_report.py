@@ -281,14 +281,17 @@ def render(res: dict, argv: list[str]) -> str:
         "separately. Seconds = median over updates (first update left out) of the trainer's own "
         "`time/*` metrics. MFU = FLOPs / seconds / measured fp32 matmul peak. `mfu_train` is "
         "the training phase with the separate critic (the run that does TRL's work); with our "
-        "default critic (the RM's frozen trunk) the critic's one forward per rollout is in "
-        "rollout_forward, and training adds no critic FLOPs (the heads' d → 1 projections are "
-        "not counted).",
+        "default critic (the RM's frozen trunk plus a head on the policy trunk) the critic's one "
+        "forward per rollout is in rollout_forward, and training adds no critic FLOPs (the heads' "
+        "d → 1 projections are not counted).",
         "",
         "| critic | phase | GFLOP per update | seconds per update | GFLOP/s | MFU |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for label, m_ in (("separate", mf), ("default (frozen RM trunk)", res.get("mfu_default"))):
+    for label, m_ in (
+        ("separate", mf),
+        ("default (frozen RM trunk + policy head)", res.get("mfu_default")),
+    ):
         for phase in ("train", "rollout_forward", "generate", "reward"):
             if m_ and phase in m_:
                 lines.append(

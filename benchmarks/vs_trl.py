@@ -56,7 +56,7 @@ PRESETS: dict[str, dict] = {
         "mfu_only": {"small": {"layers": 1, "dim": 64, "heads": 2, "batch": 8, "response": 8,
                                "episodes": 16}},
         "mfu_model": "small",
-        "growth": [{"model": "tiny", "batch": 8, "response": 8, "updates": 1}],
+        "growth": [{"model": "tiny", "batch": 8, "response": 8, "updates": 1, "doublings": 1}],
         "profile": ["tiny"],
     },
     "quick": {
@@ -389,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             results[f"ppo_peak_rss_ratio{suffix}{tail}"] = med(r[ours], "peak_rss_mb") / med(
                 r["trl"], "peak_rss_mb"
             )
-        for side, tail in (("ours-default", "_ours"), ("ours", "_ours_same_critic"), ("trl", "_trl")):
+        for side, tail in (
+            ("ours-default", "_ours"),
+            ("ours", "_ours_same_critic"),
+            ("trl", "_trl"),
+        ):
             results[f"ppo_final_reward{suffix}{tail}"] = med(r[side], "final_reward")
             results[f"ppo_final_gold{suffix}{tail}"] = med(r[side], "final_gold")
         results[f"ppo_initial_reward{suffix}"] = results["ppo"][pname]["initial"]["reward"]
@@ -528,10 +532,15 @@ def mfu(
 
 
 def growth(g: dict, files: dict, work: Path, threads: int | None) -> list[dict]:
-    """Our episodes/s and peak RSS as the batch and the response length double."""
+    """Our episodes/s and peak RSS as the batch and the response length double (in turn,
+    ``g["doublings"]`` times each: 2 by default, ×1 ×2 ×4)."""
     rows = []
-    grid = [(g["batch"], g["response"]), (2 * g["batch"], g["response"]), (4 * g["batch"], g["response"]),
-            (g["batch"], 2 * g["response"]), (g["batch"], 4 * g["response"])]  # fmt: skip
+    b, r, n = g["batch"], g["response"], g.get("doublings", 2)
+    grid = (
+        [(b, r)]
+        + [(b * 2**i, r) for i in range(1, n + 1)]
+        + [(b, r * 2**i) for i in range(1, n + 1)]
+    )
     for batch, response in grid:
         p = {"batch": batch, "response": response, "episodes": batch * g["updates"]}
         spec = ppo_spec(g["model"], p, files, work, threads)

@@ -33,3 +33,20 @@ def world_cache(tmp_path_factory):
     """A cache directory for the full demo world's base policy, shared by the slow tests that need
     it, so the build (a couple of minutes) happens once per test run and never touches ~/.cache."""
     return tmp_path_factory.mktemp("world-cache")
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """``rlhfkit demo --quick`` run once from the command line (~1 min), shared by the test of the
+    command and the tutorial's blocks that read the demo's outputs. Returns the output directory
+    and the finished process; tests copy the directory before writing into it."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("quick-demo") / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhfkit", "demo", "--quick", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc

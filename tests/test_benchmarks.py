@@ -112,7 +112,8 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
         assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
     assert 0 <= res["rm_accuracy_ours"] <= 1 and 0 <= res["rm_accuracy_trl"] <= 1
     assert res["matmul_peak_gflops"] > 0
-    # Three PPO sides: ours as users run it (the default critic: here the RM's frozen trunk),
+    # Three PPO sides: ours as users run it (the default critic: here heads on the RM's frozen
+    # trunk and on the policy trunk),
     # ours with TRL's separate critic, TRL.
     runs = res["ppo"]["tiny"]["runs"]
     for side in ("ours-default", "ours", "trl"):
@@ -124,9 +125,10 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     assert res["ppo_speedup_same_critic"] == pytest.approx(med["ours"] / med["trl"])
     assert res["ppo_final_reward_ours"] == runs["ours-default"][0]["final_reward"]
     assert res["ppo_final_reward_ours_same_critic"] == runs["ours"][0]["final_reward"]
-    # Cost growth: the batch and the response length doubled in turn (x1, x2, x4 each).
-    grid = {(g["batch"], g["response_length"]) for g in res["growth"]}
-    assert grid == {(8, 8), (16, 8), (32, 8), (8, 16), (8, 32)}
+    # Cost growth: the batch and the response length doubled in turn (once each here; the full
+    # run doubles twice).
+    grid = [(g["batch"], g["response_length"]) for g in res["growth"]]
+    assert grid == [(8, 8), (16, 8), (8, 16)]
     assert all(g["episodes_per_s"] > 0 and g["peak_rss_mb"] > 0 for g in res["growth"])
     # The profile covers both trainers, with the phases each one spends time in.
     prof = res["profile"]["tiny"]

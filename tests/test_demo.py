@@ -1,9 +1,6 @@
 """rlhfkit demo: every stage wired, summary.json's keys, the report; the full demo's promises (slow)."""
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -160,13 +157,8 @@ def test_demo_human_mode_uses_what_people_ranked(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_demo_cli(tmp_path):
-    out = tmp_path / "q"
-    r = subprocess.run(
-        [sys.executable, "-m", "rlhfkit", "demo", "--quick", "--out", str(out)],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_quick_demo_cli(quick_demo):
+    out, r = quick_demo
     summary = json.loads((out / "summary.json").read_text())
     _check_outputs(out, summary)
     assert "report:" in r.stdout
