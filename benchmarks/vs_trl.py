@@ -9,8 +9,7 @@ Measures, on the same synthetic data and locally built models (no download):
 - PPO: episodes/s, peak RSS of the process, and the reward of the final policy after the same
   episodes, with a tiny policy and a ~20M-parameter one; ours twice, alternated with TRL: with
   rlhfkit's default critic (here a value head on the reward model's frozen trunk plus one on the
-  policy trunk: the headline ``ppo_speedup*`` and
-  ``ppo_peak_rss_ratio*``) and with a separate critic like TRL's ``value_model`` (the same work:
+  policy trunk: the headline ``ppo_speedup*`` and ``ppo_peak_rss_ratio*``) and with a separate critic like TRL's ``value_model`` (the same work:
   ``*_same_critic``); plus a longer ~20M run to compare learning (full run);
 - model-FLOPs utilization of our PPO training phase against this machine's fp32 matmul peak,
   measured in the same run;
@@ -101,8 +100,8 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 
 # The PPO sides, alternated: ours with rlhfkit's default critic (here a value head on the RM's
-# frozen trunk plus one on the policy trunk: how our users run it), ours with a separate critic initialised from the RM (the same
-# work as TRL's required `value_model`), and TRL.
+# frozen trunk plus one on the policy trunk: how our users run it), ours with a separate critic
+# initialised from the RM (the same work as TRL's required `value_model`), and TRL.
 PPO_SIDES = ("ours-default", "ours", "trl")
 
 PPO_COMMON = {
@@ -376,8 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     # The headline ratios compare each tool as its users run it: ours with its default critic (a
     # value head on the RM's frozen trunk plus one on the policy trunk), TRL with the value model it
-    # requires. `_same_critic`: ours
-    # with a separate critic too (the same work as TRL).
+    # requires. `_same_critic`: ours with a separate critic too (the same work as TRL).
     for pname, suffix in (("tiny", ""), ("large", "_large")):
         if pname not in results["ppo"]:
             continue
