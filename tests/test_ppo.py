@@ -344,7 +344,7 @@ def test_frozen_reward_model_critic(world, tmp_path, critic):
     warm-started from its score layer, the trunk shared with the scorer (no copy) and never
     changed, its hidden states computed once per rollout. +head (what auto, the default, becomes
     with a reward model that reads the policy's tokens): plus a zero-initialised head on the
-    policy trunk, trained 10× faster."""
+    policy trunk. Both heads train 10× faster than the policy."""
     from safetensors.torch import load_file
 
     from rlhfkit.critic import trunk_of
@@ -363,9 +363,9 @@ def test_frozen_reward_model_critic(world, tmp_path, critic):
     assert torch.equal(head.linear.weight, rm_model.score.weight)
     trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert not trained & {id(p) for p in rm_model.parameters()}
-    # a warm-started head: the policy's learning rate (measured in docs/ppo.md)
+    # the critic is only a head: 10× the policy's learning rate (measured in docs/ppo.md)
     groups = trainer.optimizer.param_groups
-    assert groups[1]["lr"] == groups[0]["lr"]
+    assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
     if critic.endswith("+head"):
         assert not head.policy_linear.weight.any()
         assert groups[2]["lr"] == pytest.approx(10 * groups[0]["lr"])
@@ -482,8 +482,10 @@ def test_value_head_learns_faster_than_the_policy_by_default(world):
     head = trainer.accelerator.unwrap_model(trainer.model).value_head
     assert all(p is q for p, q in zip(groups[1]["params"], head.parameters(), strict=True))
     assert groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
-    for other in ("policy", "reward-model", "frozen-reward-model", "frozen-reward-model+head"):
-        assert cfg.value_head_lr_multiplier(other) == 1.0
+    for head_only in ("frozen-reward-model", "frozen-reward-model+head"):
+        assert cfg.value_head_lr_multiplier(head_only) == 10.0
+    for separate in ("policy", "reward-model"):  # a head trained with its own backbone
+        assert cfg.value_head_lr_multiplier(separate) == 1.0
     scaled = PPOConfig(**{**cfg.__dict__, "value_head_lr_scale": 3.0})
     assert scaled.value_head_lr_multiplier("head") == 3.0
     with pytest.raises(ValueError, match="value-head-lr-scale"):

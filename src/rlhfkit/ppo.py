@@ -74,9 +74,11 @@ from rlhfkit.rollout import (
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
-# The learning rate of a zero-initialised value head on the policy trunk, as a multiple of the
-# policy's, unless --value-head-lr-scale says otherwise (measured in docs/ppo.md).
-FRESH_HEAD_LR_MULTIPLIER = 10.0
+# The learning rate of a critic that is only a value head (on the policy trunk, or on the reward
+# model's frozen trunk), as a multiple of the policy's, unless --value-head-lr-scale says
+# otherwise (measured in docs/ppo.md). A separate critic backbone trains with its head at 1×.
+HEAD_LR_MULTIPLIER = 10.0
+_HEAD_ONLY_CRITICS = ("head", "frozen-reward-model", "frozen-reward-model+head")
 
 # Decay per update of the value head's running return statistics (``value_norm``): they follow the
 # rising reward over about ten updates; debiased, so the first batch counts fully.
@@ -155,10 +157,10 @@ class PPOConfig:
     vf_coef: float = 0.1
     """Value-loss coefficient."""
     value_head_lr_scale: float | None = None
-    """The value head's learning rate as a multiple of --learning-rate. None: 10 for a head on the
-    policy trunk (a fresh linear layer on a trunk that moves little; in frozen-reward-model+head,
-    that part), 1 for the others (their head starts from the reward model's score layer, or
-    trains with its own backbone)."""
+    """The value head's learning rate as a multiple of --learning-rate. None: 10 when the critic is
+    only a head (head, frozen-reward-model, frozen-reward-model+head: a linear layer on a trunk that
+    moves little or not at all), 1 for a separate critic (its head trains with its own
+    backbone)."""
     value_norm: bool = True
     """Learn values in units of the returns' running std (PopArt), so the critic copes with raw
     reward-model scores of any scale; the value loss and its clip range are in those units too."""
@@ -257,7 +259,7 @@ class PPOConfig:
         """``value_head_lr_scale``, or its default for the critic as trained (``auto`` resolved)."""
         if self.value_head_lr_scale is not None:
             return self.value_head_lr_scale
-        return FRESH_HEAD_LR_MULTIPLIER if critic_kind == "head" else 1.0
+        return HEAD_LR_MULTIPLIER if critic_kind in _HEAD_ONLY_CRITICS else 1.0
 
 
 # How a run trained before the setting existed (read from older checkpoints that lack it).
@@ -511,10 +513,11 @@ class PPOTrainer:
         head_lr = cfg.learning_rate * cfg.value_head_lr_multiplier(self.critic_kind)
         groups = [{"params": rest}, {"params": list(value_head.linear.parameters()), "lr": head_lr}]
         if value_head.policy_linear is not None:  # a fresh layer on the policy trunk
-            scale = cfg.value_head_lr_scale or FRESH_HEAD_LR_MULTIPLIER
+            # Its own group (checkpoints of runs whose two layers trained at different rates
+            # keep them), at the rate of a head on the policy trunk.
             groups.append(
                 {"params": list(value_head.policy_linear.parameters()),
-                 "lr": cfg.learning_rate * scale}
+                 "lr": cfg.learning_rate * cfg.value_head_lr_multiplier("head")}
             )  # fmt: skip
         self.optimizer = adamw(
             groups,
