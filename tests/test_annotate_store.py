@@ -168,6 +168,24 @@ def test_normalize_ranking():
             normalize_ranking(bad, ids)
 
 
+def test_cli_import_of_a_bad_file_creates_no_database(tmp_path, capsys):
+    """``annotate import`` validates the whole file before it creates the database: a typo in the
+    first import must not leave an empty ann.db behind (which ``serve`` would then happily open)."""
+    from rlhfkit.cli import main
+
+    good = {"prompt": "p", "responses": [{"id": "x", "text": "1"}, {"id": "y", "text": "2"}]}
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps(good) + "\n" + '{"prompt": "q", "responses": "oops"}\n')
+    db = tmp_path / "ann.db"
+    assert main(["annotate", "import", str(f), "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert "c.jsonl:2" in err and "'responses' must be a list" in err, err
+    assert not db.exists() and not list(tmp_path.glob("ann.db*"))
+    f.write_text(json.dumps(good) + "\n")
+    assert main(["annotate", "import", str(f), "--db", str(db)]) == 0
+    assert Store(db).counts()["items"] == 1
+
+
 def test_import_validates_whole_file_and_is_idempotent(tmp_path):
     store = Store(tmp_path / "a.db")
     store.init()

@@ -35,12 +35,13 @@ def collect_rankings(
 
     from rlhfkit.annotate.app import create_app
     from rlhfkit.annotate.export import export_records
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.annotate.store import Store, read_candidates
     from rlhfkit.data import ranking_from_native
 
+    items = read_candidates(candidates_path)  # before the database exists: a bad file creates none
     store = Store(db_path)
     store.init()
-    store.import_candidates(candidates_path)
+    store.add_items(items)
     name = f"you-{int(time.time())}"
     token = store.add_annotator(name)
     port = port or free_port(host)

@@ -201,6 +201,43 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
     return prompt, out
 
 
+@dataclass(frozen=True)
+class CandidateItem:
+    """One validated record of a candidates file, ready to insert."""
+
+    prompt: str
+    responses_json: str
+    content_hash: str
+    """identifies the item whatever file or line it came from: a re-import adds nothing"""
+    source: str
+    """``file:line`` it was read from"""
+
+
+def read_candidates(path: str | Path) -> list[CandidateItem]:
+    """Read and validate a whole candidates JSONL file (``{"prompt", "responses"}`` per line)
+    without touching any database: a bad line raises ``DataError`` naming the file and line."""
+    from rlhfkit.io import iter_jsonl
+
+    path = Path(path)
+    items = []
+    for line, obj in iter_jsonl(path):
+        prompt, responses = _validate_candidate(obj, path, line)
+        blob = json.dumps(
+            {"prompt": prompt, "responses": responses}, sort_keys=True, ensure_ascii=False
+        )
+        items.append(
+            CandidateItem(
+                prompt=prompt,
+                responses_json=json.dumps(responses, ensure_ascii=False),
+                content_hash=hashlib.sha256(blob.encode("utf-8")).hexdigest(),
+                source=f"{path.name}:{line}",
+            )
+        )
+    if not items:
+        raise DataError("no records found (expected JSONL with 'prompt' and 'responses')", path)
+    return items
+
+
 class Store:
     """All reads and writes of the annotation database. Thread-safe: one connection per call."""
 
@@ -312,36 +349,22 @@ class Store:
         The whole file is validated before anything is written, in one transaction: a bad line
         leaves the database as it was.
         """
-        from rlhfkit.io import iter_jsonl
+        return self.add_items(read_candidates(path))
 
-        path = Path(path)
-        rows = []
-        for line, obj in iter_jsonl(path):
-            prompt, responses = _validate_candidate(obj, path, line)
-            blob = json.dumps(
-                {"prompt": prompt, "responses": responses}, sort_keys=True, ensure_ascii=False
-            )
-            rows.append(
-                (
-                    prompt,
-                    json.dumps(responses, ensure_ascii=False),
-                    hashlib.sha256(blob.encode("utf-8")).hexdigest(),
-                    f"{path.name}:{line}",
-                )
-            )
-        if not rows:
-            raise DataError("no records found (expected JSONL with 'prompt' and 'responses')", path)
+    def add_items(self, items: list[CandidateItem]) -> tuple[int, int]:
+        """Insert validated items (``read_candidates``) in one transaction, each once (by content
+        hash); returns ``(added, already_present)``."""
         added = 0
         now = time.time()
         with self.write() as conn:
-            for prompt, responses, digest, source in rows:
+            for item in items:
                 cur = conn.execute(
                     "INSERT INTO items(prompt, responses, content_hash, source, created_at) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(content_hash) DO NOTHING",
-                    (prompt, responses, digest, source, now),
+                    (item.prompt, item.responses_json, item.content_hash, item.source, now),
                 )
                 added += cur.rowcount
-        return added, len(rows) - added
+        return added, len(items) - added
 
     def get_item(self, item_id: int) -> dict[str, Any] | None:
         with self.read() as conn:

@@ -146,11 +146,13 @@ def main(argv: list[str]) -> int:
 
 
 def _import(cfg: ImportConfig) -> int:
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.annotate.store import Store, read_candidates
 
+    # Validate the whole file first: a bad file must not leave a new, empty database behind.
+    items = read_candidates(cfg.candidates)
     store = Store(cfg.db)
     store.init()
-    added, present = store.import_candidates(cfg.candidates)
+    added, present = store.add_items(items)
     total = store.counts()["items"]
     print(
         f"imported {added} items from {cfg.candidates} ({present} already present); {total} items in {cfg.db}"
