@@ -66,6 +66,7 @@ def profile_ours(spec: dict) -> dict:
         seed=spec["seed"],
         sample_every=0,
         progress=False,
+        overwrite=True,  # --reuse keeps the work dir, and so the previous profile run
     )
     trainer = PPOTrainer(cfg)
     clock = _Clock()

@@ -506,8 +506,10 @@ def mfu(
     rm = _world.count_params(Path(spec["reward_model"]))
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     prompt_len = max(len(tok(_world.prompt_text(t))["input_ids"]) for t in _world.TOPICS)
+    # The critic's backbone: none (a head on the policy trunk), a copy of the policy, or the RM's.
+    critic_model = {"head": None, "policy": policy}.get(critic, rm)
     flops = ppo_flops(
-        policy, None if critic == "head" else rm, rm, spec, prompt_len,
+        policy, critic_model, rm, spec, prompt_len,
         critic_trained=not critic.startswith("frozen-reward-model"),
     )  # fmt: skip
     out: dict = {"model": spec["name"], "policy_params": policy["total"], "flops_per_update": flops}

@@ -194,11 +194,19 @@ def test_large_beta_keeps_kl_small(world, learning_run):
     assert strong[-1]["objective/kl"] < weak[-1]["objective/kl"] / 5
 
 
-def test_fresh_run_into_a_used_directory_starts_new_logs(world):
+def test_a_used_directory_needs_resume_or_overwrite(world):
+    """Two runs mixed in one --out would read as one, and --resume would continue from whichever
+    checkpoint is newest: refused, before any model is loaded, unless --overwrite starts afresh."""
     out = world["root"] / "again"
-    for _ in range(2):
-        PPOTrainer(_config(world, out, total_episodes=64)).train()
+    PPOTrainer(_config(world, out, total_episodes=96, save_every=1, keep_checkpoints=4)).train()
+    assert (out / "checkpoints" / "step-3").is_dir()
+    with pytest.raises(ConfigError, match=r"holds a previous run \(metrics.jsonl, checkpoints, "
+                       r"policy\); pass --resume .* or --overwrite"):  # fmt: skip
+        PPOTrainer(_config(world, out, total_episodes=64))
+    assert (out / "checkpoints" / "step-3").is_dir()  # refused: nothing deleted
+    PPOTrainer(_config(world, out, total_episodes=64, overwrite=True)).train()
     assert [r["step"] for r in _metrics(out)] == [1, 2]
+    assert not (out / "checkpoints").exists()  # the first run's step-3 cannot be resumed from
 
 
 def test_adaptive_kl_moves_beta_toward_target(world):
@@ -490,4 +498,3 @@ def test_value_head_learns_faster_than_the_policy_by_default(world):
     assert scaled.value_head_lr_multiplier("head") == 3.0
     with pytest.raises(ValueError, match="value-head-lr-scale"):
         _config(world, world["root"] / "x", value_head_lr_scale=0.0)
-

@@ -422,6 +422,7 @@ def _run_stages(
             # The promises (README, docs/world.md) were measured with the value head on the
             # policy trunk; "auto" would add the reward model's frozen trunk here.
             critic="head",
+            overwrite=True,  # a second demo into the same --out retrains its runs
         )
         for run in s.runs
     }  # fmt: skip

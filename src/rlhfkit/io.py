@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from rlhfkit.errors import DataError
+from rlhfkit.errors import ConfigError, DataError
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -124,6 +124,31 @@ def recover_interrupted_dir(path: str | Path) -> bool:
         os.replace(old, path)
         return True
     return False
+
+
+def clear_previous_run(
+    out: str | Path, names: Iterable[str], *, resume: bool, overwrite: bool, delete: bool
+) -> None:
+    """Refuse to start a second run in ``out`` on top of a first one.
+
+    ``names`` are the entries a run leaves in ``out`` (logs, checkpoints). Two runs mixed in one
+    directory read as one, and a later ``--resume`` would continue from whichever checkpoint is
+    newest, possibly the other run's. So unless the run resumes, existing entries are an error
+    that names them, or, with ``overwrite``, are deleted (where ``delete``: on the main process
+    only, the others wait for it).
+    """
+    out = Path(out)
+    stale = [out / name for name in names if (out / name).exists()]
+    if resume or not stale:
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out} holds a previous run ({', '.join(p.name for p in stale)}); pass --resume to "
+            "continue it or --overwrite to start afresh"
+        )
+    if delete:
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 class MetricsLogger:

@@ -50,7 +50,7 @@ from rlhfkit.critic import (
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError
 from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import MetricsLogger, atomic_open, write_json
+from rlhfkit.io import MetricsLogger, atomic_open, clear_previous_run, write_json
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.losses import ppo_clip_objective, ppo_clip_stats, value_clipfrac, value_loss
 from rlhfkit.ops import (
@@ -73,6 +73,9 @@ from rlhfkit.rollout import (
 )
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+# What a run leaves in its --out (besides config.json and report.html, which a new run rewrites).
+RUN_DIR_ENTRIES = ("metrics.jsonl", "samples.jsonl", "checkpoints", "policy")
 
 # The learning rate of a critic that is only a value head (on the policy trunk, or on the reward
 # model's frozen trunk), as a multiple of the policy's, unless --value-head-lr-scale says
@@ -204,6 +207,9 @@ class PPOConfig:
     """How many newest checkpoints to keep."""
     resume: bool = False
     """Continue from the newest checkpoint in --out."""
+    overwrite: bool = False
+    """Start afresh in an --out that holds a previous run, deleting its logs, samples,
+    checkpoints and policy (without it, or --resume, such an --out is refused)."""
     sample_every: int = 10
     """Write sample completions to samples.jsonl every N updates (0 = never)."""
     num_samples: int = 4
@@ -414,6 +420,13 @@ class PPOTrainer:
         self.out = Path(cfg.out)
         self.accelerator = acc = make_accelerator()
         self.device = acc.device
+        # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
+        # whichever run wrote it), before any model is loaded.
+        clear_previous_run(
+            self.out, RUN_DIR_ENTRIES,
+            resume=cfg.resume, overwrite=cfg.overwrite, delete=acc.is_main_process,
+        )  # fmt: skip
+        acc.wait_for_everyone()
         self.is_main = acc.is_main_process
 
         # Batch sizes: global batch -> per process -> minibatch -> micro-batch, each dividing exactly.
@@ -492,7 +505,9 @@ class PPOTrainer:
         self.critic_trunk = None  # frozen-reward-model(+head): the reward model's own trunk
         if self.critic_kind.startswith("frozen-reward-model"):
             rm_model = self.reward_model.model
-            plus_head = hidden_size_of(policy.config) if self.critic_kind.endswith("+head") else None
+            plus_head = (
+                hidden_size_of(policy.config) if self.critic_kind.endswith("+head") else None
+            )
             value_head, critic_backbone = value_head_from_score(rm_model, dtype, plus_head), None
             self.critic_trunk = trunk_of(rm_model)
         else:
@@ -1112,8 +1127,13 @@ class PPOTrainer:
             "nonfinite_total": self.nonfinite_total,
             "world_size": self.accelerator.num_processes,
             "monitor": self.monitor_state,
-            "config": {**dataclasses.asdict(self.config), "critic": self.critic_kind},
+            "config": self._settings_as_trained(),
         }
+
+    def _settings_as_trained(self) -> dict[str, Any]:
+        """The settings, with ``--critic`` as trained (``auto`` resolved): what a checkpoint
+        records, and what resuming compares."""
+        return {**dataclasses.asdict(self.config), "critic": self.critic_kind}
 
     def save_checkpoint(self) -> Path | None:
         """``OUT/checkpoints/step-N/`` with everything needed to resume (see rlhfkit.checkpoint)."""
@@ -1143,7 +1163,7 @@ class PPOTrainer:
 
     def _resume(self) -> None:
         """Load the newest checkpoint in --out (refusing one made with different settings)."""
-        cfg, acc = self.config, self.accelerator
+        acc = self.accelerator
         path = latest_checkpoint(self.out)
         if path is None:
             warnings.warn(
@@ -1155,7 +1175,7 @@ class PPOTrainer:
         state = ckpt.state
         # Settings added after a checkpoint was written take the value that run trained with.
         saved_cfg = {**_SETTINGS_BEFORE_THEY_EXISTED, **state.get("config", {})}
-        now = {**dataclasses.asdict(cfg), "critic": self.critic_kind}  # auto as resolved
+        now = self._settings_as_trained()
         diffs = [f"{k}: checkpoint {saved_cfg.get(k)!r}, now {now[k]!r}"
                  for k in _RESUME_MUST_MATCH if saved_cfg.get(k) != now[k]]  # fmt: skip
         if state.get("world_size") != acc.num_processes:

@@ -35,7 +35,13 @@ from rlhfkit.critic import fuse_activations
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import MetricsLogger, atomic_dir, recover_interrupted_dir, write_json
+from rlhfkit.io import (
+    MetricsLogger,
+    atomic_dir,
+    clear_previous_run,
+    recover_interrupted_dir,
+    write_json,
+)
 from rlhfkit.losses import grouped_ranking_loss
 from rlhfkit.optim import adamw
 
@@ -598,22 +604,15 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
 
     # A kill while the final save replaced OUT may have left only the previous OUT aside.
     recover_interrupted_dir(out)
-    # Refuse to mix two runs in one OUT.
-    stale = [p for p in (out / "metrics.jsonl", out / CHECKPOINTS) if p.exists()]
-    if config.resume:
-        if not _checkpoints(out):
-            raise ConfigError(
-                f"{out}: --resume given but there is no checkpoint in {out / CHECKPOINTS}"
-            )
-    elif stale and not config.overwrite:
+    if config.resume and not _checkpoints(out):
         raise ConfigError(
-            f"{out} holds a previous run ({', '.join(p.name for p in stale)}); pass --resume to "
-            "continue it or --overwrite to start afresh"
+            f"{out}: --resume given but there is no checkpoint in {out / CHECKPOINTS}"
         )
-    accelerator.wait_for_everyone()
-    if main and not config.resume and config.overwrite:
-        for p in stale:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    # Refuse to mix two runs in one OUT.
+    clear_previous_run(
+        out, ("metrics.jsonl", CHECKPOINTS),
+        resume=config.resume, overwrite=config.overwrite, delete=main,
+    )  # fmt: skip
     accelerator.wait_for_everyone()
 
     # 1. Data: training rankings and the held-out set (by prompt, so no prompt leaks).
