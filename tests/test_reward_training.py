@@ -293,8 +293,13 @@ def test_train_rm_cli_subprocess(world, tmp_path):
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert printed["accuracy"] == json.loads((out / "eval.json").read_text())["accuracy"]
-    # 20% of the 8 distinct prompts (with all their rankings) held out.
+    # 20% of the 8 distinct prompts (with all their rankings) held out, and said so: rankings
+    # are counted as rankings, the prompts they share as prompts.
     assert 0 < printed["n_rankings"] < 40
+    n_held = printed["n_rankings"]
+    assert f"{40 - n_held} training rankings of 6 prompts" in proc.stderr, proc.stderr
+    assert f"{n_held} held out (2 prompts)" in proc.stderr, proc.stderr
+    assert f"pairs of {n_held} rankings of 2 prompts" in proc.stderr, proc.stderr
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "metrics.jsonl").read_text().strip()
     # A second run into the same OUT is refused with a message, exit status 2.

@@ -176,6 +176,12 @@ class _Item:
 # ------------------------------------------------------------------------------------ helpers
 
 
+def _distinct_prompts(rankings: list[Any]) -> str:
+    """``"N prompts"``: rankings often share a prompt (several annotators, several groups)."""
+    n = len({r.prompt for r in rankings})
+    return f"{n} prompt" + ("" if n == 1 else "s")
+
+
 def split_by_prompt(rankings: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     """Hold out ``fraction`` of the distinct prompts (all their rankings), so no prompt is on both
     sides; returns ``(train, held_out)``. Deterministic in ``seed``."""
@@ -660,9 +666,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     total_steps = steps_per_epoch * config.epochs
     pairs_per_epoch = sum(_n_pairs(it.ranks) for it in train_items)
     say(
-        f"{len(train_items)} training prompts ({sum(len(it.ranks) for it in train_items)} responses, "
-        f"{pairs_per_epoch} ordered pairs), {len(eval_items)} held out; {total_steps} steps of "
-        f"{config.batch_size} prompts on {n_proc} process(es)"
+        f"{len(train_items)} training rankings of {_distinct_prompts(train_rankings)} "
+        f"({sum(len(it.ranks) for it in train_items)} responses, {pairs_per_epoch} ordered pairs), "
+        f"{len(eval_items)} held out ({_distinct_prompts(eval_rankings)}); {total_steps} "
+        f"steps of {config.batch_size} rankings on {n_proc} process(es)"
     )
 
     # 4. Optimizer, schedule, Accelerate. The scheduler is stepped once per optimizer step and is
@@ -922,7 +929,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     if eval_items:
         say(
             f"held-out accuracy {results['accuracy']:.4f} on {results['n_pairs']} pairs of "
-            f"{results['n_rankings']} prompts (margin {results['margin']:.3f}, loss {results['loss']:.4f})"
+            f"{results['n_rankings']} rankings of {_distinct_prompts(eval_rankings)} "
+            f"(margin {results['margin']:.3f}, loss {results['loss']:.4f})"
         )
 
     # 9. Save: OUT becomes the reward model directory, atomically, by the main process.
