@@ -75,7 +75,7 @@ from rlhfkit.rollout import (
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
 # What a run leaves in its --out (besides config.json and report.html, which a new run rewrites).
-RUN_DIR_ENTRIES = ("metrics.jsonl", "samples.jsonl", "checkpoints", "policy")
+RUN_DIR_ENTRIES = ("metrics.jsonl", "samples.jsonl", "checkpoints", "policy", "stopped.json")
 
 # The learning rate of a critic that is only a value head (on the policy trunk, or on the reward
 # model's frozen trunk), as a multiple of the policy's, unless --value-head-lr-scale says
@@ -209,7 +209,7 @@ class PPOConfig:
     """Continue from the newest checkpoint in --out."""
     overwrite: bool = False
     """Start afresh in an --out that holds a previous run, deleting its logs, samples,
-    checkpoints and policy (without it, or --resume, such an --out is refused)."""
+    checkpoints, policy and stop record (without it, or --resume, such an --out is refused)."""
     sample_every: int = 10
     """Write sample completions to samples.jsonl every N updates (0 = never)."""
     num_samples: int = 4
