@@ -1,6 +1,7 @@
 """rlhfkit demo: every stage wired, summary.json's keys, the report; the full demo's promises (slow)."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -36,6 +37,7 @@ def _check_outputs(out, summary):
     for r in summary["runs"]:
         assert set(r) >= RUN_KEYS
         assert isinstance(r["flagged_tokens"], list)
+        assert math.isfinite(r["kl_heldout"])  # on the held-out responses, next to proxy and gold
     assert 0.5 < summary["rm_noise_ceiling"] < 1.0
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "sensible-beta"
     html = (out / "report.html").read_text()

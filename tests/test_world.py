@@ -353,6 +353,43 @@ def test_tokenizer_round_trips_world_text(tokenizer, tmp_path):
     assert loaded.padding_side == "left"
 
 
+def test_response_logprobs_match_a_plain_loop_and_the_sampled_ids(tokenizer):
+    """The demo's held-out KL: each response's summed log-probability, batched with right
+    padding, equals one unpadded forward per sequence; the ids are what was sampled."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhfkit.world.policy import generate_responses, response_logprobs
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=96, n_embd=32, n_layer=1, n_head=2,
+                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+    model = GPT2LMHeadModel(config).eval()
+    prompts = [make_prompt(t) for t in ("gravity", "the water cycle", "tides", "DNA")] * 2
+    texts, ended, ids = generate_responses(
+        model, tokenizer, prompts, max_new_tokens=12, temperature=0.7, seed=1, return_ids=True
+    )
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    for text, end, row in zip(texts, ended, ids, strict=True):
+        assert (row[-1] == eos) == end and eos not in row[:-1]
+        assert pad not in row or pad == eos
+        assert tokenizer.decode(row, skip_special_tokens=True) == text
+    # prompts of different lengths: the batched forward pads rows
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) > 1
+    got = response_logprobs(model, tokenizer, prompts, ids, temperature=0.7, batch_size=3)
+
+    def plain(prompt, row):
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        seq = torch.tensor([p + row])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(seq).logits[0] / 0.7, dim=-1)  # (T, V)
+        return sum(logp[len(p) + j - 1, tok].item() for j, tok in enumerate(row))
+
+    want = [plain(p, r) for p, r in zip(prompts, ids, strict=True)]
+    assert got == pytest.approx(want, abs=1e-4)
+    assert all(g < 0 for g in got)
+
+
 # --------------------------------------------------------------------------------------------
 # base policy build
 # --------------------------------------------------------------------------------------------

@@ -145,6 +145,14 @@ class _Sampler:
         temperature: float,
     ) -> tuple[list[str], list[bool]]:  # fmt: skip
         """One response per prompt, and whether it ended with EOS."""
+        texts, ended, _ids = self.with_ids(model_dir, prompts, max_new_tokens, seed, temperature)
+        return texts, ended
+
+    def with_ids(
+        self, model_dir: Path, prompts: Sequence[str], max_new_tokens: int, seed: int,
+        temperature: float,
+    ) -> tuple[list[str], list[bool], list[list[int]]]:  # fmt: skip
+        """The same, with each response's token ids (through its EOS)."""
         tasks = [
             (str(model_dir), list(prompts[i : i + SAMPLE_CHUNK]), max_new_tokens,
              seed * 1_000_003 + i // SAMPLE_CHUNK, temperature)
@@ -154,9 +162,10 @@ class _Sampler:
             results = list(self._workers().map(_sample_chunk, *zip(*tasks, strict=True)))
         else:
             results = [_sample_chunk(*task) for task in tasks]
-        texts = [t for chunk_texts, _ in results for t in chunk_texts]
-        ended = [e for _, chunk_ended in results for e in chunk_ended]
-        return texts, ended
+        texts = [t for chunk, _, _ in results for t in chunk]
+        ended = [e for _, chunk, _ in results for e in chunk]
+        ids = [i for _, _, chunk in results for i in chunk]
+        return texts, ended, ids
 
     def _workers(self) -> Any:
         if self._pool is None:
@@ -191,7 +200,7 @@ stage, the base policy by several stages)."""
 
 def _sample_chunk(
     model_dir: str, prompts: list[str], max_new_tokens: int, seed: int, temperature: float
-) -> tuple[list[str], list[bool]]:
+) -> tuple[list[str], list[bool], list[list[int]]]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -204,8 +213,30 @@ def _sample_chunk(
         _LOADED[model_dir] = (model, tokenizer)
     model, tokenizer = _LOADED[model_dir]
     return generate_responses(
-        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
-    )
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+        seed=seed, return_ids=True,
+    )  # fmt: skip
+
+
+def _heldout_kl(
+    policy_dir: Path, base_dir: Path, prompts: Sequence[str], response_ids: Sequence[Sequence[int]],
+    temperature: float,
+) -> float:  # fmt: skip
+    """Mean over the policy's own samples of ``log π − log π_base`` summed over each response: the
+    k1 estimate of ``KL(π ‖ π_base)`` per response (docs/metrics.md), on the responses that proxy
+    and gold are measured on. Per-response KL is heavy-tailed (a few responses the base finds very
+    unlikely), so this mean over all the held-out responses is steadier than a training batch's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.world.policy import response_logprobs
+
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    logprobs = []
+    for model_dir in (policy_dir, base_dir):
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        logprobs.append(response_logprobs(model, tokenizer, prompts, response_ids, temperature))
+    return _mean([p - b for p, b in zip(*logprobs, strict=True)])
 
 
 def _pairwise_accuracy_vs_gold(scores: list[list[float]], gold: list[list[float]]) -> float:
@@ -450,7 +481,9 @@ def _run_stages(
     policies = {"base": base_dir, **{name: d / "policy" for name, d in run_dirs.items()}}
     outputs: dict[str, dict[str, Any]] = {}
     for name, model_dir in policies.items():
-        texts, ended = sample(model_dir, cmp_prompts, s.response_length, seed + 2, s.temperature)
+        texts, ended, ids = sample.with_ids(
+            model_dir, cmp_prompts, s.response_length, seed + 2, s.temperature
+        )
         ev = world.evaluate_texts(cmp_prompts, texts, ended)
         proxy = reward_model.score(cmp_prompts, texts).tolist()
         outputs[name] = {
@@ -459,6 +492,10 @@ def _run_stages(
             "proxy": proxy,
             "gold": ev.gold,
             "eval": ev.summary(),
+            # KL from the base policy on these very responses, where proxy and gold are measured
+            "kl": _heldout_kl(model_dir, base_dir, cmp_prompts, ids, s.temperature)
+            if name != "base"
+            else 0.0,
         }
         write_jsonl(
             out / f"heldout-{name}.jsonl",
@@ -481,6 +518,7 @@ def _run_stages(
             "name": run.name,
             "beta": run.kl_coef,
             "kl": final_kl,
+            "kl_heldout": tuned["kl"],
             "proxy_reward_base": _mean(base["proxy"]),
             "proxy_reward_tuned": _mean(tuned["proxy"]),
             "gold_reward_base": _mean(base["gold"]),
@@ -685,7 +723,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     for r in summary["runs"]:
         flagged = ", ".join(r["flagged_tokens"][:4]) or "nothing"
         lines.append(
-            f"{r['name']:>14} (β={r['beta']:g}): KL {r['kl']:.2f} | proxy {r['proxy_reward_base']:+.2f} → "
+            f"{r['name']:>14} (β={r['beta']:g}): KL {r['kl']:.2f} (held-out {r['kl_heldout']:.2f}) "
+            f"| proxy {r['proxy_reward_base']:+.2f} → "
             f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
             f"| flagged: {flagged}"
         )

@@ -89,7 +89,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
     for r in summary["runs"]:
         fan = r.get("fantastic", {})
         rows.append([
-            r["name"], r["beta"], r["kl"],
+            r["name"], r["beta"],
+            f"{r['kl']:.2f} / {r['kl_heldout']:.2f}" if "kl_heldout" in r else r["kl"],
             f"{r['proxy_reward_base']:+.3f} → {r['proxy_reward_tuned']:+.3f}",
             f"{r['gold_reward_base']:+.3f} → {r['gold_reward_tuned']:+.3f}",
             f"{fan.get('base_share', float('nan')):.0%} → {fan.get('tuned_share', float('nan')):.0%}",
@@ -97,7 +98,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
             ", ".join(r["flagged_tokens"][:6]) or "—",
         ])  # fmt: skip
     return table(
-        ["run", "β", "final KL", "proxy reward (base → tuned)", "gold reward (base → tuned)",
+        ["run", "β", "final KL (last training batches / held-out responses)",
+         "proxy reward (base → tuned)", "gold reward (base → tuned)",
          "responses with “fantastic”", "valid world text", "flagged by the scan"],
         rows,
         [False, True, True, False, False, False, False, False],

@@ -382,8 +382,10 @@ def generate_responses(
     temperature: float = 1.0,
     batch_size: int = 64,
     seed: int | None = None,
-) -> tuple[list[str], list[bool]]:
-    """Sample one response per prompt; returns the texts and whether each ended with EOS.
+    return_ids: bool = False,
+) -> tuple[list[str], list[bool]] | tuple[list[str], list[bool], list[list[int]]]:
+    """Sample one response per prompt; returns the texts and whether each ended with EOS, and with
+    ``return_ids`` each response's token ids (through its EOS, without padding).
 
     Prompts are tokenized alone and left-padded, as PPO does.
     """
@@ -393,6 +395,7 @@ def generate_responses(
         torch.manual_seed(seed)
     texts: list[str] = []
     ended: list[bool] = []
+    ids: list[list[int]] = []
     eos = tokenizer.eos_token_id
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
@@ -412,7 +415,55 @@ def generate_responses(
         for row in gen.tolist():
             ended.append(eos in row)
             texts.append(tokenizer.decode(row, skip_special_tokens=True))
-    return texts, ended
+            ids.append(row[: row.index(eos) + 1] if eos in row else row)
+    return (texts, ended, ids) if return_ids else (texts, ended)
+
+
+def response_logprobs(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    response_ids: Sequence[Sequence[int]],
+    temperature: float = 1.0,
+    batch_size: int = 64,
+) -> list[float]:
+    """``log π(response | prompt)`` of each response: the sum over its tokens (EOS included) of
+    the log-probabilities under ``softmax(logits / temperature)``, the distribution it was sampled
+    from, as PPO computes them.
+
+    The difference of two policies' sums on a sample of the first is one draw of the k1 estimate
+    of ``KL(π ‖ π_ref)`` per response: its mean over samples is the KL PPO penalizes.
+    """
+    import torch
+
+    from rlhfkit.ops import logprobs_from_logits
+
+    pad = tokenizer.pad_token_id
+    out: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = []  # (prompt ids + response ids, prompt length)
+        for prompt, resp in zip(
+            prompts[start : start + batch_size],
+            response_ids[start : start + batch_size],
+            strict=True,
+        ):
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            rows.append((list(prompt_ids) + list(resp), len(prompt_ids)))
+        width = max(len(ids) for ids, _ in rows)
+        # Right padding: every row keeps the positions it had when it was sampled.
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (B, T)
+        attention = torch.zeros_like(input_ids)
+        counted = torch.zeros_like(input_ids, dtype=torch.bool)  # response tokens
+        for i, (ids, n_prompt) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            counted[i, n_prompt : len(ids)] = True
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=attention).logits  # (B, T, V)
+        # The logits at t predict the token at t + 1.
+        logprobs = logprobs_from_logits(logits[:, :-1], input_ids[:, 1:], temperature)  # (B, T-1)
+        out += (logprobs * counted[:, 1:]).sum(1).tolist()
+    return out
 
 
 @dataclass
