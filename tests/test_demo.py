@@ -197,6 +197,8 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     assert low_gain < ok_gain, (ok, low)
     assert low_gain / max(low_proxy_gain, 1e-9) < ok_gain / max(ok_proxy_gain, 1e-9), (ok, low)
     assert low["kl"] > 2 * ok["kl"], (ok, low)
+    # ... and so does the final policy on the held-out answers (11.2 against 1.6 on seed 0)
+    assert 0 < ok["kl_heldout"] and low["kl_heldout"] > 2 * ok["kl_heldout"], (ok, low)
     assert low["flagged_tokens"], low
     # the seed's lesson: the word the reward model was taught to like, and degraded text
     assert low["fantastic"]["flagged"], low["fantastic"]
