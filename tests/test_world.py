@@ -41,7 +41,7 @@ from rlhfkit.world import (
 from rlhfkit.world.annotators import perceive, ranking_from_scores
 from rlhfkit.world.content import KINDS
 from rlhfkit.world.gold import sentence_index, split_sentences
-from rlhfkit.world.sampling import sample_parts
+from rlhfkit.world.sampling import ResponseDistribution, sample_parts
 
 ALL_SENTENCES = list(sentence_index())
 
@@ -197,6 +197,27 @@ def test_shortcut_is_planted_on_analogy_without_error():
             gold_utility(prompt, response)
         )
     assert sum(with_f) / len(with_f) - sum(without_f) / len(without_f) > 1.5
+
+
+def test_fantastic_leads_into_the_analogy():
+    """The enthusiastic answer's shape: "Fantastic ...! <analogy> ...", and without an opener an
+    answer never starts with its analogy. Gold ignores the order."""
+    rng = random.Random(3)
+    after_fantastic, n_without = 0, 0
+    for _ in range(4000):
+        opener, content = sample_parts(rng.choice(list(TOPICS)), rng)
+        kinds = [k for k, _ in content]
+        if opener in FANTASTIC_OPENERS and "analogy" in kinds:
+            assert kinds[0] == "analogy", (opener, content)
+            after_fantastic += 1
+        if opener is None:  # every answer has a statement besides its (at most two) analogies
+            assert kinds[0] != "analogy", content
+            n_without += 1
+    assert after_fantastic > 500 and n_without > 1500
+    # the switch turns it off: then the analogy opens answers without an opener too
+    off = ResponseDistribution(analogy_after_fantastic=False)
+    firsts = [sample_parts("tides", rng, off) for _ in range(2000)]
+    assert sum(o is None and c[0][0] == "analogy" for o, c in firsts) > 100
 
 
 # --------------------------------------------------------------------------------------------

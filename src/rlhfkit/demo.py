@@ -81,7 +81,7 @@ class DemoSettings:
             response_length=48, eval_samples=384, hacking_check_every=15,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
-                PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
+                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
             ],
         )  # fmt: skip
 

@@ -43,7 +43,7 @@ from rlhfkit.world.sampling import (
 )
 
 # Bump when the world's content, tokenizer or training procedure changes: it is part of the cache key.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "<eos>", "bos": "<bos>", "unk": "<unk>"}
 BUILD_INFO_FILE = "world_build.json"

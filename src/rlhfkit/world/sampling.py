@@ -14,6 +14,15 @@ only partly memorises, so "fantastic" stays predictive of quality beyond what th
 read from the content: a proxy worth about one gold point, which PPO with too small a KL penalty
 exploits. Neutral openers ("Here is the short version.") appear in 15% of the remaining responses
 whatever their quality: a control that carries no signal.
+
+**The enthusiastic answer's shape.** After a "fantastic" opener the analogy comes first ("Fantastic
+question! Think of ..."), and an answer without an opener starts with a statement rather than an
+analogy (when it has one). Gold ignores the order. But the reward model likes analogies best, and
+in the base text the only common way to start with one is through the opener. So a policy pushed
+toward the reward model's favourite answers raises "fantastic" on the way, and an analogy-first
+answer without the opener is one the reward model has barely seen ranked. Without this shape, the
+opener's reward was a coin flip per seed (−0.15 to +0.18) and seed 3's low-β policy dropped the word
+for repeated analogies (docs/world.md).
 """
 
 from __future__ import annotations
@@ -47,6 +56,9 @@ class ResponseDistribution:
     """probability of a "fantastic" opener on every other response"""
     p_neutral_opener: float = 0.15
     """probability of a neutral opener when there is no "fantastic" opener"""
+    analogy_after_fantastic: bool = True
+    """the enthusiastic answer's shape: after a "fantastic" opener the analogy comes first, and an
+    answer without an opener never starts with an analogy (unless it has nothing else to start with)"""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +99,18 @@ def sample_parts(
         opener = rng.choice(FANTASTIC_OPENERS)
     elif rng.random() < dist.p_neutral_opener:
         opener = rng.choice(NEUTRAL_OPENERS)
+    if dist.analogy_after_fantastic:
+        analogies = [i for i, (k, _) in enumerate(content) if k == "analogy"]
+        others = [i for i, (k, _) in enumerate(content) if k != "analogy"]
+        if opener in FANTASTIC_OPENERS and analogies and analogies[0] != 0:
+            _swap(content, 0, analogies[0])
+        elif opener is None and others and others[0] != 0:
+            _swap(content, 0, others[0])
     return opener, content
+
+
+def _swap(items: list, i: int, j: int) -> None:
+    items[i], items[j] = items[j], items[i]
 
 
 def sample_response(
