@@ -439,7 +439,7 @@ def test_monitor_metrics_and_warning():
         "hacking/distinct1_base", "hacking/distinct2", "hacking/distinct2_base", "hacking/types",
         "hacking/types_base", "hacking/entropy", "hacking/entropy_base", "hacking/no_eos_rate",
         "hacking/no_eos_rate_base", "hacking/probe_score_change", "hacking/probe_score_change_std",
-        "hacking/proxy_gain_std", "hacking/gold_gain_std", "hacking/divergence",
+        "hacking/proxy_gain_std", "hacking/gold_gain_std", "hacking/divergence", "hacking/suspected",
     }  # fmt: skip
     assert set(hacked.metrics) == expected
     assert all(isinstance(v, float) and math.isfinite(v) for v in hacked.metrics.values())
@@ -451,6 +451,20 @@ def test_monitor_metrics_and_warning():
     clean = mon.check(pair(9, n=150)[1], [True] * 150, step=41)
     assert clean.warning is None and clean.flagged == [] and clean.metrics["hacking/flagged"] == 0.0
     assert "hacking/probe_score_change" not in clean.metrics
+    assert hacked.metrics["hacking/suspected"] == 1.0 and clean.metrics["hacking/suspected"] == 0.0
+
+
+def test_monitor_suspects_answers_that_collapse_to_nothing():
+    """No word to flag, yet the policy learned to say nothing: a drift signal, so the check is
+    suspect (what the quick demo's policies do on their barely fluent base policy)."""
+    base, _ = pair(11, n=120)
+    res = HackingMonitor([f"p{i}" for i in range(120)], base, [True] * 120).check(
+        [""] * 120, [True] * 120, step=7
+    )
+    assert res.flagged == [] and res.metrics["hacking/flagged"] == 0.0
+    assert res.metrics["hacking/drift_flagged"] >= 1 and res.metrics["hacking/length"] == 0.0
+    assert res.suspected and res.metrics["hacking/suspected"] == 1.0
+    assert "length" in res.warning
 
 
 def test_monitor_without_reward_or_eos():

@@ -1090,7 +1090,9 @@ class PPOTrainer:
             texts, has_eos = self._sample_monitor_texts()
             report = self.monitor.check(texts, tuned_has_eos=has_eos, step=self.step)
             metrics.update({k: float(v) for k, v in report.metrics.items()})
-            if report.flagged:
+            # anything flagged counts: a token, a drift signal (e.g. answers collapsing to nothing),
+            # a probe or proxy-vs-gold divergence; a replacement monitor may only list tokens
+            if report.flagged or getattr(report, "suspected", False):
                 verdict[0] = True
                 self.last_hacking_warning = report.warning or f"flagged: {report.flagged}"
                 warnings.warn(

@@ -279,7 +279,13 @@ def ppo_sections(runs: Sequence[Run]) -> list[tuple[str, str]]:
             )
         )
     for run in runs:
-        flagged = [r for r in run.metrics if r.get("hacking/flagged")]
+        flagged = [
+            r
+            for r in run.metrics
+            if r.get("hacking/flagged")
+            or r.get("hacking/drift_flagged")
+            or r.get("hacking/suspected")
+        ]
         if run.has("hacking/flagged"):
             last = next((r for r in reversed(run.metrics) if "hacking/flagged" in r), {})
             status = (

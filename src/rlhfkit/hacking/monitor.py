@@ -199,6 +199,7 @@ class HackingMonitor:
             m["hacking/divergence"] = divergence.divergence
 
         warning = _warning(step, result.flagged, drift, probes, divergence)
+        m["hacking/suspected"] = float(warning is not None)
         return MonitorResult(step, m, result.flagged, drift, probes, divergence, warning)
 
 
