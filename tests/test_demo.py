@@ -38,6 +38,7 @@ def _check_outputs(out, summary):
         assert set(r) >= RUN_KEYS
         assert isinstance(r["flagged_tokens"], list)
         assert math.isfinite(r["kl_heldout"])  # on the held-out responses, next to proxy and gold
+        assert 0.0 <= r["empty_rate_tuned"] <= 1.0 and 0.0 <= r["empty_rate_base"] <= 1.0
     assert 0.5 < summary["rm_noise_ceiling"] < 1.0
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "sensible-beta"
     html = (out / "report.html").read_text()
@@ -72,6 +73,21 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     ]
     assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
     assert "reward model" in format_summary(summary)
+
+
+def test_summary_says_when_a_policy_learned_to_say_nothing():
+    run = {
+        "name": "low-beta", "beta": 0.01, "kl": 6.1, "kl_heldout": 6.6, "proxy_reward_base": -0.06,
+        "proxy_reward_tuned": 2.89, "gold_reward_base": -6.27, "gold_reward_tuned": -2.06,
+        "flagged_tokens": [], "empty_rate_base": 0.0, "empty_rate_tuned": 0.97,
+    }  # fmt: skip
+    summary = {
+        "rm_heldout_accuracy": 0.9, "rm_noise_ceiling": 0.9, "rm_heldout_topics_accuracy": 0.9,
+        "wall_seconds": 27.0, "runs": [run, {**run, "name": "sensible-beta", "empty_rate_tuned": 0.1}],
+    }  # fmt: skip
+    text = format_summary(summary)
+    assert "97% of its held-out answers are empty (base policy: 0%)" in text
+    assert text.count("are empty") == 1  # not for the run whose answers are mostly there
 
 
 def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, monkeypatch):

@@ -527,6 +527,8 @@ def _run_stages(
             "fantastic": fantastic.to_dict(),
             "valid_rate_base": base["eval"]["valid_rate"],
             "valid_rate_tuned": tuned["eval"]["valid_rate"],
+            "empty_rate_base": base["eval"]["empty_rate"],
+            "empty_rate_tuned": tuned["eval"]["empty_rate"],
             "scan": result.to_dict(),
         })  # fmt: skip
     stage_seconds["compare"] = time.perf_counter() - t0
@@ -728,6 +730,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
             f"| flagged: {flagged}"
         )
+        empty, empty_base = r.get("empty_rate_tuned") or 0.0, r.get("empty_rate_base") or 0.0
+        if empty >= 0.5:
+            # e.g. --quick on its barely fluent base policy: an empty answer (gold −2) beats most
+            # of what that policy writes, and the reward model never saw one ranked
+            lines.append(
+                f"{'':>14}  {empty:.0%} of its held-out answers are empty (base policy: "
+                f"{empty_base:.0%}): it learned to say nothing"
+            )
     minutes = summary["wall_seconds"] / 60
     lines.append(f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min)")
     return "\n".join(lines)

@@ -500,6 +500,7 @@ class PolicyEvaluation:
             "n": n,
             "valid_rate": rate(self.valid),
             "eos_rate": rate(self.ended_with_eos),
+            "empty_rate": rate(not r.strip() for r in self.responses),
             "on_topic_rate": rate(self.on_topic),
             "gold_mean": round(sum(self.gold) / n, 4) if n else None,
             "fantastic_rate": rate(self.has_fantastic),
