@@ -279,6 +279,7 @@ class FakeReport:
     metrics: dict
     flagged: list
     warning: str | None
+    suspected: bool = False
 
 
 @dataclass
@@ -330,14 +331,6 @@ def test_hacking_monitor_hook_stops_and_keeps_last_good_checkpoint(world):
     assert not (out / "policy").exists()
 
 
-@dataclass
-class DriftOnlyReport:
-    metrics: dict
-    flagged: list
-    warning: str | None
-    suspected: bool
-
-
 def test_a_drift_signal_alone_stops_a_run_that_stops_on_hacking(world):
     """No token flagged, only a drift signal (the monitor's `suspected`): that is still a flag."""
     out = world["root"] / "drift-stop"
@@ -345,8 +338,8 @@ def test_a_drift_signal_alone_stops_a_run_that_stops_on_hacking(world):
     class DriftMonitor(FakeMonitor):
         def check(self, tuned_texts, tuned_has_eos=None, step=None):
             self.calls.append((step, len(tuned_texts), 1.0))
-            return DriftOnlyReport({"hacking/flagged": 0.0, "hacking/drift_flagged": 1.0}, [],
-                                   f"step {step}: possible reward hacking: length 9 → 0", True)  # fmt: skip
+            return FakeReport({"hacking/flagged": 0.0, "hacking/drift_flagged": 1.0}, [],
+                              f"step {step}: possible reward hacking: length 9 → 0", True)  # fmt: skip
 
     cfg = _config(world, out, total_episodes=640, hacking_check_every=2, hacking_num_prompts=5,
                   stop_on_hacking=True)  # fmt: skip
