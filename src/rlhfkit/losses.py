@@ -51,6 +51,8 @@ def grouped_ranking_loss(
     group_ids: torch.Tensor,
     ranks: torch.Tensor,
     margins: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    weight_total: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``ranking_loss`` for a batch of prompts whose responses are concatenated.
 
@@ -58,7 +60,14 @@ def grouped_ranking_loss(
     0..G−1) and has rank ``ranks[n]`` within it (1 = best, equal = tie). margins: optional (G,)
     margin subtracted from every pair of that prompt. Each prompt weighs the same whatever its K
     (InstructGPT normalises by K choose 2): the loss is the mean over prompts of each prompt's mean
-    pair loss; a prompt with no ordered pair is left out. Returns ``(loss, stats)``, stats holding
+    pair loss; a prompt with no ordered pair is left out.
+
+    weights: optional (G,) non-negative weight per prompt (its annotator's reliability, say). The
+    loss is then the weighted mean ``Σ_g w_g ℓ_g / Σ_g w_g`` of the per-prompt losses ℓ_g: weight 0
+    adds nothing to the gradient, weight 2 counts as two copies of the prompt. ``weight_total``
+    replaces the denominator ``Σ_g w_g``: a trainer that splits one batch into micro-batches passes
+    the whole batch's weight, so that the parts add up to the batch's weighted mean. A zero total
+    gives a loss of 0 (and a zero gradient). Returns ``(loss, stats)``, stats holding
     per-pair ``accuracy`` (r_w > r_l strictly), ``margin`` (mean r_w − r_l) and ``pairs``.
     """
     same = group_ids.unsqueeze(1) == group_ids.unsqueeze(0)  # (N, N)
@@ -75,7 +84,18 @@ def grouped_ranking_loss(
     group_sum = zeros.index_add(0, pair_group, pair_losses)  # (G,)
     group_cnt = zeros.index_add(0, pair_group, torch.ones_like(pair_losses))  # (G,)
     has_pairs = group_cnt > 0
-    loss = (group_sum[has_pairs] / group_cnt[has_pairs]).mean()
+    group_loss = group_sum[has_pairs] / group_cnt[has_pairs]  # (G',)
+    if weights is None:
+        loss = group_loss.mean()
+    else:
+        w = weights.to(diff.dtype)[has_pairs]  # (G',)
+        total = (
+            w.sum()
+            if weight_total is None
+            else torch.as_tensor(weight_total, dtype=w.dtype, device=w.device)
+        )
+        # Σ w ℓ is exactly 0 when every weight is: dividing by a clamped total keeps it 0, not NaN.
+        loss = (w * group_loss).sum() / total.clamp_min(torch.finfo(w.dtype).tiny)
     stats = {
         "accuracy": (diff.detach() > 0).float().mean(),
         "margin": diff.detach().mean(),

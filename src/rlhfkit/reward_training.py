@@ -94,6 +94,8 @@ class RewardConfig:
     """clip the global gradient norm to this (0 = no clipping)"""
     use_margin: bool = True
     """use a record's margin (TRL's "margin" field) in the loss: −log σ(r_w − r_l − margin)"""
+    use_weight: bool = True
+    """weigh each record's loss by its "weight" (e.g. annotator reliability): the loss is the batch's weighted mean"""
     center_rewards_coefficient: float = 0.0
     """add coef · mean(r²) over the batch's responses to keep rewards centred at 0 (TRL, Eisenstein et al. 2023; 0.01 is typical)"""
     normalize: bool = True
@@ -159,7 +161,7 @@ class RewardConfig:
 _RESUME_KEYS = (
     "model", "data", "eval_data", "eval_split", "format", "skip_invalid", "template", "max_length",
     "overlong", "epochs", "batch_size", "learning_rate", "lr_scheduler", "warmup_ratio",
-    "weight_decay", "adam_eps", "max_grad_norm", "use_margin", "center_rewards_coefficient", "seed",
+    "weight_decay", "adam_eps", "max_grad_norm", "use_margin", "use_weight", "center_rewards_coefficient", "seed",
 )  # fmt: skip
 
 
@@ -171,6 +173,7 @@ class _Item:
     ranks: list[int]
     margin: float
     prefix: int = 0  # tokens every response starts with (see shared_prefix_length)
+    weight: float = 1.0  # the record's weight in the loss (1 when it has none)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -220,7 +223,9 @@ def _prepare_items(
             counts["dropped_rankings"] += 1
             continue
         margin = float(r.margin) if (use_margin and r.margin is not None) else 0.0
-        items.append(_Item(f, ranks, margin, shared_prefix_length([x["input_ids"] for x in f])))
+        prefix = shared_prefix_length([x["input_ids"] for x in f])
+        weight = 1.0 if r.weight is None else float(r.weight)
+        items.append(_Item(f, ranks, margin, prefix, weight))
     return items, counts
 
 
@@ -244,6 +249,17 @@ def shared_prefix_length(sequences: list[list[int]]) -> int:
     while p < n and all(x[p] == first[p] for x in sequences[1:]):
         p += 1
     return max(p, 0)
+
+
+def _loss_weights(
+    items: list[_Item], batch_weight: float, parts: int, device: torch.device
+) -> dict[str, Any]:
+    """``grouped_ranking_loss`` weights for one micro-batch of a global batch split into ``parts``
+    (processes × accumulation steps): each part divides by ``batch_weight / parts``, so that the
+    average of the parts' gradients (all-reduce, accumulation) is that of the global batch's
+    weighted mean ``Σ w ℓ / Σ w``, however its prompts were split."""
+    weights = torch.tensor([it.weight for it in items], device=device)  # (G,)
+    return {"weights": weights, "weight_total": batch_weight / parts}
 
 
 def _group_tensors(
@@ -705,6 +721,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         and can_share_prompt(model)
     )
     pad_id = rm.tokenizer.pad_token_id
+    # Weighted loss only when some record has a weight other than 1 (else the plain mean, as before).
+    weighted = config.use_weight and any(it.weight != 1.0 for it in train_items)
+    if weighted and not any(it.weight > 0 for it in train_items):
+        raise DataError("every training ranking has weight 0: nothing to learn from", config.data)
 
     # 5. Resume: model/optimizer/scheduler/RNG from the newest checkpoint; the data position is
     # (epoch, step) because each epoch's order is a pure function of (seed, epoch).
@@ -761,6 +781,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
             ]
             local_finite = True
             step_sums = torch.zeros_like(sums)
+            batch_weight = sum(train_items[i].weight for i in glob)
             for m in range(accum):
                 items = [train_items[i] for i in share[m * micro : (m + 1) * micro]]
                 sync = m == accum - 1
@@ -773,8 +794,17 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                         batch, group_ids, ranks, margins = _collate_items(rm, items)
                         with accelerator.autocast():
                             rewards = rm.raw_rewards(batch, model=model)  # (N,)
+                    weighting = (
+                        _loss_weights(items, batch_weight, n_proc * accum, ranks.device)
+                        if weighted
+                        else {}
+                    )
                     loss, stats = grouped_ranking_loss(
-                        rewards, group_ids, ranks, margins if config.use_margin else None
+                        rewards,
+                        group_ids,
+                        ranks,
+                        margins if config.use_margin else None,
+                        **weighting,
                     )
                     if config.center_rewards_coefficient > 0:
                         loss = loss + config.center_rewards_coefficient * (rewards**2).mean()

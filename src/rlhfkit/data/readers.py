@@ -5,7 +5,7 @@ UltraFeedback-style per-completion ratings. Every reader returns :class:`Ranking
 Format names for ``read_preferences(format=...)`` (``docs/formats.md`` shows a record of each):
 
 - ``rankings`` (alias ``native``): ``{"prompt", "responses": [{"id", "text"}], "ranking"}``.
-- ``pairs`` (alias ``trl``): ``{"prompt"?, "chosen", "rejected", "margin"?}``.
+- ``pairs`` (alias ``trl``): ``{"prompt"?, "chosen", "rejected", "margin"?, "weight"?}``.
 - ``hh``: ``{"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": …}``.
 - ``ultrafeedback``: ``{"instruction", "completions": [{"response", "annotations"}]}``.
 """
@@ -176,7 +176,7 @@ def _detect(rows: list[tuple[int, Any]], path: Path) -> str:
 
 # -- TRL pairs ---------------------------------------------------------------------------------
 
-PAIR_FIELDS = ("prompt", "chosen", "rejected", "margin")
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "margin", "weight")
 
 
 def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> Ranking:
@@ -252,7 +252,15 @@ def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> R
         Response("rejected", rejected, resp_meta[1]),
     ]
     return _build(
-        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line
+        prompt,
+        responses,
+        ["chosen", "rejected"],
+        None,
+        meta,
+        obj.get("margin"),
+        path,
+        line,
+        obj.get("weight"),
     )
 
 
@@ -318,10 +326,18 @@ def parse_hh(obj: Any, path: Path | None = None, line: int | None = None) -> Ran
             path,
             line,
         )
-    meta = _extra_fields(obj, ("chosen", "rejected", "margin"))
+    meta = _extra_fields(obj, ("chosen", "rejected", "margin", "weight"))
     responses = [Response("chosen", chosen), Response("rejected", rejected)]
     return _build(
-        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line
+        prompt,
+        responses,
+        ["chosen", "rejected"],
+        None,
+        meta,
+        obj.get("margin"),
+        path,
+        line,
+        obj.get("weight"),
     )
 
 
