@@ -77,7 +77,8 @@ def test_next_submit_and_done(env):
             break
         assert r.status_code == 200
         item = r.json()
-        assert set(item) == {"item_id", "prompt", "responses"}
+        assert set(item) == {"item_id", "prompt", "prompt_html", "responses"}
+        assert all(set(r) == {"id", "text", "html"} for r in item["responses"])
         # the same open item comes back until it is finished
         assert client.get("/api/next", headers=h).json() == item
         ids = order(item)

@@ -12,8 +12,9 @@ Security model (see docs/annotation.md):
   that header on their own).
 - Annotators only reach items assigned to them (anything else is 404, whether it exists or not);
   stats and export are for admins only (403 for others).
-- Model output is untrusted: pages render it with ``textContent`` only, and a strict
-  Content-Security-Policy (no inline script) backs that up.
+- Model output is untrusted: pages show it as plain text with ``textContent``, or as Markdown that
+  the server renders with raw HTML escaped and only http(s)/mailto links (``markdown.py``); a
+  strict Content-Security-Policy (no inline script) backs that up.
 - Request bodies are capped (413 past ``max_body_bytes``).
 """
 
@@ -29,13 +30,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastAPIPath
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
-from rlhfkit.annotate.export import export_lines, export_records
+from rlhfkit.annotate.export import export_lines, export_records, export_reliable
+from rlhfkit.annotate.markdown import render_markdown
+from rlhfkit.annotate.quality import store_quality
 from rlhfkit.annotate.store import (
     FLAG_REASONS,
     Annotator,
@@ -105,6 +109,12 @@ class RankingBody(_Body):
     item_id: int
     # best first; an inner list is a tie group
     ranking: list[str | list[str]] = Field(max_length=64)
+
+
+class GoldBody(_Body):
+    # best first; an inner list is a tie group
+    ranking: list[str | list[str]] = Field(max_length=64)
+    note: str | None = Field(default=None, max_length=1000)
 
 
 class SkipBody(_Body):
@@ -196,6 +206,42 @@ async def _plain(send: Any, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# ---- guidelines ------------------------------------------------------------------------------
+
+
+class Guidelines:
+    """The ``--guidelines`` Markdown file, rendered safely; re-read when it changes on disk, so an
+    edit shows on the next page load (if it becomes unreadable, the last good version stays)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._mtime: float | None = None
+        self._html = ""
+        self.html()  # a missing or unreadable file is an error at startup, not a blank panel
+
+    def html(self) -> str:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self._mtime:
+                text = self.path.read_text(encoding="utf-8")
+                self._html, self._mtime = render_markdown(text), mtime
+        except (OSError, UnicodeDecodeError) as e:
+            if self._mtime is None:
+                what = "not valid UTF-8" if isinstance(e, UnicodeDecodeError) else e.strerror
+                raise ConfigError(f"{self.path}: cannot read the guidelines ({what})") from None
+        return self._html
+
+
+def with_markdown(item: dict[str, Any]) -> dict[str, Any]:
+    """``/api/next``'s item with the prompt's and each response's Markdown rendered as safe HTML
+    (``prompt_html``, ``responses[i].html``) beside the plain text."""
+    return {
+        **item,
+        "prompt_html": render_markdown(item["prompt"]),
+        "responses": [{**r, "html": render_markdown(r["text"])} for r in item["responses"]],
+    }
+
+
 # ---- the app -----------------------------------------------------------------------------------
 
 
@@ -209,6 +255,7 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     secure_cookies: bool = False,
     synchronous: str = "FULL",
+    guidelines: str | Path | None = None,
 ) -> FastAPI:
     """Build the app for the database at ``db_path`` (created if missing).
 
@@ -216,6 +263,7 @@ def create_app(
     opened but neither ranked nor skipped for this long goes back to the pool. ``secure_cookies``:
     mark the cookie Secure (set it when serving behind HTTPS). ``synchronous``: SQLite's
     ``FULL`` (a 201 survives power loss) or ``NORMAL`` (survives a server crash; faster).
+    ``guidelines``: a Markdown file shown to annotators in a collapsible panel.
     """
     if overlap < 1:
         raise ConfigError("overlap must be at least 1")
@@ -223,6 +271,7 @@ def create_app(
     store.init()
     store.set_meta("overlap", str(overlap))
     key = secret if secret is not None else load_secret(db_path)
+    guide = Guidelines(guidelines) if guidelines is not None else None
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     app = FastAPI(title="rlhfkit annotate", docs_url=None, redoc_url=None, openapi_url=None)
@@ -309,6 +358,7 @@ def create_app(
             "name": p.annotator.name,
             "is_admin": p.annotator.is_admin,
             "csrf": csrf_token(p.session) if p.session else "",
+            "guidelines": guide.html() if guide is not None else "",
         }
         return templates.TemplateResponse(request, name, context)
 
@@ -367,7 +417,7 @@ def create_app(
         item = store.next_item(p.annotator.id, overlap, assignment_timeout_s)
         if item is None:
             return Response(status_code=204)
-        return item
+        return with_markdown(item)
 
     @app.post("/api/rankings", status_code=201)
     def submit(body: RankingBody, p: User) -> dict[str, Any]:
@@ -406,6 +456,7 @@ def create_app(
         return {
             **store.overview(overlap),
             "agreement": agreement_report(store.rankings_by_item(min_annotators=2)),
+            "quality": store_quality(store),
         }
 
     @app.get("/api/export")
@@ -414,8 +465,19 @@ def create_app(
         format: Literal["rankings", "pairs"] = "rankings",
         min_annotators: Annotated[int, Query(ge=1, le=1000)] = 1,
         consensus: Literal["none", "ranked-pairs", "borda"] = "none",
+        min_reliability: Annotated[float | None, Query(ge=-1, le=1)] = None,
+        weight_by_reliability: bool = False,
     ) -> Response:
-        records = export_records(store, min_annotators, None if consensus == "none" else consensus)
+        method = None if consensus == "none" else consensus
+        if min_reliability is None and not weight_by_reliability:
+            records = export_records(store, min_annotators, method)
+        else:
+            try:
+                records = export_reliable(
+                    store, min_annotators, method, min_reliability, weight_by_reliability
+                ).records
+            except ConfigError as e:
+                raise HTTPException(422, str(e)) from None
         rows = export_lines(records, format)
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         name = f"{format}{'' if consensus == 'none' else '-' + consensus}.jsonl"
@@ -424,6 +486,37 @@ def create_app(
             media_type="application/x-ndjson",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
+
+    # -- quality control: gold items (admins) -----------------------------------------------------
+
+    ItemId = Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)]
+
+    @app.get("/api/items/{item_id}")
+    def get_item(item_id: ItemId, p: Admin) -> dict[str, Any]:
+        item = store.get_item(item_id)
+        if item is None:
+            raise HTTPException(404, f"no item {item_id}")
+        return {**item, "gold": store.gold().get(item_id)}
+
+    @app.get("/api/gold")
+    def list_gold(p: Admin) -> list[dict[str, Any]]:
+        return store.gold_items()
+
+    @app.put("/api/gold/{item_id}")
+    def set_gold(item_id: ItemId, body: GoldBody, p: Admin) -> dict[str, Any]:
+        try:
+            ranking = store.set_gold(item_id, body.ranking, body.note)
+        except NotFound as e:
+            raise HTTPException(404, str(e)) from None
+        except InvalidRanking as e:
+            raise HTTPException(422, str(e)) from None
+        return {"item_id": item_id, "ranking": ranking}
+
+    @app.delete("/api/gold/{item_id}", status_code=204)
+    def remove_gold(item_id: ItemId, p: Admin) -> Response:
+        if not store.remove_gold(item_id):
+            raise HTTPException(404, f"item {item_id} is not a gold item")
+        return Response(status_code=204)
 
     assert set(FLAG_REASONS) == {"harmful", "broken", "spam", "other"}
     assert set(CONSENSUS) == {"ranked-pairs", "borda"}

@@ -101,6 +101,19 @@ CREATE TABLE IF NOT EXISTS flags (
 );
 """
 
+# Gold items (quality control, docs/annotation.md): an item whose right ranking an admin knows. A
+# table added after version 1 needs no version bump: init() creates it in an existing file (CREATE
+# ... IF NOT EXISTS), and an older rlhfkit opening the file simply never reads it.
+GOLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS gold (
+    item_id    INTEGER PRIMARY KEY REFERENCES items(id),
+    -- best first, ties as inner lists, in the canonical form of normalize_ranking
+    ranking    TEXT NOT NULL CHECK (json_valid(ranking)),
+    note       TEXT CHECK (note IS NULL OR length(note) <= 1000),
+    created_at REAL NOT NULL
+);
+"""
+
 FLAG_REASONS = ("harmful", "broken", "spam", "other")
 MAX_NAME_CHARS = 64
 
@@ -201,6 +214,65 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
     return prompt, out
 
 
+def content_hash(prompt: str, responses: list[dict[str, str]]) -> str:
+    """sha256 of an item's prompt and responses (ids and texts): the same record, wherever it
+    comes from, is the same item."""
+    blob = json.dumps(
+        {"prompt": prompt, "responses": responses}, sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class GoldRecord:
+    """One line of a gold file: the item (by id, or by the content of its prompt and responses)
+    and its known ranking."""
+
+    item_id: int | None
+    content_hash: str | None
+    ranking: Any
+    note: str | None
+    where: str
+    """``file:line`` it was read from"""
+
+
+def read_gold(path: str | Path) -> list[GoldRecord]:
+    """Read a gold file: JSONL, one ``{"item_id", "ranking", "note"?}`` or one native ranking
+    record ``{"prompt", "responses", "ranking"}`` (matched to the item imported from the same
+    prompt and responses) per line. Checks the shape only; :meth:`Store.set_gold_records` checks
+    the rankings against the items."""
+    from rlhfkit.io import iter_jsonl
+
+    path = Path(path)
+    out = []
+    for line, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or "ranking" not in obj:
+            raise DataError(
+                'expected {"item_id", "ranking"} or {"prompt", "responses", "ranking"}', path, line
+            )
+        note = obj.get("note")
+        if note is not None and (not isinstance(note, str) or len(note) > 1000):
+            raise DataError("'note' must be a string of at most 1000 characters", path, line)
+        if "item_id" in obj:
+            item_id = obj["item_id"]
+            if (
+                isinstance(item_id, bool)
+                or not isinstance(item_id, int)
+                or not 1 <= item_id < 2**63
+            ):
+                raise DataError(
+                    f"'item_id' must be a positive integer, got {item_id!r}", path, line
+                )
+            out.append(GoldRecord(item_id, None, obj["ranking"], note, f"{path}:{line}"))
+        else:
+            prompt, responses = _validate_candidate(obj, path, line)
+            digest = content_hash(prompt, responses)
+            out.append(GoldRecord(None, digest, obj["ranking"], note, f"{path}:{line}"))
+    if not out:
+        raise DataError("no gold records found", path)
+    return out
+
+
 @dataclass(frozen=True)
 class CandidateItem:
     """One validated record of a candidates file, ready to insert."""
@@ -222,14 +294,11 @@ def read_candidates(path: str | Path) -> list[CandidateItem]:
     items = []
     for line, obj in iter_jsonl(path):
         prompt, responses = _validate_candidate(obj, path, line)
-        blob = json.dumps(
-            {"prompt": prompt, "responses": responses}, sort_keys=True, ensure_ascii=False
-        )
         items.append(
             CandidateItem(
                 prompt=prompt,
                 responses_json=json.dumps(responses, ensure_ascii=False),
-                content_hash=hashlib.sha256(blob.encode("utf-8")).hexdigest(),
+                content_hash=content_hash(prompt, responses),
                 source=f"{path.name}:{line}",
             )
         )
@@ -307,6 +376,7 @@ class Store:
         try:
             # CREATE ... IF NOT EXISTS is idempotent, so concurrent first starts are harmless.
             conn.executescript(SCHEMA)
+            conn.executescript(GOLD_SCHEMA)
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
@@ -427,6 +497,7 @@ class Store:
         annotators asking at once can never push an item past ``overlap``; ``UNIQUE(item_id,
         annotator_id)`` makes a second assignment of one item to one annotator impossible.
         Items already started by others come first, so that items get finished rather than spread.
+        Gold items go to every annotator, whatever the overlap, so everyone is measured on them.
         """
         now = time.time()
         with self.write() as conn:
@@ -445,7 +516,7 @@ class Store:
                 pick = conn.execute(
                     """
                     SELECT i.id, i.responses FROM items i INDEXED BY items_by_active
-                    WHERE i.active < ?
+                    WHERE (i.active < ? OR i.id IN (SELECT item_id FROM gold))
                       AND NOT EXISTS (SELECT 1 FROM assignments a
                                        WHERE a.item_id = i.id AND a.annotator_id = ?)
                     ORDER BY i.active DESC, i.id
@@ -534,6 +605,91 @@ class Store:
             )
             return cur.rowcount == 1
 
+    # ---- gold items -------------------------------------------------------------------------
+
+    def set_gold(
+        self, item_id: int, ranking: Any, note: str | None = None
+    ) -> list[str | list[str]]:
+        """Mark an item as gold with its known ranking (replacing an earlier one); returns the
+        ranking in canonical form. Raises NotFound for an unknown item, InvalidRanking for a
+        ranking that does not order exactly its responses or ties them all."""
+        return self.set_gold_records([GoldRecord(item_id, None, ranking, note, "")])[0]
+
+    def set_gold_records(self, records: list[GoldRecord]) -> list[list[str | list[str]]]:
+        """Mark several items as gold at once, all or nothing: every record is checked (its item
+        exists, its ranking orders the item's responses) before one transaction writes them."""
+        with self.read() as conn:
+            by_hash = {}
+            hashes = [r.content_hash for r in records if r.content_hash is not None]
+            for digest in hashes:
+                row = conn.execute(
+                    "SELECT id FROM items WHERE content_hash = ?", (digest,)
+                ).fetchone()
+                if row is not None:
+                    by_hash[digest] = row["id"]
+        rows = []
+        for rec in records:
+            where = f"{rec.where}: " if rec.where else ""
+            item_id = rec.item_id if rec.content_hash is None else by_hash.get(rec.content_hash)
+            item = self.get_item(item_id) if item_id is not None else None
+            if item is None:
+                what = (
+                    f"item {rec.item_id}"
+                    if rec.content_hash is None
+                    else "item with this prompt and these responses"
+                )
+                raise NotFound(f"{where}no {what} in the database (import it first)")
+            try:
+                canonical = normalize_ranking(rec.ranking, [r["id"] for r in item["responses"]])
+            except InvalidRanking as e:
+                raise InvalidRanking(f"{where}{e}") from None
+            if len(canonical) < 2:
+                raise InvalidRanking(
+                    f"{where}a gold ranking must order the responses, not tie them all"
+                )
+            rows.append((item_id, json.dumps(canonical), rec.note, time.time()))
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT INTO gold(item_id, ranking, note, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(item_id) DO UPDATE SET ranking = excluded.ranking, "
+                "note = excluded.note, created_at = excluded.created_at",
+                rows,
+            )
+        return [json.loads(r[1]) for r in rows]
+
+    def remove_gold(self, item_id: int) -> bool:
+        """Unmark a gold item; False if it was not gold. Its rankings stay."""
+        with self.write() as conn:
+            return conn.execute("DELETE FROM gold WHERE item_id = ?", (item_id,)).rowcount == 1
+
+    def gold(self) -> dict[int, list[str | list[str]]]:
+        """Item id -> gold ranking."""
+        with self.read() as conn:
+            rows = conn.execute("SELECT item_id, ranking FROM gold").fetchall()
+        return {r["item_id"]: json.loads(r["ranking"]) for r in rows}
+
+    def gold_items(self) -> list[dict[str, Any]]:
+        """Every gold item with its prompt, ranking, note and how many rankings it has."""
+        with self.read() as conn:
+            rows = conn.execute(
+                """
+                SELECT g.item_id, g.ranking, g.note, g.created_at, i.prompt,
+                       (SELECT COUNT(*) FROM rankings r WHERE r.item_id = g.item_id) AS n
+                FROM gold g JOIN items i ON i.id = g.item_id ORDER BY g.item_id
+                """
+            ).fetchall()
+        return [
+            {
+                "item_id": r["item_id"],
+                "prompt": r["prompt"],
+                "ranking": json.loads(r["ranking"]),
+                "note": r["note"],
+                "rankings": r["n"],
+                "created_at": r["created_at"],
+            }
+            for r in rows
+        ]
+
     # ---- progress and results ---------------------------------------------------------------
 
     def progress(self, annotator_id: int, overlap: int) -> dict[str, int]:
@@ -549,7 +705,7 @@ class Store:
                 """
                 SELECT COUNT(*) FROM items i
                 WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE a.item_id = i.id AND a.annotator_id = ?)
-                  AND i.active < ?
+                  AND (i.active < ? OR i.id IN (SELECT item_id FROM gold))
                 """,
                 (annotator_id, overlap),
             ).fetchone()[0]

@@ -2,9 +2,10 @@
 
 rlhfkit annotate import --db ann.db candidates.jsonl
 rlhfkit annotate add-annotator alice --db ann.db [--admin]
-rlhfkit annotate serve --db ann.db [--host 127.0.0.1] [--port 8000] [--overlap 3]
+rlhfkit annotate serve --db ann.db [--host 127.0.0.1] [--port 8000] [--overlap 3] [--guidelines F.md]
 rlhfkit annotate export --db ann.db --format rankings|pairs [--min-annotators N] [--consensus] --out F
 rlhfkit annotate stats --db ann.db [--json]
+rlhfkit annotate gold --db ann.db gold.jsonl | --item N --ranking JSON | --remove N | --list
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, Literal
 import tyro
 
 from rlhfkit.cli._common import parse_config
+from rlhfkit.cli.annotate_quality import GoldConfig, gold_main, print_quality, printable
 from rlhfkit.errors import DataError, RlhfkitError
 
 
@@ -71,6 +73,9 @@ class ServeConfig:
     only, with much faster commits on slow disks."""
     log_level: str = "info"
     """uvicorn log level (warning quiets the access log)."""
+    guidelines: Path | None = None
+    """A Markdown file of annotation guidelines, shown to annotators in a collapsible panel
+    (re-read when it changes)."""
 
 
 @dataclasses.dataclass
@@ -89,6 +94,12 @@ class ExportConfig:
     """One consensus ranking per item instead of one record per annotator."""
     consensus_method: Literal["ranked-pairs", "borda"] = "ranked-pairs"
     """How to merge rankings with --consensus: ranked pairs (Tideman) or Borda count."""
+    min_reliability: float | None = None
+    """Leave out annotators whose reliability (mean Kendall tau-b against gold or the others'
+    consensus, -1..1; see `annotate stats`) is below this, or unknown."""
+    weight_by_reliability: bool = False
+    """Give each ranking "weight" = max(0, its annotator's reliability), which train-rm uses in
+    the loss; annotators of unknown reliability are left out."""
 
 
 @dataclasses.dataclass
@@ -109,6 +120,7 @@ SUBCOMMANDS = {
     "serve": (ServeConfig, "serve the ranking web app"),
     "export": (ExportConfig, "export rankings or pairs for train-rm"),
     "stats": (StatsConfig, "progress and agreement"),
+    "gold": (GoldConfig, "mark items with a known ranking (gold) to measure annotators against"),
 }
 
 
@@ -142,6 +154,7 @@ def main(argv: list[str]) -> int:
         "serve": _serve,
         "export": _export,
         "stats": _stats,
+        "gold": _gold,
     }[name](cfg)
 
 
@@ -194,6 +207,7 @@ def _serve(cfg: ServeConfig) -> int:
         max_body_bytes=cfg.max_body_bytes,
         secure_cookies=cfg.secure_cookies,
         synchronous=cfg.synchronous,
+        guidelines=cfg.guidelines,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
     # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
@@ -212,13 +226,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _export(cfg: ExportConfig) -> int:
-    from rlhfkit.annotate.export import export_records, write_export
+    from rlhfkit.annotate.export import write_export
     from rlhfkit.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
-    records = export_records(
-        store, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
-    )
+    store.init()  # adds tables newer than the file (gold) before reading them
+    records = _export_records(store, cfg)
     if not records:
         raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
     n = write_export(cfg.out, records, cfg.format)
@@ -232,11 +245,14 @@ def _export(cfg: ExportConfig) -> int:
 
 def _stats(cfg: StatsConfig) -> int:
     from rlhfkit.annotate.agreement import agreement_report
+    from rlhfkit.annotate.quality import store_quality
     from rlhfkit.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
+    store.init()  # adds tables newer than the file (gold) before reading them
     overlap = cfg.overlap if cfg.overlap is not None else int(store.get_meta("overlap", "1") or 1)
     data = {**store.overview(overlap), "agreement": agreement_report(store.rankings_by_item(2))}
+    data["quality"] = store_quality(store)
     if cfg.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
@@ -272,4 +288,34 @@ def _stats(cfg: StatsConfig) -> int:
         print("\nflags:")
         for f in data["flags"]:
             print(f"  item {f['item_id']:>5}  {f['reason']:<8} x{f['count']}")
+    print_quality(data["quality"])
     return 0
+
+
+def _gold(cfg: GoldConfig) -> int:
+    from rlhfkit.annotate.store import Store
+
+    store = Store(_existing_db(cfg.db))
+    store.init()
+    return gold_main(cfg, store)
+
+
+def _export_records(store, cfg: ExportConfig) -> list:
+    """The records to export, with reliability applied when asked (says on stderr what it left out)."""
+    from rlhfkit.annotate.export import export_records, export_reliable
+
+    consensus = cfg.consensus_method if cfg.consensus else None
+    if cfg.min_reliability is None and not cfg.weight_by_reliability:
+        return export_records(store, cfg.min_annotators, consensus)
+    result = export_reliable(
+        store, cfg.min_annotators, consensus, cfg.min_reliability, cfg.weight_by_reliability
+    )
+    for name, n in sorted(result.dropped.items()):
+        rel = result.reliability.get(name)
+        why = (
+            "unknown reliability (no gold item and no item shared with others)"
+            if rel is None
+            else f"reliability {rel:.3f}"
+        )
+        print(f"left out {n} rankings of {printable(name)}: {why}", file=sys.stderr)
+    return result.records
