@@ -1,7 +1,7 @@
 """Markdown for the annotation pages: model outputs (with code blocks) and the guidelines file.
 
-Rendered on the server by markdown-it-py (CommonMark, plus tables and strikethrough) with raw HTML
-**off**: any ``<script>``, ``<img onerror=…>`` or other tag in the text comes out escaped, as
+Rendered on the server by markdown-it-py (CommonMark, plus tables and strikethrough; a single
+newline is a line break) with raw HTML **off**: any ``<script>``, ``<img onerror=…>`` or other tag in the text comes out escaped, as
 text. Links keep only ``http``, ``https`` and ``mailto`` targets (no ``javascript:``, ``data:``,
 relative or protocol-relative URLs), open in a new tab and carry ``rel="noopener noreferrer
 nofollow"``. Images are not rendered (``![alt](url)`` stays text): the page's Content-Security-Policy
@@ -28,7 +28,9 @@ def _link_open(self: Any, tokens: list, idx: int, options: Any, env: Any) -> str
 
 
 def _make() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    # breaks: a single newline is a line break, as in chat interfaces: model outputs put one
+    # thought per line far more often than they mean a soft-wrapped paragraph.
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True, "typographer": False})
     md.enable(["table", "strikethrough"])
     md.disable("image")
     # markdown-it already refuses javascript:, vbscript:, file: and data: URLs; allow only these.

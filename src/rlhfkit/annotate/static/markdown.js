@@ -41,7 +41,8 @@ document.addEventListener("DOMContentLoaded", () => {
   try { saved = localStorage.getItem(VIEW_KEY); } catch (e) { /* private mode */ }
   applyView(saved === "plain");
   const b = document.getElementById("view-toggle");
-  if (b) b.addEventListener("click", toggleView);
+  // blur after a click, so that Enter goes on submitting rather than pressing this button again
+  if (b) b.addEventListener("click", () => { toggleView(); b.blur(); });
   // The guidelines panel opens by itself the first time, then remembers what the annotator chose.
   const g = document.getElementById("guidelines");
   if (g) {
