@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhfkit.annotate.commit import GroupCommit
 from rlhfkit.errors import DataError, RlhfkitError
 
 SCHEMA_VERSION = 1
@@ -320,6 +321,11 @@ class Store:
         # last commits can be lost if the machine loses power.
         self.synchronous = synchronous.upper()
         self._local = threading.local()
+        # Writers of this process queue on a lock, wake the moment the one before them is done,
+        # and share one COMMIT per burst (commit.py). Left to SQLite, a waiting writer sleeps in
+        # its busy handler with growing back-off (up to 100 ms a nap), which put p99 at seconds
+        # under 50 concurrent annotators; and each kept the others waiting through its own fsync.
+        self._writes = GroupCommit(lambda: self._open(shared=True))
 
     # ---- connections and transactions -------------------------------------------------------
 
@@ -334,15 +340,23 @@ class Store:
         return conn
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their threads end)."""
+        """Close this thread's connection (others close when their threads end) and the writers'
+        connection, once no write is in flight."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self._writes.close()
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, shared: bool = False) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN ourselves, so Python never opens a deferred one.
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        # shared: the writers' connection, used by one thread at a time under GroupCommit's lock.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=not shared,
+        )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -355,15 +369,11 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, begun IMMEDIATE (takes the write lock now, waits on busy)."""
-        conn = self.connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        """One write transaction: all or nothing, and committed (durably, with FULL) when the block
+        ends. Begun IMMEDIATE, so other processes' writers (a CLI command beside the server) wait
+        on SQLite's lock; this process's writers share COMMITs (:class:`GroupCommit`)."""
+        with self._writes.transaction() as conn:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def init(self) -> None:
         """Create the database (WAL mode, schema) if needed; refuse a file that is not ours."""

@@ -213,6 +213,13 @@ def _serve(cfg: ServeConfig) -> int:
     # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, server_header=False)
     app.state.store.checkpoint()
+    writes = app.state.store._writes
+    if writes.commits:
+        print(
+            f"annotate serve: {writes.writes} write transactions in {writes.commits} commits "
+            f"({writes.writes / writes.commits:.2f} per commit)",
+            file=sys.stderr,
+        )
     return 0
 
 
