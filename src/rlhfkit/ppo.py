@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlhfkit.chat import Prompt, as_text, is_conversational, render_prompt, use_chat_template
 from rlhfkit.checkpoint import (
     TrainingStopped,
     capture_rng_state,
@@ -52,6 +53,13 @@ from rlhfkit.errors import ConfigError
 from rlhfkit.faults import inject_nan, kill_point
 from rlhfkit.io import MetricsLogger, atomic_open, clear_previous_run, write_json
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
+from rlhfkit.loading import (
+    check_model_source,
+    choose_pad_id,
+    embedding_rows,
+    load_causal_lm,
+    stop_token_ids,
+)
 from rlhfkit.losses import ppo_clip_objective, ppo_clip_stats, value_clipfrac, value_loss
 from rlhfkit.ops import (
     entropy_from_logits,
@@ -64,7 +72,6 @@ from rlhfkit.ops import (
 )
 from rlhfkit.optim import adamw
 from rlhfkit.rollout import (
-    choose_pad_id,
     decode_responses,
     encode_prompts,
     generate,
@@ -130,7 +137,12 @@ class PPOConfig:
     top_p: float = 1.0
     """Nucleus sampling (1.0 = off)."""
     stop_token: str | None = None
-    """Token that ends a response besides EOS (e.g. '.'); None: EOS only."""
+    """Token that ends a response besides EOS and the model's generation_config stop ids (e.g.
+    '.'); None: those only."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """Conversational prompts (message lists) go through the policy's chat template with the
+    generation prompt (auto: when it has one; always: plain prompts too, as one user message;
+    never: plain "Role: content" text). A reward model renders them its own way (docs/models.md)."""
     missing_eos_penalty: float | None = None
     """Subtracted from the score of responses that never emit EOS / the stop token."""
     reward_clip: float | None = None
@@ -367,12 +379,10 @@ class PromptSampler:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
 
-def _read_prompts(path: str) -> list[str]:
-    try:
-        from rlhfkit.data import read_prompts
-    except ImportError:
-        from rlhfkit.data.prompts import read_prompts
-    return read_prompts(path)
+def _read_prompts(path: str) -> list[Prompt]:
+    from rlhfkit.data.prompts import read_prompt_inputs
+
+    return read_prompt_inputs(path)
 
 
 # ------------------------------------------------------------------------------------- trainer
@@ -412,12 +422,15 @@ class PPOTrainer:
         hacking_monitor: Callable[..., Any] | None = None,
     ):
         from accelerate.utils import set_seed
-        from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         self.config = cfg = config
         self.out = Path(cfg.out)
+        # Fail on a model path that cannot work before anything is read, loaded or written.
+        check_model_source(cfg.policy, "--policy")
+        if cfg.reward_model is not None and reward_model is None:
+            check_model_source(cfg.reward_model, "--reward-model")
         self.accelerator = acc = make_accelerator()
         self.device = acc.device
         # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
@@ -447,8 +460,12 @@ class PPOTrainer:
             )
         self.micro_batch = self.mini_batch // cfg.gradient_accumulation_steps
 
-        # Prompts and reward sources (fail on bad input before loading any model).
-        self.prompts = _read_prompts(cfg.prompts)
+        # Prompts and reward sources (fail on bad input before loading any model). A prompt is
+        # text or a conversation: the policy and a reward model each render it their own way
+        # (rlhfkit.chat); reward functions, samples and the hacking monitor read its text.
+        self.prompt_inputs = _read_prompts(cfg.prompts)
+        self.prompts = [as_text(p) for p in self.prompt_inputs]
+        self._input_of_text = dict(zip(self.prompts, self.prompt_inputs, strict=True))
         self.sampler = PromptSampler(len(self.prompts), cfg.seed)
         self.reward_fn = reward_fn or (load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None)
         self.gold_reward_fn = gold_reward_fn or (
@@ -458,7 +475,9 @@ class PPOTrainer:
         if self.reward_model is None and cfg.reward_model is not None:
             from rlhfkit.models import RewardModel
 
-            self.reward_model = RewardModel.from_pretrained(cfg.reward_model)
+            self.reward_model = RewardModel.from_pretrained(
+                cfg.reward_model, trained=True, option="--reward-model"
+            )
             fuse_activations(self.reward_model.model)  # ours: same function, one kernel
         if self.reward_model is not None:
             self.reward_model.model.to(self.device)
@@ -468,22 +487,21 @@ class PPOTrainer:
         # Models: same seed on every process so value heads start identical.
         set_seed(cfg.seed)
         dtype = getattr(torch, cfg.dtype)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.policy)
-            policy = AutoModelForCausalLM.from_pretrained(cfg.policy, dtype=dtype)
-        except OSError as e:
-            raise ConfigError(f"cannot load policy {cfg.policy!r}: {e}") from None
-        self.pad_id = choose_pad_id(self.tokenizer)
-        self.stop_ids = [self.tokenizer.eos_token_id]
+        policy, self.tokenizer = load_causal_lm(cfg.policy, "--policy", dtype=dtype)
+        self.chat = use_chat_template(
+            cfg.chat_template, self.tokenizer, is_conversational(self.prompt_inputs),
+            f"--policy {cfg.policy}",
+        )  # fmt: skip
+        extra_stop: list[int] = []
         if cfg.stop_token is not None:
             sid = self.tokenizer.convert_tokens_to_ids(cfg.stop_token)
             if sid is None or sid == self.tokenizer.unk_token_id:
                 raise ConfigError(
                     f"--stop-token {cfg.stop_token!r} is not a token of the policy's vocabulary"
                 )
-            self.stop_ids.append(int(sid))
-        if self.pad_id in self.stop_ids:
-            raise ConfigError("the pad token must differ from EOS and the stop token")
+            extra_stop.append(int(sid))
+        self.stop_ids = stop_token_ids(self.tokenizer, policy, extra_stop)
+        self.pad_id = choose_pad_id(self.tokenizer, self.stop_ids, embedding_rows(policy))
         disable_dropout(policy)
         fuse_activations(policy)  # also the reference's: it is copied from the policy below
         if cfg.gradient_checkpointing:
@@ -513,14 +531,6 @@ class PPOTrainer:
         else:
             value_head, critic_backbone = build_critic(
                 self.critic_kind, policy, cfg.policy, cfg.reward_model, dtype
-            )
-        if (
-            critic_backbone is not None
-            and critic_backbone.config.vocab_size != policy.config.vocab_size
-        ):
-            raise ConfigError(
-                f"--critic {self.critic_kind}: its vocabulary ({critic_backbone.config.vocab_size}) differs "
-                f"from the policy's ({policy.config.vocab_size}); use --critic head or policy"
             )
         model = ActorCritic(policy, value_head, critic_backbone)
         head_params = {id(p) for p in value_head.parameters()}
@@ -573,16 +583,17 @@ class PPOTrainer:
 
     def _resolve_critic(self) -> str:
         """``--critic`` as trained: ``auto`` becomes ``frozen-reward-model+head`` when the reward
-        model reads the policy's token ids as the same tokens, else ``head``. The frozen critics
-        need such a reward model."""
+        model reads the policy's token ids as the same tokens, else ``head`` (a reward model of
+        another family, with its own tokenizer, scores the decoded text but cannot read the
+        policy's tokens). The critics built from the reward model need such a reward model."""
         kind, rm = self.config.critic, self.reward_model
         usable = hasattr(rm, "model") and hasattr(rm, "tokenizer")
         same_tokens = usable and reads_same_tokens(self.tokenizer, rm.tokenizer)
         if kind == "auto":
             return "frozen-reward-model+head" if same_tokens else "head"
-        if kind.startswith("frozen-reward-model") and not usable:
+        if kind.startswith(("frozen-reward-model", "reward-model")) and not usable:
             raise ConfigError(f"--critic {kind} needs --reward-model")
-        if kind.startswith("frozen-reward-model") and not same_tokens:
+        if kind.startswith(("frozen-reward-model", "reward-model")) and not same_tokens:
             raise ConfigError(
                 f"--critic {kind}: the reward model's tokenizer does not read the policy's token "
                 "ids as the same tokens; use --critic head or policy"
@@ -599,8 +610,10 @@ class PPOTrainer:
             # The settings as given, and the critic as trained (what --critic auto became).
             write_json(
                 self.out / "config.json",
-                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind},
-            )
+                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind,
+                 "chat_template_resolved": self.chat, "stop_token_ids": self.stop_ids,
+                 "pad_token_id": self.pad_id},
+            )  # fmt: skip
             if self._resumed_from is None:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
@@ -678,7 +691,7 @@ class PPOTrainer:
         global_idx = self.sampler.next_batch(cfg.batch_size)
         rank = acc.process_index
         local_idx = global_idx[rank * self.local_batch : (rank + 1) * self.local_batch]
-        prompts = [self.prompts[i] for i in local_idx]
+        prompts = [self.prompt_inputs[i] for i in local_idx]
 
         # 2. generate responses (KV cache, temperature sampling) and truncate after the stop token
         t0 = time.perf_counter()
@@ -782,10 +795,11 @@ class PPOTrainer:
     # ------------------------------------------------------------------------- the steps
 
     @torch.no_grad()
-    def _sample(self, policy, prompts: list[str]) -> Rollout:
+    def _sample(self, policy, prompts: list[Prompt]) -> Rollout:
         cfg = self.config
+        rendered = [render_prompt(self.tokenizer, p, self.chat) for p in prompts]
         prompt_ids, prompt_mask = encode_prompts(
-            self.tokenizer, prompts, self.pad_id, cfg.max_prompt_length
+            self.tokenizer, rendered, self.pad_id, cfg.max_prompt_length, self.chat
         )  # (B, P)
         prompt_ids, prompt_mask = prompt_ids.to(self.device), prompt_mask.to(self.device)
         raw = generate(
@@ -803,7 +817,7 @@ class PPOTrainer:
         query_responses = torch.cat([prompt_ids, responses], dim=1)  # (B, P + R)
         attention_mask = torch.cat([prompt_mask, response_mask], dim=1)  # (B, P + R)
         return Rollout(
-            prompts=prompts,
+            prompts=[as_text(p) for p in prompts],
             texts=decode_responses(self.tokenizer, responses, response_mask),
             query_responses=query_responses,
             attention_mask=attention_mask,
@@ -815,25 +829,28 @@ class PPOTrainer:
         )
 
     def _score(
-        self, prompts: list[str], texts: list[str], has_stop: torch.Tensor
+        self, prompts: list[Prompt], texts: list[str], has_stop: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Scores (B,) on the device, plus the separate parts for logging."""
+        """Scores (B,) on the device, plus the separate parts for logging. The reward model
+        re-tokenizes the decoded text with its own tokenizer (and its own chat template, if it
+        was trained on conversations); reward functions get the prompts' text."""
         cfg = self.config
         parts: dict[str, torch.Tensor] = {}
         scores = torch.zeros(len(texts))
+        text_prompts = [as_text(p) for p in prompts]
         if self.reward_model is not None:
             rm = self.reward_model.score(prompts, texts).float().cpu()
             parts["objective/rm_scores"] = rm
             scores = scores + rm
         if self.reward_fn is not None:
-            fn = call_reward_fn(self.reward_fn, prompts, texts, "the reward function")
+            fn = call_reward_fn(self.reward_fn, text_prompts, texts, "the reward function")
             parts["objective/fn_scores"] = fn
             scores = scores + fn
         if len(parts) == 1:
             parts = {}  # a single source is objective/scores itself
         if self.gold_reward_fn is not None:
             parts["objective/gold_scores"] = call_reward_fn(
-                self.gold_reward_fn, prompts, texts, "the gold reward function"
+                self.gold_reward_fn, text_prompts, texts, "the gold reward function"
             )
         if cfg.reward_clip is not None:
             scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
@@ -1041,7 +1058,7 @@ class PPOTrainer:
     def _sample_monitor_texts(self) -> tuple[list[str], list[bool]]:
         """Sample the current policy on the fixed monitor prompts (same temperature and length)."""
         policy = self.accelerator.unwrap_model(self.model).policy
-        prompts = self._monitor_prompts()
+        prompts = [self._input_of_text[p] for p in self._monitor_prompts()]
         texts: list[str] = []
         has_eos: list[bool] = []
         for s in range(0, len(prompts), self.local_batch):
@@ -1065,7 +1082,8 @@ class PPOTrainer:
         def combined(prompts: list[str], responses: list[str]) -> list[float]:
             total = torch.zeros(len(responses))
             if self.reward_model is not None:
-                total += self.reward_model.score(prompts, responses).float().cpu()
+                inputs = [self._input_of_text.get(p, p) for p in prompts]
+                total += self.reward_model.score(inputs, responses).float().cpu()
             if self.reward_fn is not None:
                 total += call_reward_fn(self.reward_fn, prompts, responses, "the reward function")
             return total.tolist()

@@ -12,17 +12,6 @@ from __future__ import annotations
 import torch
 
 
-def choose_pad_id(tokenizer) -> int:
-    """The id used for padding: the tokenizer's pad token when it differs from EOS, else another
-    special token (BOS, UNK) or id 0/1. Every mask in rlhfkit is explicit, so the pad id only has to
-    differ from the stop tokens — no new token and no embedding resize are needed."""
-    eos = tokenizer.eos_token_id
-    for candidate in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id, 0, 1):
-        if candidate is not None and candidate != eos:
-            return int(candidate)
-    raise ValueError("cannot choose a pad id distinct from EOS")
-
-
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack token lists into ``(input_ids, attention_mask)``, both (B, T), padded on the left."""
     width = max((len(s) for s in sequences), default=0)
@@ -46,11 +35,18 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def encode_prompts(
-    tokenizer, prompts: list[str], pad_id: int, max_prompt_length: int | None = None
+    tokenizer,
+    prompts: list[str],
+    pad_id: int,
+    max_prompt_length: int | None = None,
+    chat: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tokenize and left-pad prompts; a prompt longer than ``max_prompt_length`` keeps its *end*
-    (the part next to the response)."""
-    encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    (the part next to the response). ``chat``: the prompts were rendered with a chat template,
+    which writes BOS and its markers itself, so no special tokens are added."""
+    from rlhfkit.chat import encode_rendered
+
+    encoded = encode_rendered(tokenizer, prompts, chat)
     if max_prompt_length is not None:
         encoded = [ids[-max_prompt_length:] for ids in encoded]
     return left_pad(encoded, pad_id)
