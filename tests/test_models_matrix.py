@@ -458,3 +458,52 @@ def test_eval_split_holds_out_rankings_when_every_ranking_shares_one_prompt(
     assert "by ranking: every ranking shares one prompt" in res["eval_data"]
     saved = json.loads((tmp_path / "rm" / "eval.json").read_text(encoding="utf-8"))
     assert saved["eval_data"] == res["eval_data"] and "note" not in saved
+
+
+# ------------------------------------------------------------------------------ chat templates
+
+
+def test_a_conversation_reads_the_same_in_rm_training_and_in_ppo_scoring(
+    tiny_models, data, tmp_path, monkeypatch
+):
+    """What train-rm renders for a conversation's prompt (the text all K responses start with)
+    is exactly what the reward model inside PPO renders for the same conversation, template
+    markers included; the policy's own inputs carry the policy's template."""
+    from rlhfkit.models import RewardModel
+
+    prefixes: list[str] = []
+    format_text = RewardModel.format_text
+    mark = "\x00RESPONSE\x00"
+
+    def spy(self, prompt, response):
+        # the text that comes before any response: the conversation as this model reads it
+        prefixes.append(format_text(self, prompt, mark).split(mark)[0])
+        return format_text(self, prompt, response)
+
+    monkeypatch.setattr(RewardModel, "format_text", spy)
+    rm_dir = tmp_path / "rm"
+    train_reward_model(RewardConfig(model=str(tiny_models["qwen3"]), data=str(data / "conv.jsonl"),
+                                    out=str(rm_dir), batch_size=4, eval_split=0.25, progress=False,
+                                    normalize=False))  # fmt: skip
+    in_training = set(prefixes)
+    assert all(p.startswith("<|im_start|>user\n") for p in in_training)
+    assert sum("Explain" in p for p in in_training) == 16  # every conversation of the data
+
+    prefixes.clear()
+    trainer = PPOTrainer(_ppo(tiny_models["llama"], tmp_path / "run", data / "prompts.jsonl",
+                              reward_model=str(rm_dir)))  # fmt: skip
+    trainer.train()
+    assert prefixes and set(prefixes) <= in_training, set(prefixes) - in_training
+    # the policy (Llama-style) reads its own template, ending with the generation prompt
+    rendered = [trainer.tokenizer.decode(x) for x in _policy_inputs(trainer, data)]
+    assert all(r.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n") for r in rendered)
+    assert all("<|im_start|>" not in r for r in rendered)
+
+
+def _policy_inputs(trainer, data) -> list[list[int]]:
+    from rlhfkit.chat import encode_rendered, render_prompt
+    from rlhfkit.data import read_prompt_inputs
+
+    prompts = read_prompt_inputs(data / "prompts.jsonl")
+    texts = [render_prompt(trainer.tokenizer, p, trainer.chat) for p in prompts]
+    return encode_rendered(trainer.tokenizer, texts, trainer.chat)

@@ -205,7 +205,8 @@ class PPOConfig:
     lora_alpha: int = 16
     """LoRA alpha."""
     lora_target_modules: str | None = None
-    """Comma-separated module names for LoRA (None: PEFT's default for the architecture)."""
+    """Comma-separated module names for LoRA (None: PEFT's default for the architecture, or every
+    linear layer but the output head for an architecture PEFT has no default for)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype: keep float32 on CPU (bf16/fp16 are emulated there and ~100× slower)."""
     gradient_checkpointing: bool = False
@@ -291,6 +292,17 @@ _RESUME_MUST_MATCH = (
     "lora_target_modules", "dtype", "seed", "kl_estimator", "kl_in_loss", "total_episodes",
     "learning_rate", "lr_schedule", "value_norm", "value_head_lr_scale",
 )  # fmt: skip
+
+
+def lora_targets(spec: str | None, model_type: str) -> list[str] | str | None:
+    """LoRA's target modules: the comma-separated names given, else PEFT's default for the model
+    type, else (a type PEFT has no default for, such as Phi-3 with its fused ``qkv_proj``) every
+    linear layer but the output head (PEFT's ``"all-linear"``)."""
+    if spec:
+        return spec.split(",")
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
+
+    return None if model_type in known else "all-linear"
 
 
 # ------------------------------------------------------------------------------- reward sources
@@ -510,7 +522,7 @@ class PPOTrainer:
             # Reference = the same model with adapters disabled: no second copy in memory.
             from peft import LoraConfig, get_peft_model
 
-            targets = cfg.lora_target_modules.split(",") if cfg.lora_target_modules else None
+            targets = lora_targets(cfg.lora_target_modules, policy.config.model_type)
             policy = get_peft_model(
                 policy,
                 LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,

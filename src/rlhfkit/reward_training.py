@@ -282,13 +282,18 @@ def _group_tensors(
     return group_ids.to(device), ranks.to(device), margins.to(device)
 
 
-def can_share_prompt(model: Any) -> bool:
+def can_share_prompt(model: Any, max_length: int | None = None) -> bool:
     """Whether :func:`shared_prompt_rewards` applies: a decoder-only sequence-classification model
     with the usual ``score`` head, called directly (not through a DDP wrapper, whose forward must
-    run for gradients to be synchronised)."""
+    run for gradients to be synchronised), whose key/value cache keeps every token of an input of
+    ``max_length`` tokens (a sliding-window cache, as Mistral's or Gemma's, drops the oldest)."""
     from rlhfkit.models import is_causal_lm
 
     cfg = getattr(model, "config", None)
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", True) is not False:
+        if max_length is None or window < max_length:
+            return False
     return (
         cfg is not None
         and isinstance(getattr(model, "score", None), torch.nn.Linear)
@@ -747,7 +752,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         and n_proc == 1
         and rm.settings.input_format == "template"
         and accelerator.unwrap_model(model) is model
-        and can_share_prompt(model)
+        and can_share_prompt(model, rm.settings.max_length)
     )
     pad_id = rm.tokenizer.pad_token_id
 
