@@ -30,12 +30,7 @@ ENCODERS = ["bert", "deberta-v2"]
 CHAT = [a for a in CAUSAL if STYLES[{"gemma3": "gemma"}.get(a, a)].chat_template]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -60,13 +60,7 @@ def good_count(prompts, responses):
     return [float(r.split().count("good")) for r in responses]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The 2-core CI machine runs other tests at once; 2 threads per process oversubscribe it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

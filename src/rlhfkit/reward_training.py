@@ -291,9 +291,9 @@ def can_share_prompt(model: Any, max_length: int | None = None) -> bool:
 
     cfg = getattr(model, "config", None)
     window = getattr(cfg, "sliding_window", None)
-    if window and getattr(cfg, "use_sliding_window", True) is not False:
-        if max_length is None or window < max_length:
-            return False
+    sliding = window and getattr(cfg, "use_sliding_window", True) is not False
+    if sliding and (max_length is None or window < max_length):
+        return False
     return (
         cfg is not None
         and isinstance(getattr(model, "score", None), torch.nn.Linear)

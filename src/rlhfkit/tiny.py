@@ -263,40 +263,20 @@ class Architecture:
     fixed: dict[str, Any] = field(default_factory=dict)
 
 
-_ROPE = {
+# config kwarg -> size name, per naming scheme
+_DENSE = {
     "hidden_size": "h", "num_hidden_layers": "layers", "num_attention_heads": "heads",
-    "num_key_value_heads": "kv", "intermediate_size": "inter", "max_position_embeddings": "positions",
+    "intermediate_size": "inter", "max_position_embeddings": "positions",
 }  # fmt: skip
+_ROPE = {**_DENSE, "num_key_value_heads": "kv"}  # grouped-query attention
+_OPT = {**{k: v for k, v in _DENSE.items() if k != "intermediate_size"},
+        "ffn_dim": "inter", "word_embed_proj_dim": "h"}  # fmt: skip
+_GPT2 = {"n_embd": "h", "n_layer": "layers", "n_head": "heads", "n_positions": "positions"}
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "gpt2": Architecture(
-        "GPT2Config",
-        "gpt2",
-        sizes={"n_embd": "h", "n_layer": "layers", "n_head": "heads", "n_positions": "positions"},
-    ),
-    "gpt-neox": Architecture(
-        "GPTNeoXConfig",
-        "gpt-neox",
-        sizes={
-            "hidden_size": "h",
-            "num_hidden_layers": "layers",
-            "num_attention_heads": "heads",
-            "intermediate_size": "inter",
-            "max_position_embeddings": "positions",
-        },
-    ),
-    "opt": Architecture(
-        "OPTConfig",
-        "opt",
-        sizes={
-            "hidden_size": "h",
-            "num_hidden_layers": "layers",
-            "num_attention_heads": "heads",
-            "ffn_dim": "inter",
-            "max_position_embeddings": "positions",
-            "word_embed_proj_dim": "h",
-        },
-    ),
+    "gpt2": Architecture("GPT2Config", "gpt2", sizes=_GPT2),
+    "gpt-neox": Architecture("GPTNeoXConfig", "gpt-neox", sizes=_DENSE),
+    "opt": Architecture("OPTConfig", "opt", sizes=_OPT),
     # Grouped-query attention and tied embeddings, as the small Llama 3.2 checkpoints have.
     "llama": Architecture("LlamaConfig", "llama", sizes=_ROPE, fixed={"tie_word_embeddings": True}),
     "mistral": Architecture("MistralConfig", "mistral", sizes=_ROPE, fixed={"sliding_window": 16}),
@@ -313,13 +293,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         "DebertaV2Config",
         "deberta-v2",
         model_class="AutoModel",
-        sizes={
-            "hidden_size": "h",
-            "num_hidden_layers": "layers",
-            "num_attention_heads": "heads",
-            "intermediate_size": "inter",
-            "max_position_embeddings": "positions",
-        },
+        sizes=_DENSE,
         fixed={
             "relative_attention": True,
             "position_biased_input": False,
