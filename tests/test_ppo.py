@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhfkit import ppo as ppo_mod
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, TrainingStopped, load_reward_fn
 from rlhfkit.tiny import build_tiny_causal_lm
@@ -233,8 +232,10 @@ def test_nonfinite_reward_is_skipped_and_counted(world):
 
 def test_nonfinite_loss_never_reaches_weights_and_run_stops(world, monkeypatch):
     out = world["root"] / "nan_loss"
-    real = ppo_mod.ppo_clip_objective
-    monkeypatch.setattr(ppo_mod, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
+    from rlhfkit import losses
+
+    real = losses.ppo_clip_objective
+    monkeypatch.setattr(losses, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
     trainer = PPOTrainer(_config(world, out, total_episodes=160, max_bad_updates=2, save_every=1))
     model = trainer.accelerator.unwrap_model(trainer.model)
     before = [p.detach().clone() for p in model.policy.parameters()]

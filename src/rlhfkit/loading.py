@@ -11,6 +11,8 @@
   never hold (see :func:`rlhfkit.models.RewardModel.from_pretrained`).
 - **Stop tokens.** EOS, plus the ids the model's ``generation_config`` stops at (an instruct
   model's end of turn, such as ``<|eot_id|>`` or ``<end_of_turn>``), plus ``--stop-token``.
+- **After loading**, for training: dropout off (:func:`disable_dropout`), and GPT-2's Python GELU
+  replaced by PyTorch's kernel for the same function (:func:`fuse_activations`).
 """
 
 from __future__ import annotations
@@ -178,3 +180,45 @@ def choose_pad_id(
         if c not in avoid:
             return c
     raise ConfigError("cannot choose a pad id distinct from the stop tokens")
+
+
+def disable_dropout(model: Any) -> int:
+    """Set every dropout probability to 0; returns how many were set. Covers dropout modules and
+    the float ``*dropout`` attributes that attention implementations read at call time
+    (Llama's ``attention_dropout``, ...). PPO trains with dropout off (lm-human-preferences: with
+    it, the logprobs recomputed during the update would not match those of the rollout, and the
+    ratio would not start at 1); reward models train and score with it off (TRL)."""
+    from torch import nn
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+            n += 1
+        for name in ("attention_dropout", "dropout", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+                n += 1
+    return n
+
+
+def fuse_activations(model: Any) -> int:
+    """Replace GPT-2's tanh-approximated GELU written in Python (``gelu_new``:
+    ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``, about eight elementwise operators, each saving
+    a (B, T, 4H) tensor for backward) with PyTorch's kernel for the same function
+    (``F.gelu(x, approximate="tanh")``, one operator, one saved tensor). Same function up to float
+    rounding (max difference 2.4e-7 on unit-normal inputs); no parameters change, so checkpoints and
+    ``config.json`` stay as they were. Measured on a 2-core CPU (docs/benchmarks.md): a training
+    forward + backward of the tiny benchmark policy 20% faster, of the ~20M one 4% faster, and
+    less activation memory. Returns the number of modules replaced."""
+    try:
+        from transformers.activations import GELUTanh, NewGELUActivation
+    except ImportError:  # an older transformers: leave the model as it is
+        return 0
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is NewGELUActivation:
+                setattr(module, name, GELUTanh())
+                replaced += 1
+    return replaced

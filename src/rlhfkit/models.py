@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.loading import disable_dropout
 
 if TYPE_CHECKING:
     from rlhfkit.chat import Prompt
@@ -139,16 +140,6 @@ def init_reward_head(linear: torch.nn.Linear) -> None:
         linear.weight.normal_(0.0, 1.0 / math.sqrt(linear.in_features + 1))
         if linear.bias is not None:
             linear.bias.zero_()
-
-
-def disable_dropout(model: torch.nn.Module) -> int:
-    """Set every dropout probability to 0 (RM training and scoring are deterministic); returns count."""
-    n = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-            n += 1
-    return n
 
 
 class RewardModel:

@@ -31,7 +31,6 @@ from typing import Any, Literal
 import torch
 
 from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
-from rlhfkit.critic import fuse_activations
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.faults import inject_nan, kill_point
@@ -42,6 +41,7 @@ from rlhfkit.io import (
     recover_interrupted_dir,
     write_json,
 )
+from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import grouped_ranking_loss
 from rlhfkit.optim import adamw
 
@@ -158,6 +158,9 @@ class RewardConfig:
             if not ok:
                 raise ValueError(msg)
 
+
+# How a run trained before the setting existed (plain-text data reads the same under "auto").
+_SETTINGS_BEFORE_THEY_EXISTED = {"chat_template": "auto"}
 
 # Fields that must not change between a run and its --resume (the rest may, e.g. logging).
 _RESUME_KEYS = (
@@ -764,10 +767,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     if config.resume:
         step, ckpt = _checkpoints(out)[-1]
         state = json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8"))
+        # A setting added after the checkpoint was written: the value that run trained with.
+        saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **state["config"]}
         changed = {
-            k: (state["config"].get(k), v)
-            for k, v in _fingerprint(config).items()
-            if state["config"].get(k) != v
+            k: (saved.get(k), v) for k, v in _fingerprint(config).items() if saved.get(k) != v
         }
         saved_world = state.get("world_size", 1)
         if saved_world != n_proc:
