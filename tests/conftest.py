@@ -28,6 +28,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = pytest.mark.usefixtures(
+    "one_thread")``): the 2-core CI machine runs other work at once, and 2 threads per process
+    oversubscribe it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def world_cache(tmp_path_factory):
     """A cache directory for the full demo world's base policy, shared by the slow tests that need
@@ -50,3 +63,25 @@ def quick_demo(tmp_path_factory):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc
+
+
+@pytest.fixture(scope="session")
+def world_topics():
+    """The demo world's topics (statements of every kind), handy realistic text for tests."""
+    from rlhfkit.world.content import TOPICS
+
+    return list(TOPICS.values())
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny random-weight model of every family in ``rlhfkit.tiny.ARCHITECTURES`` (each with its
+    family-style tokenizer: pad token or not, chat template, stop tokens), built once per run,
+    plus ``"bert"``: the packaged all-MiniLM-L6-v2 encoder."""
+    from rlhfkit.models import minilm_path
+    from rlhfkit.tiny import ARCHITECTURES, build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    models = {arch: build_tiny_model(arch, root / arch) for arch in ARCHITECTURES}
+    models["bert"] = minilm_path()
+    return models

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from test_annotate_browser import ARGS, CHROMIUM, SHOTS, free_port
+from test_annotate_browser import CHROMIUM, SHOTS, browser_context, serve_in_thread  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +42,6 @@ HOSTILE = '<img src=x onerror="window.__pwned = 5"> **bold** [x](javascript:wind
 def server():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    import uvicorn
 
     from rlhfkit.annotate.app import create_app
     from rlhfkit.annotate.store import Store
@@ -79,60 +76,37 @@ def server():
     tokens = {n: store.add_annotator(n) for n in ("alice", "bob", "carol")}
     tokens["owner"] = store.add_annotator("owner", is_admin=True)
     app = create_app(tmp / "ann.db", overlap=3, secret=b"q" * 48, guidelines=guide)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "store": store, "tokens": tokens}
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(app) as url:
+        yield {"url": url, "store": store, "tokens": tokens}
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture
-def page(server):
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    profile = Path(tempfile.mkdtemp(prefix="rlhfkit-chromium-"))
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(profile),
-            executable_path=CHROMIUM,
-            args=ARGS,
-            headless=True,
-            viewport={"width": 1280, "height": 900},
-        )
-        pg = ctx.new_page()
-        # page errors, console errors (a CSP violation is one) and failed requests; the browser's
-        # own favicon request is the one 404 expected
-        pg.problems = []
-        pg.on("pageerror", lambda e: pg.problems.append(str(e)))
-        pg.on(
-            "console",
-            lambda m: (
-                m.type == "error"
-                and not m.text.startswith("Failed to load resource")
-                and pg.problems.append(m.text)
-            ),
-        )
-        pg.on(
-            "response",
-            lambda r: (
-                r.status >= 400
-                and not r.url.endswith("/favicon.ico")
-                and pg.problems.append(f"{r.status} {r.url}")
-            ),
-        )
-        try:
-            yield pg
-        finally:
-            ctx.close()
-            shutil.rmtree(profile, ignore_errors=True)
+def page(browser_context):  # noqa: F811 (the fixture imported above)
+    """A new page of the Chromium context that test_annotate_browser.py launches, recording
+    page errors, console errors (a CSP violation is one) and failed requests; the browser's own
+    favicon request is the one 404 expected."""
+    pg = browser_context.new_page()
+    pg.problems = []
+    pg.on("pageerror", lambda e: pg.problems.append(str(e)))
+    pg.on(
+        "console",
+        lambda m: (
+            m.type == "error"
+            and not m.text.startswith("Failed to load resource")
+            and pg.problems.append(m.text)
+        ),
+    )
+    pg.on(
+        "response",
+        lambda r: (
+            r.status >= 400
+            and not r.url.endswith("/favicon.ico")
+            and pg.problems.append(f"{r.status} {r.url}")
+        ),
+    )
+    yield pg
+    pg.close()
 
 
 def login(page, server, who: str) -> None:

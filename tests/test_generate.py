@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from rlhfkit.generate import _pad_id, generate_candidates
+from rlhfkit.generate import generate_candidates
+from rlhfkit.loading import choose_pad_id
 from rlhfkit.tiny import build_tiny_causal_lm
 
 WORDS = [
@@ -69,16 +70,22 @@ def test_left_padding_does_not_change_the_continuation(tiny):
     assert batched[1] == alone[0]
 
 
-def test_pad_is_never_eos():
+def test_pad_is_never_eos_nor_outside_the_embedding():
     class Tok:
         eos_token_id = 5
         pad_token_id = 5
         unk_token_id = None
         bos_token_id = 5
+        all_special_ids = (5,)
 
-    assert _pad_id(Tok()) == 0
+    assert choose_pad_id(Tok(), [5], rows=10) == 0
     Tok.pad_token_id = 3
-    assert _pad_id(Tok()) == 3
+    assert choose_pad_id(Tok(), [5], rows=10) == 3
+    # a pad token the tokenizer class added past the embedding (Qwen2's default) is not used
+    Tok.pad_token_id, Tok.bos_token_id = 10, 7
+    assert choose_pad_id(Tok(), [5], rows=10) == 7
+    # nor a stop token other than EOS (an instruct model's end of turn)
+    assert choose_pad_id(Tok(), [5, 7], rows=10) == 0
 
 
 def test_cli_writes_candidates_that_import(tiny, tmp_path):

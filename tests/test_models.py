@@ -66,7 +66,7 @@ def test_scores_do_not_depend_on_batch_padding(tiny_lm):
     assert rm.score(["tell me"], ["great"]).item() != rm.score(["tell me"], ["awful"]).item()
 
 
-def test_pad_equal_to_eos_gets_a_distinct_pad_token(tmp_path, tiny_lm):
+def test_pad_equal_to_eos_reuses_another_special_token(tmp_path, tiny_lm):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     tok = AutoTokenizer.from_pretrained(tiny_lm)
@@ -75,13 +75,28 @@ def test_pad_equal_to_eos_gets_a_distinct_pad_token(tmp_path, tiny_lm):
     model.config.pad_token_id = tok.eos_token_id
     tok.save_pretrained(tmp_path / "m")
     model.save_pretrained(tmp_path / "m")
+    rows = model.get_input_embeddings().num_embeddings
     rm = RewardModel.from_pretrained(tmp_path / "m")
-    assert rm.tokenizer.pad_token == PAD_TOKEN
-    assert rm.tokenizer.pad_token_id != rm.tokenizer.eos_token_id
+    # BOS never ends an input, so it pads: nothing added, nothing resized
+    assert rm.tokenizer.pad_token_id == rm.tokenizer.bos_token_id != rm.tokenizer.eos_token_id
     assert rm.model.config.pad_token_id == rm.tokenizer.pad_token_id
-    assert rm.model.get_input_embeddings().num_embeddings == len(rm.tokenizer)
+    assert rm.model.get_input_embeddings().num_embeddings == rows == len(rm.tokenizer)
     feats, _ = rm.encode(["tell me"], ["great"])
     assert feats[0]["input_ids"][-1] == rm.tokenizer.eos_token_id
+
+
+def test_a_tokenizer_with_one_special_token_gets_a_pad_token_after_resizing(tmp_path, tiny_models):
+    """GPT-2 and GPT-NeoX tokenizers have a single special token (BOS = EOS = UNK) and no pad:
+    a new pad token is added, the embedding resized first (no padding_idx outside it)."""
+    for arch in ("gpt2", "gpt-neox"):
+        rm = RewardModel.from_pretrained(tiny_models[arch])
+        assert rm.tokenizer.pad_token == PAD_TOKEN
+        assert rm.model.get_input_embeddings().num_embeddings == len(rm.tokenizer)
+        assert rm.model.config.pad_token_id == rm.tokenizer.pad_token_id
+        rm.save_pretrained(tmp_path / arch)
+        back = RewardModel.from_pretrained(tmp_path / arch)
+        assert back.tokenizer.pad_token == PAD_TOKEN and len(back.tokenizer) == len(rm.tokenizer)
+        torch.testing.assert_close(back.score(["a b"], ["c d"]), rm.score(["a b"], ["c d"]))
 
 
 def test_save_load_plain_transformers_matches_score(tmp_path, tiny_lm):

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhfkit import ppo as ppo_mod
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, TrainingStopped, load_reward_fn
 from rlhfkit.tiny import build_tiny_causal_lm
@@ -60,13 +59,7 @@ def good_count(prompts, responses):
     return [float(r.split().count("good")) for r in responses]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The 2-core CI machine runs other tests at once; 2 threads per process oversubscribe it.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +232,10 @@ def test_nonfinite_reward_is_skipped_and_counted(world):
 
 def test_nonfinite_loss_never_reaches_weights_and_run_stops(world, monkeypatch):
     out = world["root"] / "nan_loss"
-    real = ppo_mod.ppo_clip_objective
-    monkeypatch.setattr(ppo_mod, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
+    from rlhfkit import losses
+
+    real = losses.ppo_clip_objective
+    monkeypatch.setattr(losses, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
     trainer = PPOTrainer(_config(world, out, total_episodes=160, max_bad_updates=2, save_every=1))
     model = trainer.accelerator.unwrap_model(trainer.model)
     before = [p.detach().clone() for p in model.policy.parameters()]

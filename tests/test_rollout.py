@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhfkit.loading import choose_pad_id
 from rlhfkit.ops import logprobs_from_logits
 from rlhfkit.rollout import (
-    choose_pad_id,
     decode_responses,
     encode_prompts,
     generate,
@@ -47,8 +47,9 @@ def test_choose_pad_id_never_eos(tiny):
         eos_token_id = 3
         bos_token_id = 3
         unk_token_id = 7
+        all_special_ids = (3, 7)
 
-    assert choose_pad_id(NoPad()) == 7
+    assert choose_pad_id(NoPad(), rows=10) == 7
 
 
 def test_left_padded_prompt_logprobs_equal_unpadded(tiny):

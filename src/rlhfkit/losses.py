@@ -1,7 +1,17 @@
-"""The losses and objectives of RLHF, as pure functions.
+"""Every formula of RLHF, as pure functions that read like the papers.
 
-Reward model: Bradley-Terry over pairs, and its ranking-native form over K responses (InstructGPT).
-Policy: the KL-penalized reward and PPO's clipped surrogate; critic: the clipped value loss.
+1. Reward model: Bradley-Terry over pairs, and its ranking-native form over K responses
+   (InstructGPT): :func:`bradley_terry_loss`, :func:`ranking_loss`, :func:`grouped_ranking_loss`.
+2. The reward PPO maximizes: KL estimators (:func:`kl_estimate`), ``r − β·KL``
+   (:func:`kl_penalized_reward`) and its per-token form (:func:`per_token_rewards`).
+3. Advantages: generalized advantage estimation (:func:`gae`).
+4. The PPO update: the clipped surrogate (:func:`ppo_clip_objective`, :func:`policy_loss`), the
+   clipped value loss (:func:`value_loss`), and the whole minibatch loss with its named terms
+   (:func:`ppo_loss`).
+
+Tensors in, ``(loss, stats)`` out where a trainer logs the stats (the core formulas of the course
+page return the plain tensor). ``mask`` is 1 for response tokens that count, 0 for padding and
+everything after the stop token. Shapes: B rows, R response tokens.
 """
 
 from __future__ import annotations
@@ -112,6 +122,79 @@ def kl_penalized_reward(reward, kl, beta):
     return reward - beta * kl
 
 
+def kl_estimate(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1"
+) -> torch.Tensor:
+    """Per-token estimate of KL(policy ‖ reference) from tokens sampled by the policy.
+
+    With ``log ρ = logprobs - ref_logprobs`` (J. Schulman, "Approximating KL divergence", 2020):
+
+    - ``k1 = log ρ`` — unbiased, high variance, *negative for individual tokens* (normal!);
+    - ``k2 = (log ρ)² / 2`` — biased, low variance, always ≥ 0;
+    - ``k3 = exp(-log ρ) - 1 + log ρ`` — unbiased, low variance, always ≥ 0.
+    """
+    log_ratio = logprobs - ref_logprobs
+    if kind == "k1":
+        return log_ratio
+    if kind == "k2":
+        return 0.5 * log_ratio**2
+    if kind == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"kl estimator must be 'k1', 'k2' or 'k3', got {kind!r}")
+
+
+def per_token_rewards(
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    kl_in_reward: bool = True,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reward of every response token: ``r_t − β·KL_t``, where ``r_t`` is the reward model's
+    score at the last real token and 0 elsewhere (Ziegler et al. 2019; Stiennon et al. 2020).
+
+    scores: (B,), kl: (B, R) per-token estimates (0 off the mask), mask: (B, R). Summed over a
+    response this is :func:`kl_penalized_reward` of its score and its KL. ``kl_in_reward=False``
+    leaves the KL out (it is then a loss term, see :func:`ppo_loss`). Returns ``(rewards (B, R),
+    stats)`` with ``non_score_reward``: ``−β·KL`` summed per response (B,).
+    """
+    last = (mask.sum(1) - 1).long()  # (B,) index of the last real token
+    score_at_end = torch.zeros_like(kl)  # (B, R)
+    score_at_end[torch.arange(kl.shape[0], device=kl.device), last] = scores.to(kl.dtype)
+    rewards = kl_penalized_reward(score_at_end, kl, beta) if kl_in_reward else score_at_end
+    return rewards, {"non_score_reward": (-beta * kl).sum(1)}
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016), over (B, T) response tokens.
+
+    ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``, ``returns = A + V``.
+    Rewards and values are zeroed where ``mask`` is 0 (after EOS), so the episode ends at the last
+    real token: nothing after it leaks back. Returns ``(advantages, returns)``, both zero off-mask.
+    """
+    mask = mask.to(values.dtype)
+    rewards = rewards * mask
+    values = values * mask
+    T = rewards.shape[-1]
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[..., 0])  # (B,)
+    for t in reversed(range(T)):
+        next_value = values[..., t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[..., t] + gamma * next_value - values[..., t]
+        # a masked position passes the future advantage through untouched only if it is not
+        # padding *inside* the response; responses are right-padded, so after-EOS positions are 0.
+        last = (delta + gamma * lam * last) * mask[..., t]
+        advantages[..., t] = last
+    returns = advantages + values
+    return advantages, returns * mask
+
+
 def ppo_clip_objective(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -197,3 +280,70 @@ def value_clipfrac(
     clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     active = ((clipped_values - returns) ** 2 > (values - returns) ** 2).float()
     return active.mean() if mask is None else masked_mean(active, mask)
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float = 0.2,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The policy's loss, ``−`` :func:`ppo_clip_objective`, with :func:`ppo_clip_stats`."""
+    loss = -ppo_clip_objective(logprobs, old_logprobs, advantages, clip_range, mask)
+    return loss, ppo_clip_stats(logprobs.detach(), old_logprobs, advantages, clip_range, mask)
+
+
+def ppo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    entropy: torch.Tensor,
+    *,
+    clip_range: float = 0.2,
+    clip_range_value: float = 0.2,
+    vf_coef: float = 0.1,
+    entropy_coef: float = 0.0,
+    ref_logprobs: torch.Tensor | None = None,
+    beta: float = 0.0,
+    kl_kind: str = "k1",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One minibatch's PPO loss, term by term (CleanRL's layout):
+
+    ``loss = pg_loss + vf_coef·v_loss − entropy_coef·entropy [+ β·KL]``
+
+    - ``pg_loss``: the clipped surrogate, negated (:func:`policy_loss`);
+    - ``v_loss``: the clipped value loss (:func:`value_loss`);
+    - ``entropy``: the masked mean of the per-token ``entropy`` (B, R), a bonus when
+      ``entropy_coef > 0`` (pass it without gradient otherwise: it is then only logged);
+    - ``β·KL``: with ``ref_logprobs`` given, the KL to the reference as a loss term (token mean,
+      ``kl_kind`` estimator) instead of in the reward (GRPO; OpenRLHF's ``use_kl_loss``).
+
+    logprobs, old_logprobs, advantages, values, old_values, returns, mask: (B, R). Returns the
+    loss and the stats the trainer logs (``policy/*``, ``val/*``, ``loss/*``).
+    """
+    pg_loss, clip = policy_loss(logprobs, old_logprobs, advantages, clip_range, mask)
+    v_loss = value_loss(values, old_values, returns, clip_range_value, mask)
+    loss = pg_loss + vf_coef * v_loss
+    entropy_mean = masked_mean(entropy, mask)
+    if entropy_coef > 0:
+        loss = loss - entropy_coef * entropy_mean
+    if ref_logprobs is not None:
+        loss = loss + beta * masked_mean(kl_estimate(logprobs, ref_logprobs, kl_kind), mask)
+    stats = {
+        "policy/approxkl": clip["approxkl"],
+        "policy/clipfrac": clip["clipfrac"],
+        "policy/entropy": entropy_mean.detach(),
+        "val/ratio": clip["ratio_mean"],
+        "val/ratio_var": clip["ratio_var"],
+        "val/clipfrac": value_clipfrac(
+            values.detach(), old_values, returns, clip_range_value, mask
+        ),
+        "loss/policy": pg_loss.detach(),
+        "loss/value": v_loss.detach(),
+    }
+    return loss, stats

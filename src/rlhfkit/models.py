@@ -12,15 +12,22 @@ no rlhfkit code. What rlhfkit adds lives in the saved ``config.json`` under the 
 
 Backbones:
 
-- **causal LMs** (GPT-2, Llama, ...): input is ``template`` with ``{prompt}`` and ``{response}``
-  filled in (default ``"{prompt}\n{response}"``), then the EOS token. The newline keeps the last
-  prompt word and the first response word apart whatever the data's spacing convention (TRL pairs
-  put the space in the response, ``rlhfkit generate`` and word-level tokenizers do not; plain
-  concatenation would glue ``"terms."`` and ``"Think"`` into one unknown word). The score is read at
-  the last non-pad token (the EOS), which has attended to the whole text. Pad must differ from EOS
-  for that rule, so a pad token is added when the tokenizer has none or reuses EOS.
-- **encoders** (BERT, MiniLM, ...): the tokenizer's text pair ``[CLS] prompt [SEP] response [SEP]``;
-  the head reads the pooled ``[CLS]`` state.
+- **causal LMs** (GPT-2, Llama, Qwen, ...), two input formats:
+  - ``"template"``: ``template`` with ``{prompt}`` and ``{response}`` filled in (default
+    ``"{prompt}\n{response}"``), then the EOS token. The newline keeps the last prompt word and the
+    first response word apart whatever the data's spacing convention (TRL pairs put the space in
+    the response, ``rlhfkit generate`` and word-level tokenizers do not; plain concatenation would
+    glue ``"terms."`` and ``"Think"`` into one unknown word).
+  - ``"chat"``: the conversation (prompt messages, then the response as the assistant's turn)
+    rendered with the tokenizer's chat template, chosen when the training data is conversational
+    (:mod:`rlhfkit.chat`). The template ends the turn itself; no EOS is added.
+
+  The score is read at the last token that is not pad (transformers' rule), the token every input
+  ends with, which has attended to the whole text. So the pad id must differ from that token: the
+  tokenizer's pad when it does, else an existing special token that does, else a new ``<|pad|>``
+  (the embedding is resized first; docs/models.md).
+- **encoders** (BERT, MiniLM, DeBERTa, ...): the tokenizer's text pair ``[CLS] prompt [SEP] response
+  [SEP]``; the head reads the pooled ``[CLS]`` state.
 
 A new head is initialised ``N(0, 1/√(d+1))`` as in lm-human-preferences (``d`` = hidden size).
 """
@@ -34,11 +41,16 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.loading import disable_dropout
+
+if TYPE_CHECKING:
+    from rlhfkit.chat import Prompt
+    from rlhfkit.data.messages import Message
 
 RLHFKIT_CONFIG_KEY = "rlhfkit"
 FORMAT_VERSION = 1
@@ -53,8 +65,9 @@ _PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
 class RewardSettings:
     """Everything beyond the HF model that scoring needs; stored as ``config.rlhfkit``."""
 
-    input_format: str  # "template" (causal LMs) or "text_pair" (encoders)
+    input_format: str  # "template" or "chat" (causal LMs), "text_pair" (encoders)
     template: str | None = None  # for "template": placeholders {prompt} and {response}
+    # ("chat": prompt + [assistant: response] rendered with the tokenizer's chat template)
     append_eos: bool = True  # "template" only: add the EOS token after the text
     max_length: int = DEFAULT_MAX_LENGTH  # tokens; longer inputs lose tokens from the left
     gain: float = 1.0  # score = gain * raw + bias
@@ -129,16 +142,6 @@ def init_reward_head(linear: torch.nn.Linear) -> None:
             linear.bias.zero_()
 
 
-def disable_dropout(model: torch.nn.Module) -> int:
-    """Set every dropout probability to 0 (RM training and scoring are deterministic); returns count."""
-    n = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
-            module.p = 0.0
-            n += 1
-    return n
-
-
 class RewardModel:
     """A sequence-classification model with one output, its tokenizer and :class:`RewardSettings`.
 
@@ -164,44 +167,61 @@ class RewardModel:
         revision: str | None = None,
         trust_remote_code: bool = False,
         dropout: bool = False,
+        chat_template: str = "auto",
+        conversational: bool = False,
+        trained: bool = False,
+        option: str = "--model",
     ) -> RewardModel:
         """Load a saved reward model, or start one from any backbone (a directory or a hub name).
 
         A backbone without a one-output head gets a fresh ``N(0, 1/√(d+1))`` head. ``template`` and
         ``max_length`` override what a saved reward model recorded (only sensible before training).
+        ``chat_template`` (``auto``/``always``/``never``, see :mod:`rlhfkit.chat`) and
+        ``conversational`` (the training data holds message lists) decide whether a new causal-LM
+        reward model reads conversations through its tokenizer's chat template; a saved reward
+        model keeps the format it was trained on. ``trained=True`` (scoring, PPO) refuses a model
+        that is not a trained one-output reward model. ``option`` names the model in errors.
         The model is fp32, in eval mode, with dropout off unless ``dropout=True``.
         """
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        name = str(path_or_name)
-        local = Path(name)
-        if local.exists() and not (local / "config.json").is_file():
-            raise ConfigError(f"{name}: not a model directory (no config.json)")
+        from rlhfkit.chat import use_chat_template
+        from rlhfkit.loading import (
+            check_model_source,
+            check_vocabulary,
+            load_config,
+            load_tokenizer,
+        )
+
+        name = check_model_source(path_or_name, option)
         kw: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-        try:
-            with quiet_transformers():
-                hf_config = AutoConfig.from_pretrained(name, **kw)
-                tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-        except OSError as e:
-            raise ConfigError(f"cannot load model {name!r}: {e}") from None
+        with quiet_transformers():
+            hf_config = load_config(name, option, **kw)
+            tokenizer = load_tokenizer(name, option, **kw)
         saved = getattr(hf_config, RLHFKIT_CONFIG_KEY, None)
+        if trained:
+            _check_trained(hf_config, isinstance(saved, dict), option, name)
         if isinstance(saved, dict):
             settings = RewardSettings.from_dict(saved)
-            causal = settings.input_format == "template"
+            causal = settings.input_format != "text_pair"
         else:
             causal = is_causal_lm(hf_config)
+            who = f"{option} {name}"
+            chat = causal and use_chat_template(chat_template, tokenizer, conversational, who)
+            if chat_template == "always" and not causal:
+                raise ConfigError(f"{who}: an encoder reads (prompt, response) as a text pair; --chat-template always is for causal LMs")  # fmt: skip
             limit = _position_limit(hf_config, tokenizer)
             settings = RewardSettings(
-                input_format="template" if causal else "text_pair",
-                template=DEFAULT_CAUSAL_TEMPLATE if causal else None,
-                append_eos=causal and tokenizer.eos_token_id is not None,
+                input_format="chat" if chat else ("template" if causal else "text_pair"),
+                template=DEFAULT_CAUSAL_TEMPLATE if causal and not chat else None,
+                append_eos=causal and not chat and tokenizer.eos_token_id is not None,
                 max_length=min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH,
             )
         if template is not None:
-            if not causal:
+            if settings.input_format != "template":
                 raise ConfigError(
-                    f"{name}: an encoder reads (prompt, response) as a text pair; --template is "
-                    "for causal LMs"
+                    f"{name}: --template is for causal LMs reading plain text; this reward model "
+                    f"reads {'text pairs' if not causal else 'conversations (chat template)'}"
                 )
             _check_template(template)
             settings.template = template
@@ -209,15 +229,6 @@ class RewardModel:
             limit = _position_limit(hf_config, tokenizer)
             # Never more than the model has positions for (a 512 default on a 128-position model).
             settings.max_length = min(max_length, limit) if limit else max_length
-
-        # Pad must exist and, for causal LMs, differ from EOS: the score is read at the last
-        # non-pad token, and that token is the appended EOS.
-        added_pad = False
-        if tokenizer.pad_token_id is None or (
-            causal and tokenizer.pad_token_id == tokenizer.eos_token_id
-        ):
-            tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-            added_pad = True
 
         try:
             with quiet_transformers():
@@ -227,16 +238,20 @@ class RewardModel:
                     ignore_mismatched_sizes=True,  # a 2-label classifier head becomes a 1-output one
                     output_loading_info=True,
                     dtype=torch.float32,
-                    pad_token_id=tokenizer.pad_token_id,
                     **kw,
                 )
         except (OSError, ValueError) as e:
             raise ConfigError(
-                f"cannot load {name!r} as a sequence-classification model: {e}"
+                f"{option} {name}: cannot load as a sequence-classification model: {e}"
             ) from None
-        if added_pad:
-            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        model.config.pad_token_id = tokenizer.pad_token_id
+        rows = int(model.get_input_embeddings().weight.shape[0])
+        check_vocabulary(tokenizer, rows, option, name)
+        rm = cls(model, tokenizer, settings)
+        # The score is read at the last token that is not pad (transformers' rule), so the pad
+        # id must differ from the token every input ends with; set after loading, so that no
+        # embedding is built around a pad index (and none outside the matrix, see docs/models.md).
+        pad_id = rm._choose_pad_id(rows)
+        model.config.pad_token_id = pad_id
         model.config.problem_type = "regression"
         fresh = set(info.get("missing_keys", ())) | {
             k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())
@@ -251,7 +266,33 @@ class RewardModel:
         if not dropout:
             disable_dropout(model)
         model.eval()
-        return cls(model, tokenizer, settings)
+        return rm
+
+    def _choose_pad_id(self, rows: int) -> int:
+        """The pad id: the tokenizer's, if it lies inside the embedding and is not the token every
+        input ends with; else an existing special token that is neither (BOS, UNK, ...); else a
+        new ``<|pad|>`` token, added after resizing the embedding (saved with the tokenizer)."""
+        tok = self.tokenizer
+        last = self.final_token_id()
+        ok = lambda i: i is not None and 0 <= i < rows and i not in (last, tok.eos_token_id)  # noqa: E731
+        if ok(tok.pad_token_id):
+            return int(tok.pad_token_id)
+        special = sorted(set(tok.all_special_ids))
+        for c in (tok.bos_token_id, tok.unk_token_id, *special):
+            if ok(c):
+                tok.pad_token = tok.convert_ids_to_tokens(c)
+                return int(c)
+        tok.add_special_tokens({"pad_token": PAD_TOKEN})
+        self.model.resize_token_embeddings(len(tok), mean_resizing=False)
+        return int(tok.pad_token_id)
+
+    def final_token_id(self) -> int | None:
+        """The token every input ends with (the appended EOS, the chat template's last token, an
+        encoder's [SEP]): the position the score is read at."""
+        if self.settings.input_format == "template" and self.settings.append_eos:
+            return self.tokenizer.eos_token_id
+        feats, _ = self.encode(["a"], ["b"])
+        return feats[0]["input_ids"][-1]
 
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Write model, tokenizer and ``config.rlhfkit`` into ``out_dir`` (plain HF layout)."""
@@ -270,35 +311,48 @@ class RewardModel:
         self.model.to(device)
         return self
 
-    def format_text(self, prompt: str, response: str) -> str:
-        """The training/scoring text of a causal-LM reward model (before the EOS token)."""
-        values = {"prompt": prompt, "response": response}
+    def format_text(self, prompt: Prompt, response: str | list[Message]) -> str:
+        """The text a causal-LM reward model reads (before the EOS token of the plain format):
+        the conversation rendered with the chat template, or ``template`` filled in."""
+        from rlhfkit.chat import as_text, render_conversation
+
+        if self.settings.input_format == "chat":
+            return render_conversation(self.tokenizer, prompt, response)
+        values = {"prompt": as_text(prompt), "response": _response_text(response)}
         assert self.settings.template is not None
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.settings.template)
 
     def encode(
-        self, prompts: Sequence[str], responses: Sequence[str]
+        self, prompts: Sequence[Prompt], responses: Sequence[str | list[Message]]
     ) -> tuple[list[dict[str, list[int]]], list[int]]:
         """Tokenize pairs as training and scoring see them.
 
+        A prompt is text or a conversation (a list of messages), a response text or the
+        assistant's messages; how they become text is the model's ``input_format``.
         Returns ``(features, full_lengths)``: one dict per pair (``input_ids`` and, for encoders,
         ``token_type_ids``), at most ``max_length`` tokens, and each pair's length before truncation
         (so callers can count or drop over-long items). Truncation removes tokens from the left.
         """
+        from rlhfkit.chat import as_text
+
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return [], []
         max_len = self.settings.max_length
         tok = self.tokenizer
-        if self.settings.input_format == "template":
+        if self.settings.input_format in ("template", "chat"):
+            chat = self.settings.input_format == "chat"
             texts = [self.format_text(p, r) for p, r in zip(prompts, responses, strict=True)]
-            ids = tok(texts, add_special_tokens=True, truncation=False)["input_ids"]
-            eos = [tok.eos_token_id] if self.settings.append_eos else []
+            # A chat template writes BOS and its markers itself.
+            ids = tok(texts, add_special_tokens=not chat, truncation=False)["input_ids"]
+            eos = [tok.eos_token_id] if self.settings.append_eos and not chat else []
             full = [x + eos for x in ids]
             lengths = [len(x) for x in full]
             feats = [{"input_ids": x[-max_len:]} for x in full]
             return feats, lengths
+        prompts = [as_text(p) for p in prompts]
+        responses = [_response_text(r) for r in responses]
         enc = tok(list(prompts), list(responses), truncation=False)
         lengths = [len(x) for x in enc["input_ids"]]
         feats = [{k: enc[k][i] for k in enc if k != "attention_mask"} for i in range(len(lengths))]
@@ -332,8 +386,8 @@ class RewardModel:
     @torch.no_grad()
     def score(
         self,
-        prompts: Sequence[str],
-        responses: Sequence[str],
+        prompts: Sequence[Prompt],
+        responses: Sequence[str | list[Message]],
         batch_size: int = 32,
         normalized: bool = True,
     ) -> torch.Tensor:
@@ -360,7 +414,7 @@ class RewardModel:
             out = out * self.settings.gain + self.settings.bias
         return out
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
         """A reward function: ``fn(prompts, responses) -> list[float]`` (normalized scores)."""
         return self.score(prompts, responses).tolist()
 
@@ -376,6 +430,30 @@ class RewardModel:
         self.settings.bias = -mean / std
         self.settings.normalized_on = int(raw.numel())
         return self.settings.gain, self.settings.bias
+
+
+def _response_text(response: str | list[Message]) -> str:
+    from rlhfkit.data.messages import messages_to_text
+
+    return messages_to_text(response, as_prompt=False) if isinstance(response, list) else response
+
+
+def _check_trained(hf_config: Any, has_settings: bool, option: str, name: str) -> None:
+    """Refuse, for scoring, a model whose outputs are not one reward: a classifier with several
+    labels, or a bare backbone (its score head would be freshly random)."""
+    archs = getattr(hf_config, "architectures", None) or []
+    if not has_settings and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ConfigError(
+            f"{option} {name}: not a reward model (a {hf_config.model_type!r} model without a "
+            "sequence-classification score head, so its scores would be random); train one "
+            "with rlhfkit train-rm --model " + name
+        )
+    n = getattr(hf_config, "num_labels", 1)
+    if n != 1:
+        raise ConfigError(
+            f"{option} {name}: has num_labels={n}; a reward model has one output "
+            "(num_labels=1). Train one with rlhfkit train-rm (it starts from any backbone)"
+        )
 
 
 def _check_template(template: str) -> None:

@@ -1,7 +1,8 @@
-"""Tensor operations of RLHF: masked statistics, log-probabilities, KL estimators, GAE.
+"""Tensor operations of RLHF: masked statistics, log-probabilities, entropies.
 
 Pure functions: tensors in, tensors out; ``mask`` is 1 for response tokens that count and 0 for
-padding (and for everything after the stop token).
+padding (and for everything after the stop token). The formulas (KL estimators, GAE, the losses)
+are in :mod:`rlhfkit.losses`; ``rlhfkit.ops.kl_estimate`` and ``rlhfkit.ops.gae`` still import.
 """
 
 from __future__ import annotations
@@ -74,57 +75,6 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     return logz.squeeze(-1) - (probs * logits).sum(-1)  # (B, T)
 
 
-def kl_estimate(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1"
-) -> torch.Tensor:
-    """Per-token estimate of KL(policy ‖ reference) from tokens sampled by the policy.
-
-    With ``log ρ = logprobs - ref_logprobs`` (J. Schulman, "Approximating KL divergence", 2020):
-
-    - ``k1 = log ρ`` — unbiased, high variance, *negative for individual tokens* (normal!);
-    - ``k2 = (log ρ)² / 2`` — biased, low variance, always ≥ 0;
-    - ``k3 = exp(-log ρ) - 1 + log ρ`` — unbiased, low variance, always ≥ 0.
-    """
-    log_ratio = logprobs - ref_logprobs
-    if kind == "k1":
-        return log_ratio
-    if kind == "k2":
-        return 0.5 * log_ratio**2
-    if kind == "k3":
-        return torch.expm1(-log_ratio) + log_ratio
-    raise ValueError(f"kl estimator must be 'k1', 'k2' or 'k3', got {kind!r}")
-
-
-def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    mask: torch.Tensor,
-    gamma: float = 1.0,
-    lam: float = 0.95,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalized advantage estimation (Schulman et al. 2016), over (B, T) response tokens.
-
-    ``δ_t = r_t + γ·V_{t+1} − V_t``, ``A_t = δ_t + γλ·A_{t+1}``, ``returns = A + V``.
-    Rewards and values are zeroed where ``mask`` is 0 (after EOS), so the episode ends at the last
-    real token: nothing after it leaks back. Returns ``(advantages, returns)``, both zero off-mask.
-    """
-    mask = mask.to(values.dtype)
-    rewards = rewards * mask
-    values = values * mask
-    T = rewards.shape[-1]
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[..., 0])  # (B,)
-    for t in reversed(range(T)):
-        next_value = values[..., t + 1] if t + 1 < T else torch.zeros_like(last)
-        delta = rewards[..., t] + gamma * next_value - values[..., t]
-        # a masked position passes the future advantage through untouched only if it is not
-        # padding *inside* the response; responses are right-padded, so after-EOS positions are 0.
-        last = (delta + gamma * lam * last) * mask[..., t]
-        advantages[..., t] = last
-    returns = advantages + values
-    return advantages, returns * mask
-
-
 def explained_variance(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
@@ -133,3 +83,12 @@ def explained_variance(
     if var_target <= 0:
         return torch.zeros((), dtype=target.dtype)
     return 1.0 - masked_var(target - pred, mask) / var_target
+
+
+def __getattr__(name: str):
+    # The formulas moved to rlhfkit.losses (which imports this module, hence lazily).
+    if name in ("kl_estimate", "gae"):
+        from rlhfkit import losses
+
+        return getattr(losses, name)
+    raise AttributeError(f"module 'rlhfkit.ops' has no attribute {name!r}")

@@ -31,7 +31,6 @@ from typing import Any, Literal
 import torch
 
 from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
-from rlhfkit.critic import fuse_activations
 from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.faults import inject_nan, kill_point
@@ -42,6 +41,7 @@ from rlhfkit.io import (
     recover_interrupted_dir,
     write_json,
 )
+from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import grouped_ranking_loss
 from rlhfkit.optim import adamw
 
@@ -68,6 +68,10 @@ class RewardConfig:
     """data format: auto, rankings, pairs, hh, ultrafeedback"""
     skip_invalid: bool = False
     """skip invalid records (counted in the report) instead of stopping at the first one"""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """conversational data: render each (prompt, response) with the backbone's chat template (auto:
+    when the data has message lists and the tokenizer a template; always: plain prompts too, as one
+    user message; never: plain "Role: content" text); stored with the reward model (docs/models.md)"""
     template: str | None = None
     """causal LMs: input text with {prompt} and {response} (default "{prompt}{response}", then EOS); encoders use a text pair"""
     max_length: int = 512
@@ -157,9 +161,13 @@ class RewardConfig:
                 raise ValueError(msg)
 
 
+# How a run trained before the setting existed (plain-text data reads the same under "auto").
+_SETTINGS_BEFORE_THEY_EXISTED = {"chat_template": "auto"}
+
 # Fields that must not change between a run and its --resume (the rest may, e.g. logging).
 _RESUME_KEYS = (
     "model", "data", "eval_data", "eval_split", "format", "skip_invalid", "template", "max_length",
+    "chat_template",
     "overlong", "epochs", "batch_size", "learning_rate", "lr_scheduler", "warmup_ratio",
     "weight_decay", "adam_eps", "max_grad_norm", "use_margin", "use_weight", "center_rewards_coefficient", "seed",
 )  # fmt: skip
@@ -187,23 +195,44 @@ def _distinct_prompts(rankings: list[Any]) -> str:
 
 def split_by_prompt(rankings: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     """Hold out ``fraction`` of the distinct prompts (all their rankings), so no prompt is on both
-    sides; returns ``(train, held_out)``. Deterministic in ``seed``."""
+    sides; returns ``(train, held_out)``. Deterministic in ``seed``. When every ranking shares one
+    prompt, ``fraction`` of the rankings is held out instead (see :func:`split_description`)."""
     prompts = sorted({r.prompt for r in rankings})
-    if fraction <= 0 or len(prompts) < 2:
+    if fraction <= 0 or len(rankings) < 2:
         return list(rankings), []
     rng = random.Random(seed)
+    if len(prompts) < 2:
+        order = list(range(len(rankings)))
+        rng.shuffle(order)
+        n_eval = min(len(rankings) - 1, max(1, round(fraction * len(rankings))))
+        held_idx = set(order[:n_eval])
+        return (
+            [r for i, r in enumerate(rankings) if i not in held_idx],
+            [r for i, r in enumerate(rankings) if i in held_idx],
+        )
     rng.shuffle(prompts)
     n_eval = min(len(prompts) - 1, max(1, round(fraction * len(prompts))))
     held = set(prompts[:n_eval])
     return [r for r in rankings if r.prompt not in held], [r for r in rankings if r.prompt in held]
 
 
+def split_description(rankings: list[Any], fraction: float, data: str) -> str:
+    """How :func:`split_by_prompt` held data out, for eval.json."""
+    if fraction <= 0:
+        return "none (--eval-split 0)"
+    if len(rankings) < 2:
+        return f"none: {data} has a single ranking, nothing to hold out"
+    if len({r.prompt for r in rankings}) < 2:
+        return f"{fraction:g} of {data} (by ranking: every ranking shares one prompt)"
+    return f"{fraction:g} of {data} (by prompt)"
+
+
 def _prepare_items(
     rm: Any, rankings: list[Any], overlong: str, use_margin: bool
 ) -> tuple[list[_Item], dict[str, int]]:
     """Tokenize every response once; apply the over-long policy; count what happened."""
-    prompts = [r.prompt for r in rankings for _ in r.responses]
-    texts = [resp.text for r in rankings for resp in r.responses]
+    prompts = [r.model_prompt for r in rankings for _ in r.responses]
+    texts = [resp.model_input for r in rankings for resp in r.responses]
     feats, lengths = rm.encode(prompts, texts)
     max_len = rm.settings.max_length
     counts = {"responses": len(texts), "overlong": 0, "dropped_responses": 0, "dropped_rankings": 0}
@@ -272,13 +301,18 @@ def _group_tensors(
     return group_ids.to(device), ranks.to(device), margins.to(device)
 
 
-def can_share_prompt(model: Any) -> bool:
+def can_share_prompt(model: Any, max_length: int | None = None) -> bool:
     """Whether :func:`shared_prompt_rewards` applies: a decoder-only sequence-classification model
     with the usual ``score`` head, called directly (not through a DDP wrapper, whose forward must
-    run for gradients to be synchronised)."""
+    run for gradients to be synchronised), whose key/value cache keeps every token of an input of
+    ``max_length`` tokens (a sliding-window cache, as Mistral's or Gemma's, drops the oldest)."""
     from rlhfkit.models import is_causal_lm
 
     cfg = getattr(model, "config", None)
+    window = getattr(cfg, "sliding_window", None)
+    sliding = window and getattr(cfg, "use_sliding_window", True) is not False
+    if sliding and (max_length is None or window < max_length):
+        return False
     return (
         cfg is not None
         and isinstance(getattr(model, "score", None), torch.nn.Linear)
@@ -456,7 +490,7 @@ def evaluate(
     return res
 
 
-def _read_reference(path: str, fmt: str) -> tuple[list[str], list[str]]:
+def _read_reference(path: str, fmt: str) -> tuple[list[Any], list[Any]]:
     """Prompt/response pairs for normalization: preferences (every response) or records with
     ``prompt`` and ``response`` fields."""
     from rlhfkit.io import iter_jsonl
@@ -465,19 +499,27 @@ def _read_reference(path: str, fmt: str) -> tuple[list[str], list[str]]:
     if p.suffix == ".jsonl" and p.is_file():
         first = next(iter_jsonl(p), None)
         if first is not None and isinstance(first[1], dict) and "response" in first[1]:
-            prompts, responses = [], []
+            from rlhfkit.data.messages import parse_messages
+
+            prompts: list[Any] = []
+            responses: list[Any] = []
             for line, obj in iter_jsonl(p):
                 if not isinstance(obj, dict) or not isinstance(obj.get("response"), str):
                     raise DataError("expected an object with a string 'response'", p, line)
-                prompts.append(str(obj.get("prompt", "")))
+                prompt = obj.get("prompt", "")
+                if isinstance(prompt, list):
+                    prompt = parse_messages(prompt, "prompt", p, line)
+                elif not isinstance(prompt, str):
+                    raise DataError("'prompt' must be a string or a list of messages", p, line)
+                prompts.append(prompt)
                 responses.append(obj["response"])
             return prompts, responses
     from rlhfkit.data import read_preferences
 
     rankings = read_preferences(p, format=fmt)
     return (
-        [r.prompt for r in rankings for _ in r.responses],
-        [x.text for r in rankings for x in r.responses],
+        [r.model_prompt for r in rankings for _ in r.responses],
+        [x.model_input for r in rankings for x in r.responses],
     )
 
 
@@ -609,8 +651,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     from transformers import get_scheduler
 
     from rlhfkit.data import read_preferences
+    from rlhfkit.loading import check_model_source
     from rlhfkit.models import RewardModel
 
+    check_model_source(config.model, "--model")  # before anything is read or written
     accelerator = make_accelerator(mixed_precision=config.mixed_precision)
     main = accelerator.is_main_process
     say = lambda msg: _log(main, msg)  # noqa: E731
@@ -655,9 +699,18 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
 
     # 2. Model: head init N(0, 1/√(d+1)) is random, so seed first (same on every process).
     set_seed(config.seed)
+    conversational = any(r.is_conversational for r in train_rankings + eval_rankings)
     rm = RewardModel.from_pretrained(
-        config.model, template=config.template, max_length=config.max_length
+        config.model,
+        template=config.template,
+        max_length=config.max_length,
+        chat_template=config.chat_template,
+        conversational=conversational,
     )
+    if rm.settings.input_format == "chat":
+        say(
+            "conversations are rendered with the model's chat template (--chat-template never: plain text)"
+        )
     # GPT-2's Python GELU -> torch's kernel for the same function (faster, less memory).
     fuse_activations(rm.model)
     rm.to(accelerator.device)
@@ -718,7 +771,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         and n_proc == 1
         and rm.settings.input_format == "template"
         and accelerator.unwrap_model(model) is model
-        and can_share_prompt(model)
+        and can_share_prompt(model, rm.settings.max_length)
     )
     pad_id = rm.tokenizer.pad_token_id
     # Weighted loss only when some record has a weight other than 1 (else the plain mean, as before).
@@ -734,10 +787,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     if config.resume:
         step, ckpt = _checkpoints(out)[-1]
         state = json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8"))
+        # A setting added after the checkpoint was written: the value that run trained with.
+        saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **state["config"]}
         changed = {
-            k: (state["config"].get(k), v)
-            for k, v in _fingerprint(config).items()
-            if state["config"].get(k) != v
+            k: (saved.get(k), v) for k, v in _fingerprint(config).items() if saved.get(k) != v
         }
         saved_world = state.get("world_size", 1)
         if saved_world != n_proc:
@@ -925,8 +978,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         if config.normalize_data is not None:
             ref_prompts, ref_responses = _read_reference(config.normalize_data, config.format)
         else:
-            ref_prompts = [r.prompt for r in train_rankings for _ in r.responses]
-            ref_responses = [x.text for r in train_rankings for x in r.responses]
+            ref_prompts = [r.model_prompt for r in train_rankings for _ in r.responses]
+            ref_responses = [x.model_input for r in train_rankings for x in r.responses]
         pick = list(range(len(ref_responses)))
         random.Random(config.seed).shuffle(pick)
         pick = sorted(pick[: config.normalize_samples])
@@ -944,10 +997,13 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         results = evaluate(rm, eval_items, accelerator, config.eval_batch_size)
     else:
         results = pair_metrics([], [])
-        results["note"] = "no held-out data (--eval-data not given and --eval-split 0)"
+        results["note"] = "no held-out data: " + split_description(
+            list(train_pref), config.eval_split, config.data
+        )
     results.update(
         {
-            "eval_data": config.eval_data or f"{config.eval_split:g} of {config.data} (by prompt)",
+            "eval_data": config.eval_data
+            or split_description(list(train_pref), config.eval_split, config.data),
             "normalized": rm.settings.normalized_on is not None,
             "train_prompts": len(train_items),
             "train_pairs_per_epoch": pairs_per_epoch,

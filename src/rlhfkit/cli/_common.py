@@ -35,6 +35,20 @@ def _split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
+def _chat_template_shorthands(argv: list[str]) -> list[str]:
+    """``--no-chat-template`` means ``--chat-template never``; a bare ``--chat-template`` (no value
+    after it: the flag of earlier versions of ``generate``) means ``--chat-template always``."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--no-chat-template":
+            out += ["--chat-template", "never"]
+        elif arg == "--chat-template" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out += ["--chat-template", "always"]
+        else:
+            out.append(arg)
+    return out
+
+
 def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of config fields (``kl_coef`` or ``kl-coef``); unknown keys are errors."""
     import yaml
@@ -115,6 +129,8 @@ def parse_config(
     import tyro
 
     config_path, argv = _split_config_flag(argv) if yaml_config else (None, argv)
+    if "chat_template" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
+        argv = _chat_template_shorthands(argv)
     default = None
     if config_path is not None:
         values = load_yaml_config(cls, config_path)

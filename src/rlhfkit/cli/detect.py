@@ -191,7 +191,9 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
         from rlhfkit.models import RewardModel
 
         try:
-            rm = RewardModel.from_pretrained(config.reward_model)
+            rm = RewardModel.from_pretrained(
+                config.reward_model, trained=True, option="--reward-model"
+            )
         except (OSError, ValueError) as e:
             raise ConfigError(f"--reward-model {config.reward_model}: cannot load: {e}") from None
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from rlhfkit.cli._common import parse_config
-from rlhfkit.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -34,8 +33,10 @@ class GenerateConfig:
     """Random seed (same seed, same candidates)."""
     batch_size: int = 8
     """Prompts per generate call (each yields K sequences)."""
-    chat_template: bool = False
-    """Wrap each prompt as a user message with the tokenizer's chat template."""
+    chat_template: Literal["auto", "always", "never"] = "auto"
+    """Chat template of the model's tokenizer, with the generation prompt: auto = for
+    conversational prompts (message lists), always = plain prompts too, as one user message
+    (the bare flag --chat-template), never = plain text (--no-chat-template)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -55,16 +56,13 @@ def main(argv: list[str]) -> int:
         prog="rlhfkit generate",
         description="Sample K candidate responses per prompt from any causal LM, for annotation.",
     )
-    from rlhfkit.data import read_prompts
+    from rlhfkit.data import read_prompt_inputs
     from rlhfkit.generate import generate_candidates
     from rlhfkit.io import write_jsonl
+    from rlhfkit.loading import check_model_source
 
-    prompts = read_prompts(cfg.prompts)
-    if not (Path(cfg.model).is_dir() or "/" in cfg.model or cfg.model.isidentifier()):
-        raise ConfigError(f"--model {cfg.model!r}: not a directory or a model name")
-    if not Path(cfg.model).is_dir() and cfg.model.startswith(("/", ".", "~")):
-        # a path, not a hub name: say so instead of a hub-id validation traceback
-        raise ConfigError(f"--model {cfg.model!r}: no such model directory")
+    prompts = read_prompt_inputs(cfg.prompts)
+    check_model_source(cfg.model, "--model")
     records = generate_candidates(
         cfg.model,
         prompts,

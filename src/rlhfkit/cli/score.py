@@ -38,25 +38,26 @@ class ScoreConfig:
     """write raw scores instead of normalized ones (gain/bias not applied)"""
 
 
-def _prompt_text(x: Any, path: Path, line: int) -> str:
-    from rlhfkit.data import messages_to_text
+def _prompt_input(x: Any, path: Path, line: int) -> Any:
+    """A record's prompt as a model reads it: text, or a conversation (kept as messages, so a
+    reward model trained on conversations renders it with its chat template)."""
     from rlhfkit.data.messages import parse_messages
 
     if isinstance(x, str):
         return x
     if isinstance(x, list):
-        return messages_to_text(parse_messages(x, "prompt", path, line))
+        return parse_messages(x, "prompt", path, line)
     raise DataError("'prompt' must be a string or a list of messages", path, line)
 
 
-def collect(path: Path) -> tuple[list[Any], list[tuple[str, str]], list[tuple[int, Any, str]]]:
+def collect(path: Path) -> tuple[list[Any], list[tuple[Any, Any]], list[tuple[int, Any, str]]]:
     """Read records; return them, the (prompt, response) pairs to score, and where each score goes
     as ``(record index, target dict, key)``."""
     from rlhfkit.data import parse_hh, parse_pair
     from rlhfkit.io import iter_jsonl
 
     records: list[Any] = []
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[Any, Any]] = []
     slots: list[tuple[int, Any, str]] = []
     for line, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
@@ -64,7 +65,7 @@ def collect(path: Path) -> tuple[list[Any], list[tuple[str, str]], list[tuple[in
         idx = len(records)
         records.append(obj)
         if "responses" in obj:
-            prompt = _prompt_text(obj.get("prompt", ""), path, line)
+            prompt = _prompt_input(obj.get("prompt", ""), path, line)
             resps = obj["responses"]
             if not isinstance(resps, list) or not resps:
                 raise DataError("'responses' must be a non-empty list", path, line)
@@ -78,7 +79,7 @@ def collect(path: Path) -> tuple[list[Any], list[tuple[str, str]], list[tuple[in
         elif "response" in obj:
             if not isinstance(obj["response"], str):
                 raise DataError("'response' must be a string", path, line)
-            pairs.append((_prompt_text(obj.get("prompt", ""), path, line), obj["response"]))
+            pairs.append((_prompt_input(obj.get("prompt", ""), path, line), obj["response"]))
             slots.append((idx, obj, "score"))
         elif "chosen" in obj and "rejected" in obj:
             hh = (
@@ -90,7 +91,7 @@ def collect(path: Path) -> tuple[list[Any], list[tuple[str, str]], list[tuple[in
             for resp, key in zip(
                 ranking.responses, ("chosen_score", "rejected_score"), strict=True
             ):
-                pairs.append((ranking.prompt, resp.text))
+                pairs.append((ranking.model_prompt, resp.model_input))
                 slots.append((idx, obj, key))
         else:
             raise DataError(
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> int:
     from rlhfkit.models import RewardModel
 
     records, pairs, slots = collect(Path(config.data))
-    rm = RewardModel.from_pretrained(config.model)
+    rm = RewardModel.from_pretrained(config.model, trained=True, option="--model")
     scores = rm.score(
         [p for p, _ in pairs], [r for _, r in pairs], config.batch_size, normalized=not config.raw
     ).tolist()

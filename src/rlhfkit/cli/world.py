@@ -256,16 +256,23 @@ def _prompts(cfg: PromptsConfig) -> int:
     return 0
 
 
-def read_candidates(path: Path) -> list[tuple[str, list]]:
-    """``(prompt, [Response, ...])`` per line of a candidates JSONL (``rlhfkit generate`` output)."""
+def read_candidates(path: Path) -> list[tuple[str | list, list]]:
+    """``(prompt, [Response, ...])`` per line of a candidates JSONL (``rlhfkit generate`` output);
+    a conversational prompt stays a list of messages."""
     from rlhfkit.data import Response
+    from rlhfkit.data.messages import messages_to_text, parse_messages
     from rlhfkit.io import iter_jsonl
     from rlhfkit.world.gold import topic_of_prompt
 
     out = []
     for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str):
-            raise DataError('expected an object with a "prompt" string', path, line)
+        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), (str, list)):
+            raise DataError(
+                'expected an object with a "prompt" string or list of messages', path, line
+            )
+        prompt = rec["prompt"]
+        if isinstance(prompt, list):
+            prompt = parse_messages(prompt, "prompt", path, line)
         responses = rec.get("responses")
         if not isinstance(responses, list) or len(responses) < 2:
             raise DataError(
@@ -280,10 +287,10 @@ def read_candidates(path: Path) -> list[tuple[str, list]]:
             else:
                 raise DataError(f'response {i}: expected {{"id", "text"}} or a string', path, line)
         try:
-            topic_of_prompt(rec["prompt"])
+            topic_of_prompt(messages_to_text(prompt) if isinstance(prompt, list) else prompt)
         except DataError as e:
             raise DataError(e.message, path, line) from None
-        out.append((rec["prompt"], items))
+        out.append((prompt, items))
     if not out:
         raise DataError("no candidates in the file", path)
     return out
@@ -303,10 +310,18 @@ def _rank(cfg: RankConfig) -> int:
         raise ConfigError(
             f"--annotators-per-prompt must be in 1..{len(DEFAULT_ANNOTATORS)}, got {cfg.annotators_per_prompt}"
         )
+    from rlhfkit.chat import as_text
+
     groups = read_candidates(cfg.candidates)
-    prompts = [p for p, _ in groups]
+    inputs = [p for p, _ in groups]
+    prompts = [as_text(p) for p in inputs]
     candidates = [rs for _, rs in groups]
     rankings = simulate_rankings(prompts, candidates, cfg.annotators_per_prompt, seed=cfg.seed)
+    conversation = {as_text(p): p for p in inputs if isinstance(p, list)}
+    for r in rankings:  # a conversation stays one, for a reward model's chat template
+        if r.prompt in conversation:
+            r.meta["prompt_messages"] = conversation[r.prompt]
+    groups = [(as_text(p), rs) for p, rs in groups]
     n = write_rankings(cfg.out, rankings)
     print(f"wrote {n} rankings of {len(groups)} prompts to {cfg.out}")
     utilities = [[gold_utility(p, r.text) for r in rs] for p, rs in groups]

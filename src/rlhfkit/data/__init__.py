@@ -5,7 +5,7 @@ See ``docs/formats.md`` for every format with an example record.
 """
 
 from rlhfkit.data.messages import messages_to_text, parse_messages
-from rlhfkit.data.prompts import read_prompts
+from rlhfkit.data.prompts import read_prompt_inputs, read_prompts
 from rlhfkit.data.readers import (
     FORMATS,
     Preferences,
@@ -35,6 +35,7 @@ __all__ = [
     "ranking_from_native",
     "ranking_to_pairs",
     "read_preferences",
+    "read_prompt_inputs",
     "read_prompts",
     "read_rankings",
     "split_implicit_prompt",

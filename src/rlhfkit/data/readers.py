@@ -251,17 +251,7 @@ def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> R
         Response("chosen", chosen, resp_meta[0]),
         Response("rejected", rejected, resp_meta[1]),
     ]
-    return _build(
-        prompt,
-        responses,
-        ["chosen", "rejected"],
-        None,
-        meta,
-        obj.get("margin"),
-        path,
-        line,
-        obj.get("weight"),
-    )
+    return _pair_ranking(prompt, responses, meta, obj, path, line)
 
 
 def split_implicit_prompt(
@@ -328,17 +318,7 @@ def parse_hh(obj: Any, path: Path | None = None, line: int | None = None) -> Ran
         )
     meta = _extra_fields(obj, ("chosen", "rejected", "margin", "weight"))
     responses = [Response("chosen", chosen), Response("rejected", rejected)]
-    return _build(
-        prompt,
-        responses,
-        ["chosen", "rejected"],
-        None,
-        meta,
-        obj.get("margin"),
-        path,
-        line,
-        obj.get("weight"),
-    )
+    return _pair_ranking(prompt, responses, meta, obj, path, line)
 
 
 # -- UltraFeedback -----------------------------------------------------------------------------
@@ -454,6 +434,21 @@ def _number(x: Any) -> float | None:
 
 
 # -- shared ------------------------------------------------------------------------------------
+
+
+def _pair_ranking(
+    prompt: str,
+    responses: list[Response],
+    meta: dict[str, Any],
+    obj: dict[str, Any],
+    path: Path | None,
+    line: int | None,
+) -> Ranking:
+    """The K = 2 ranking ``chosen`` over ``rejected``, with the record's margin and weight."""
+    return _build(
+        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line,
+        obj.get("weight"),
+    )  # fmt: skip
 
 
 def _require_object(

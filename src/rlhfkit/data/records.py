@@ -25,6 +25,12 @@ class Response:
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def model_input(self) -> str | list[dict[str, str]]:
+        """What a model reads: the assistant's messages of a conversational response, else the
+        text (see :mod:`rlhfkit.chat`)."""
+        return _messages_or(self.meta.get("messages"), self.text)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "text": self.text}
         if self.meta:
@@ -78,6 +84,16 @@ class Ranking:
         return [(by_id[w], by_id[lo]) for w, lo in ranking_to_pairs(self.ranking)]
 
     @property
+    def model_prompt(self) -> str | list[dict[str, str]]:
+        """What a model reads: the messages of a conversational prompt, else the text (see
+        :mod:`rlhfkit.chat`)."""
+        return _messages_or(self.meta.get("prompt_messages"), self.prompt)
+
+    @property
+    def is_conversational(self) -> bool:
+        return isinstance(self.model_prompt, list)
+
+    @property
     def has_ties(self) -> bool:
         return any(isinstance(g, list) and len(g) > 1 for g in self.ranking)
 
@@ -104,6 +120,21 @@ class Ranking:
     def from_dict(cls, d: Any, path: str | Path | None = None, line: int | None = None) -> Ranking:
         """Parse and fully validate a native record; errors name ``path`` and ``line``."""
         return ranking_from_native(d, path, line)
+
+
+def _messages_or(messages: Any, text: str) -> str | list[dict[str, str]]:
+    """``messages`` if it is a well-formed message list, else ``text``."""
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    )
+    return [{"role": m["role"], "content": m["content"]} for m in messages] if ok else text
 
 
 NATIVE_FIELDS = ("prompt", "responses", "ranking", "annotator", "meta", "margin", "weight")

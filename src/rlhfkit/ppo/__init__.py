@@ -1,0 +1,40 @@
+"""PPO with a KL penalty: the policy-optimization stage of RLHF.
+
+Reproduces the implementation details of OpenAI's lm-human-preferences (Ziegler et al. 2019) as
+catalogued in "The N Implementation Details of RLHF with PPO" (Huang et al. 2023); docs/ppo.md
+lists every detail with the place it lives. The rooms, in the order a run uses them:
+
+- ``config``: :class:`PPOConfig`, every setting with its help (the command line);
+- ``rewards``: where the reward comes from (reward model, reward function, gold);
+- ``setup``: the policy, its reference, the critic, the optimizer;
+- ``rollout``: sampling and the no-gradient forward passes;
+- ``critic``: value heads and the module that holds policy and critic;
+- ``trainer``: :class:`PPOTrainer`, the loop in numbered steps (the formulas are in
+  :mod:`rlhfkit.losses`);
+- ``monitoring``: the hacking monitor during training;
+- ``state``: the data position, resume checks, logs cut back on resume.
+"""
+
+from rlhfkit.checkpoint import TrainingStopped
+from rlhfkit.ppo.config import HEAD_LR_MULTIPLIER, RUN_DIR_ENTRIES, PPOConfig, lora_targets
+from rlhfkit.ppo.rewards import RewardFn, RewardSources, call_reward_fn, load_reward_fn
+from rlhfkit.ppo.rollout import Rollout
+from rlhfkit.ppo.state import PromptSampler
+from rlhfkit.ppo.trainer import RETURN_STATS_DECAY, Batch, PPOTrainer
+
+__all__ = [
+    "HEAD_LR_MULTIPLIER",
+    "RETURN_STATS_DECAY",
+    "RUN_DIR_ENTRIES",
+    "Batch",
+    "PPOConfig",
+    "PPOTrainer",
+    "PromptSampler",
+    "RewardFn",
+    "RewardSources",
+    "Rollout",
+    "TrainingStopped",
+    "call_reward_fn",
+    "load_reward_fn",
+    "lora_targets",
+]

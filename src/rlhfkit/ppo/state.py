@@ -1,0 +1,95 @@
+"""What a PPO run carries from one update to the next, and across a checkpoint: the data
+position, the settings a resume must match, the policy's weights; and the run's logs, cut back to
+the checkpoint when it resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.errors import ConfigError
+from rlhfkit.io import atomic_open
+from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
+
+
+class PromptSampler:
+    """Global batches of prompt indices: a fresh seeded permutation each pass over the data.
+
+    The permutation depends only on (seed, epoch), never on the global RNG, so the data position
+    ``(epoch, cursor)`` is all a checkpoint needs to continue exactly where the run stopped.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.epoch, self.cursor = 0, 0
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next_batch(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            perm = self._perm(self.epoch)
+            take = min(size - len(out), self.n - self.cursor)
+            out += perm[self.cursor : self.cursor + take].tolist()
+            self.cursor += take
+            if self.cursor == self.n:
+                self.epoch, self.cursor = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "n": self.n}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["n"] != self.n:
+            raise ConfigError(
+                f"the prompts file changed: {self.n} prompts, checkpoint has {state['n']}"
+            )
+        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+
+
+def resume_mismatches(
+    saved: dict[str, Any], now: dict[str, Any], saved_world: Any, world: int
+) -> list[str]:
+    """The settings (and process count) that differ between a checkpoint and this run; a
+    setting added after the checkpoint was written counts as the value that run trained with."""
+    saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **saved}
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
+             for k in _RESUME_MUST_MATCH if saved.get(k) != now[k]]  # fmt: skip
+    if saved_world != world:
+        diffs.append(f"processes: checkpoint {saved_world}, now {world}")
+    return diffs
+
+
+def load_policy_weights(policy: Any, directory: Path, lora: bool, dtype: torch.dtype) -> None:
+    """Put a checkpoint's policy weights (LoRA adapters, or the whole model) into ``policy``."""
+    if lora:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(policy, load_file(str(directory / "adapter_model.safetensors")))
+        return
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+    policy.load_state_dict(loaded.state_dict())
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep only the lines of a JSONL log whose ``step`` is ≤ ``step`` (atomically)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if isinstance(obj, dict) and obj.get("step", 0) <= step:
+            kept.append(line)
+    with atomic_open(path) as f:
+        f.write("".join(line + "\n" for line in kept))
