@@ -93,7 +93,7 @@ def test_summary_says_when_a_policy_learned_to_say_nothing():
 def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, monkeypatch):
     import torch
 
-    import rlhfkit.demo as demo
+    import rlhfkit.demo.sampling as demo
     from rlhfkit.tiny import build_tiny_causal_lm
 
     words = [
@@ -118,10 +118,10 @@ def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, mo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the workers: the same float sums, so the same tokens
     try:
-        alone = demo._Sampler(1, threads=1)(lm, prompts, 6, 3, 0.7)
+        alone = demo.Sampler(1, threads=1)(lm, prompts, 6, 3, 0.7)
     finally:
         torch.set_num_threads(threads)
-    shared = demo._Sampler(2, threads=1)
+    shared = demo.Sampler(2, threads=1)
     try:
         assert shared(lm, prompts, 6, 3, 0.7) == alone
         again = shared(lm, prompts, 6, 4, 0.7)  # the workers are reused; another seed differs
@@ -131,7 +131,7 @@ def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, mo
 
 
 def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):
-    from rlhfkit.demo import _run_ppo
+    from rlhfkit.demo import run_ppo
     from rlhfkit.errors import RlhfkitError
     from rlhfkit.ppo import PPOConfig
 
@@ -149,7 +149,7 @@ def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):
         for name in ("a", "b")
     }
     with pytest.raises(RlhfkitError, match=r"PPO run '(a|b)' failed: .*no-such"):
-        _run_ppo(configs, tmp_path / "no-such-rm", None, lambda _: None, None, processes=2)
+        run_ppo(configs, tmp_path / "no-such-rm", None, lambda _: None, None, processes=2)
 
 
 @pytest.mark.slow

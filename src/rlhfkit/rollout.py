@@ -1,7 +1,7 @@
-"""Moved to :mod:`rlhfkit.ppo.rollout` (these names still import from here)."""
+"""Moved to :mod:`rlhfkit.collect.generate` and :mod:`rlhfkit.ppo.rollout` (these names still
+import from here)."""
 
-from rlhfkit.ppo.rollout import (  # noqa: F401
-    Rollout,
+from rlhfkit.collect.generate import (  # noqa: F401
     decode_responses,
     encode_prompts,
     generate,
@@ -9,3 +9,4 @@ from rlhfkit.ppo.rollout import (  # noqa: F401
     position_ids_from_mask,
     truncate_after_stop,
 )
+from rlhfkit.ppo.rollout import Rollout  # noqa: F401

@@ -387,35 +387,14 @@ def generate_responses(
     """Sample one response per prompt; returns the texts and whether each ended with EOS, and with
     ``return_ids`` each response's token ids (through its EOS, without padding).
 
-    Prompts are tokenized alone and left-padded, as PPO does.
+    Prompts are tokenized alone and left-padded, as PPO does: the one sampling path,
+    :func:`rlhfkit.collect.generate.sample_responses`.
     """
-    import torch
+    from rlhfkit.collect.generate import sample_responses
 
-    if seed is not None:
-        torch.manual_seed(seed)
-    texts: list[str] = []
-    ended: list[bool] = []
-    ids: list[list[int]] = []
-    eos = tokenizer.eos_token_id
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(
-                **enc,
-                do_sample=True,
-                temperature=temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
-            )
-        gen = out[:, enc["input_ids"].shape[1] :]  # (B, T_new)
-        for row in gen.tolist():
-            ended.append(eos in row)
-            texts.append(tokenizer.decode(row, skip_special_tokens=True))
-            ids.append(row[: row.index(eos) + 1] if eos in row else row)
+    texts, ended, ids = sample_responses(
+        model, tokenizer, prompts, max_new_tokens, temperature, batch_size, seed
+    )
     return (texts, ended, ids) if return_ids else (texts, ended)
 
 

@@ -1,0 +1,179 @@
+"""The demo's PPO runs: one after the other in this process, or side by side in spawned processes
+(one progress bar each, fed from the runs' own metrics.jsonl; their warnings shown here)."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from rlhfkit.demo.sampling import init_worker
+
+Say = Callable[[str], None]
+
+
+@contextmanager
+def warnings_to(say: Say) -> Iterator[None]:
+    """Show warnings raised inside (e.g. the live hacking monitor's) as demo output lines rather
+    than as Python warnings with a file name and a source line."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        say(f"      [yellow]{escape(str(message))}[/]")
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def default_processes() -> int:
+    """One worker process per core torch may use (``OMP_NUM_THREADS=1``, for a busy machine, keeps
+    all the work in this process)."""
+    import os
+
+    import torch
+
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    return max(1, min(torch.get_num_threads(), cores))
+
+
+def run_ppo(
+    configs: dict[str, Any], rm_dir: Path, reward_model: Any, say: Say, console: Any, processes: int
+) -> dict[str, float]:
+    """Train every PPO run; returns each run's seconds. With ``processes`` > 1 the runs train side
+    by side in spawned processes (torch's threads split between them), one progress bar each, fed
+    from the runs' own metrics.jsonl; their warnings (the live hacking monitor's) are shown here."""
+    from rlhfkit.ppo import PPOTrainer
+    from rlhfkit.world import gold_reward_fn
+
+    seconds: dict[str, float] = {}
+    if processes <= 1:
+        for name, config in configs.items():
+            t0 = time.perf_counter()
+            with warnings_to(say):
+                PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+            seconds[name] = time.perf_counter() - t0
+        return seconds
+
+    import multiprocessing as mp
+    import queue as queue_module
+
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rlhfkit.errors import RlhfkitError
+
+    threads = max(1, torch.get_num_threads() // processes)
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pool state: not safe
+    messages = ctx.Queue()
+    waiting = list(configs)
+    running: dict[str, Any] = {}
+    progress = Progress(
+        TextColumn("      {task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+    tasks = {
+        name: progress.add_task(name, total=config.num_updates, info="")
+        for name, config in configs.items()
+    }
+    try:
+        with progress:
+            while waiting or running:
+                while waiting and len(running) < processes:
+                    name = waiting.pop(0)
+                    config = replace(configs[name], progress=False)
+                    # the trainer would start a fresh log too; removing it first keeps the bar
+                    # from showing an earlier demo's updates
+                    (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
+                    proc = ctx.Process(
+                        target=_ppo_process, args=(name, config, str(rm_dir), threads, messages),
+                        daemon=True,
+                    )  # fmt: skip
+                    proc.start()
+                    running[name] = proc
+                try:
+                    kind, name, value = messages.get(timeout=0.5)
+                except queue_module.Empty:
+                    kind = name = value = None
+                if kind == "warning":
+                    progress.console.print(f"      [yellow]{name}: {escape(value)}[/]")
+                elif kind == "done":
+                    seconds[name] = value
+                    running.pop(name).join()
+                    progress.update(tasks[name], completed=configs[name].num_updates)
+                elif kind == "error":
+                    raise RlhfkitError(f"PPO run {name!r} failed: {value}")
+                for run_name, proc in running.items():
+                    progress.update(tasks[run_name], **_progress_from_log(configs[run_name].out))
+                    if not proc.is_alive() and messages.empty():
+                        raise RlhfkitError(
+                            f"PPO run {run_name!r}: its process ended without a result (exit "
+                            f"code {proc.exitcode}: out of memory? or, from a script of yours, "
+                            "a run_demo call not under `if __name__ == '__main__':`, which "
+                            "spawned processes re-run; DemoSettings.processes=1 avoids processes)"
+                        )
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
+    return seconds
+
+
+def _progress_from_log(run_dir: str) -> dict[str, Any]:
+    """Updates done, reward and KL so far, read from a run's metrics.jsonl (as it is written)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    done = 0
+    last: dict[str, Any] = {}
+    for line in lines:
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:  # the line being written
+            continue
+        done += 1
+    if not done:
+        return {}
+    return {
+        "completed": done,
+        "info": f"reward {last.get('objective/scores', float('nan')):.3f}  "
+        f"kl {last.get('objective/kl', float('nan')):.3f}",
+    }
+
+
+def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: Any) -> None:
+    """One PPO run in a process of its own; its warnings and its end go to ``messages``."""
+    import traceback
+
+    try:
+        init_worker(threads)
+        from rlhfkit.models import RewardModel
+        from rlhfkit.ppo import PPOTrainer
+        from rlhfkit.world import gold_reward_fn
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            messages.put(("warning", name, str(message)))
+
+        warnings.showwarning = show
+        t0 = time.perf_counter()
+        reward_model = RewardModel.from_pretrained(rm_dir)
+        PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+        messages.put(("done", name, time.perf_counter() - t0))
+    except BaseException as e:  # the parent shows it and stops the other runs
+        from rlhfkit.errors import RlhfkitError
+
+        detail = str(e) if isinstance(e, RlhfkitError) else traceback.format_exc()
+        messages.put(("error", name, detail))

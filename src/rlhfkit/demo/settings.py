@@ -1,0 +1,79 @@
+"""The demo's sizes: ``DemoSettings.full()`` (the default run) and ``DemoSettings.quick()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlhfkit.world.policy import SAMPLING_TEMPERATURE
+
+
+@dataclass
+class PPORunSpec:
+    """One PPO run of the demo."""
+
+    name: str
+    kl_coef: float
+    description: str
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the ≤ 60 s one."""
+
+    build_quick: bool
+    """Build the small, barely fluent quick base policy (unless the full one is already cached)."""
+    groups: int
+    """Candidate groups (training prompts with K responses each) to rank."""
+    k: int
+    annotators_per_prompt: int
+    rm_epochs: int
+    rm_batch_size: int
+    rm_learning_rate: float
+    eval_groups: int
+    """Held-out groups of K candidates used to measure the reward model against gold."""
+    ppo_episodes: int
+    ppo_batch_size: int
+    ppo_learning_rate: float
+    ppo_mini_batches: int
+    response_length: int
+    eval_samples: int
+    """Held-out responses sampled from each policy for the comparison."""
+    hacking_check_every: int
+    temperature: float = SAMPLING_TEMPERATURE
+    """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
+    the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
+    runs: list[PPORunSpec] = field(default_factory=list)
+    processes: int | None = None
+    """Processes that share the sampling and train the PPO runs side by side (``None``: one per
+    core torch may use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far
+    better than it splits its matrix products over two. The samples do not depend on it; the
+    number of threads each stage gets can change float rounding, and so the trained models a little."""
+
+    @classmethod
+    def full(cls) -> DemoSettings:
+        return cls(
+            build_quick=False, groups=1000, k=4, annotators_per_prompt=2,
+            rm_epochs=2, rm_batch_size=32, rm_learning_rate=1e-3, eval_groups=150,
+            ppo_episodes=2880, ppo_batch_size=64, ppo_learning_rate=1e-4, ppo_mini_batches=2,
+            response_length=48, eval_samples=384, hacking_check_every=15,
+            runs=[
+                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
+                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+            ],
+        )  # fmt: skip
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(
+            build_quick=True, groups=240, k=4, annotators_per_prompt=2,
+            rm_epochs=1, rm_batch_size=16, rm_learning_rate=2e-3, eval_groups=40,
+            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=1e-4, ppo_mini_batches=2,
+            response_length=40, eval_samples=128, hacking_check_every=10,
+            # Models this small finish before worker processes would pay for their start-up
+            # (2 cores: 43 s in one process, 53 s in two).
+            processes=1,
+            runs=[
+                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
+                PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
+            ],
+        )  # fmt: skip

@@ -1,0 +1,33 @@
+"""The demo's console summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The short console summary printed at the end of the demo."""
+    lines = [
+        f"reward model: pairwise accuracy vs gold on unranked answers {summary['rm_heldout_accuracy']:.3f} "
+        f"(noise ceiling {summary['rm_noise_ceiling']:.3f}), on held-out topics "
+        f"{summary.get('rm_heldout_topics_accuracy', float('nan')):.3f}",
+    ]
+    for r in summary["runs"]:
+        flagged = ", ".join(r["flagged_tokens"][:4]) or "nothing"
+        lines.append(
+            f"{r['name']:>14} (β={r['beta']:g}): KL {r['kl']:.2f} (held-out {r['kl_heldout']:.2f}) "
+            f"| proxy {r['proxy_reward_base']:+.2f} → "
+            f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
+            f"| flagged: {flagged}"
+        )
+        empty, empty_base = r.get("empty_rate_tuned") or 0.0, r.get("empty_rate_base") or 0.0
+        if empty >= 0.5:
+            # e.g. --quick on its barely fluent base policy: an empty answer (gold −2) beats most
+            # of what that policy writes, and the reward model never saw one ranked
+            lines.append(
+                f"{'':>14}  {empty:.0%} of its held-out answers are empty (base policy: "
+                f"{empty_base:.0%}): it learned to say nothing"
+            )
+    minutes = summary["wall_seconds"] / 60
+    lines.append(f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min)")
+    return "\n".join(lines)
