@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.errors import DataError
-from rlhfkit.io import atomic_open, iter_jsonl
+from rlhfkit.runtime.io import atomic_open, iter_jsonl
 
 # (metric, axis label) groups plotted for every PPO run, in this order, when present.
 PPO_PANELS: list[tuple[str, str, str]] = [

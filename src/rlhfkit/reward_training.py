@@ -30,20 +30,20 @@ from typing import Any, Literal
 
 import torch
 
-from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
-from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import (
+from rlhfkit.loading import fuse_activations
+from rlhfkit.losses import grouped_ranking_loss
+from rlhfkit.runtime.checkpoint import TrainingStopped, remove_stale_temporaries
+from rlhfkit.runtime.distributed import make_accelerator
+from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.io import (
     MetricsLogger,
     atomic_dir,
     clear_previous_run,
     recover_interrupted_dir,
     write_json,
 )
-from rlhfkit.loading import fuse_activations
-from rlhfkit.losses import grouped_ranking_loss
-from rlhfkit.optim import adamw
+from rlhfkit.runtime.optim import adamw
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -477,7 +477,7 @@ def evaluate(
 def _read_reference(path: str, fmt: str) -> tuple[list[Any], list[Any]]:
     """Prompt/response pairs for normalization: preferences (every response) or records with
     ``prompt`` and ``response`` fields."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     p = Path(path)
     if p.suffix == ".jsonl" and p.is_file():
@@ -564,7 +564,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             continue  # a line cut short by the crash
         if not isinstance(rec.get("step"), int) or rec["step"] <= last_step:
             keep.append(line)
-    from rlhfkit.io import atomic_open
+    from rlhfkit.runtime.io import atomic_open
 
     with atomic_open(path) as f:
         f.write("".join(x + "\n" for x in keep))

@@ -216,7 +216,7 @@ class CandidateItem:
 def read_candidates(path: str | Path) -> list[CandidateItem]:
     """Read and validate a whole candidates JSONL file (``{"prompt", "responses"}`` per line)
     without touching any database: a bad line raises ``DataError`` naming the file and line."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     path = Path(path)
     items = []

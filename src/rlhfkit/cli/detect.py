@@ -100,7 +100,7 @@ def _text(x: Any, what: str, path: Path, line: int) -> str:
 
 def read_samples(path: str | Path, step: str = "all") -> tuple[list[Sample], dict[str, Any]]:
     """Read response rows or candidate lists; select rows by ``step`` when rows carry one."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     path = Path(path)
     rows: list[tuple[int | None, Sample]] = []

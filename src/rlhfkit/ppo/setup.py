@@ -19,7 +19,6 @@ from rlhfkit.loading import (
     load_causal_lm,
     stop_token_ids,
 )
-from rlhfkit.optim import adamw
 from rlhfkit.ppo.config import PPOConfig, lora_targets
 from rlhfkit.ppo.critic import (
     ActorCritic,
@@ -30,6 +29,7 @@ from rlhfkit.ppo.critic import (
     trunk_of,
     value_head_from_score,
 )
+from rlhfkit.runtime.optim import adamw
 
 
 @dataclass

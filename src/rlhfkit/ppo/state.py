@@ -11,8 +11,8 @@ from typing import Any
 import torch
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.io import atomic_open
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
+from rlhfkit.runtime.io import atomic_open
 
 
 class PromptSampler:

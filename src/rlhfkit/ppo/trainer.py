@@ -24,19 +24,8 @@ from typing import Any
 import torch
 
 from rlhfkit.chat import Prompt, as_text
-from rlhfkit.checkpoint import (
-    TrainingStopped,
-    capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 from rlhfkit.data.prompts import read_prompt_inputs
-from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError
-from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import check_model_source, fuse_activations
 from rlhfkit.losses import gae, kl_estimate, per_token_rewards, ppo_loss
@@ -48,6 +37,17 @@ from rlhfkit.ppo.rewards import RewardFn, RewardSources, load_reward_fn
 from rlhfkit.ppo.rollout import Rollout, RolloutForward, rollout_forward, sample_rollout
 from rlhfkit.ppo.setup import build_optimizer, build_policy
 from rlhfkit.ppo.state import PromptSampler, load_policy_weights, resume_mismatches, truncate_log
+from rlhfkit.runtime.checkpoint import (
+    TrainingStopped,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from rlhfkit.runtime.distributed import make_accelerator
+from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
 
 # Decay per update of the value head's running return statistics (``value_norm``): they follow the
 # rising reward over about ten updates; debiased, so the first batch counts fully.
@@ -560,7 +560,7 @@ class PPOTrainer:
         }  # fmt: skip
 
     def save_checkpoint(self) -> Path | None:
-        """``OUT/checkpoints/step-N/`` with everything needed to resume (see rlhfkit.checkpoint)."""
+        """``OUT/checkpoints/step-N/`` with everything needed to resume (see rlhfkit.runtime.checkpoint)."""
         from accelerate.utils import gather_object
 
         acc = self.accelerator
