@@ -537,15 +537,16 @@ def test_stats_and_export_for_admin(env):
         headers=bearer(tokens["admin"]),
     )
     recs = [json.loads(x) for x in cons.text.splitlines()]
-    assert len(recs) == 2
+    assert len(recs) == 1
     assert recs[0]["ranking"] == ["r0", "r1", "r2"]
-    # item 2: one vote each way on every pair, so no majority anywhere: a three-way tie
-    assert recs[1]["ranking"] == [["r0", "r1", "r2"]]
-    assert recs[1]["meta"] == {
-        "item_id": 2,
+    assert recs[0]["meta"] == {
+        "item_id": 1,
         "consensus": "ranked-pairs",
         "annotators": ["alice", "bob"],
     }
+    # item 2: one vote each way on every pair, so no majority anywhere: a three-way tie, which
+    # holds no comparison and is left out (and counted)
+    assert cons.headers["x-fully-tied-left-out"] == "1"
     assert client.get("/api/export?format=xml", headers=bearer(tokens["admin"])).status_code == 422
 
 

@@ -422,7 +422,11 @@ def create_app(
         return Response(
             body,
             media_type="application/x-ndjson",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                # fully tied rankings hold no comparison: left out, and counted here
+                "X-Fully-Tied-Left-Out": str(records.fully_tied),
+            },
         )
 
     assert set(FLAG_REASONS) == {"harmful", "broken", "spam", "other"}

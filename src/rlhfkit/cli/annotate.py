@@ -219,14 +219,18 @@ def _export(cfg: ExportConfig) -> int:
     records = export_records(
         store, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
     )
-    if not records:
+    if not records and not records.fully_tied:
         raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
     n = write_export(cfg.out, records, cfg.format)
-    if n == 0:
-        print("warning: every ranking is a full tie, so there is no ordered pair", file=sys.stderr)
     kind = "pairs" if cfg.format == "pairs" else "rankings"
     how = f" ({cfg.consensus_method} consensus)" if cfg.consensus else ""
-    print(f"wrote {n} {kind}{how} to {cfg.out}")
+    tied = (
+        f"; left out {records.fully_tied} fully tied ranking{'s' if records.fully_tied > 1 else ''}"
+        " (every response tied: no ordered pair)"
+        if records.fully_tied
+        else ""
+    )
+    print(f"wrote {n} {kind}{how} to {cfg.out}{tied}")
     return 0
 
 
