@@ -38,6 +38,7 @@ from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
 from rlhfkit.annotate.export import export_lines, export_records
 from rlhfkit.annotate.store import (
     FLAG_REASONS,
+    MAX_RESPONSES,
     Annotator,
     Conflict,
     InvalidRanking,
@@ -104,7 +105,9 @@ class LoginBody(_Body):
 class RankingBody(_Body):
     item_id: int
     # best first; an inner list is a tie group
-    ranking: list[str | list[str]] = Field(max_length=64)
+    ranking: list[str | Annotated[list[str], Field(max_length=MAX_RESPONSES)]] = Field(
+        max_length=MAX_RESPONSES
+    )
 
 
 class SkipBody(_Body):

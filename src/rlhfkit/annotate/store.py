@@ -103,6 +103,8 @@ CREATE TABLE IF NOT EXISTS flags (
 
 FLAG_REASONS = ("harmful", "broken", "spam", "other")
 MAX_NAME_CHARS = 64
+MAX_RESPONSES = 64
+"""responses per item, and so response ids per ranking (the API caps a ranking at this length)"""
 
 
 class NotFound(RlhfkitError):
@@ -130,32 +132,54 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def normalize_ranking(ranking: Any, response_ids: list[str]) -> list[str | list[str]]:
-    """Check that ``ranking`` orders every response id exactly once; return it in canonical form.
+def check_ranking_shape(ranking: Any) -> list[str | list[str]]:
+    """The checks that need no database, in one linear pass: a non-empty list of id strings and
+    non-empty tie groups, at most :data:`MAX_RESPONSES` ids in all, none twice. Returns the
+    canonical form (singleton tie groups become plain ids).
 
-    Canonical: singleton tie groups become plain ids, empty groups are errors. Raises
-    :class:`InvalidRanking` with a message naming the missing, repeated or unknown ids.
+    Runs *before* the write transaction (issue #20: a 64 KiB ranking of repeated ids used to cost
+    seconds of CPU while holding the write lock); the length cap stops it at the first id too many.
     """
     if not isinstance(ranking, list) or not ranking:
         raise InvalidRanking("ranking must be a non-empty list of response ids, best first")
-    seen: list[str] = []
+    seen: set[str] = set()
+    repeated: set[str] = set()
     out: list[str | list[str]] = []
+    n = 0
     for entry in ranking:
         group = entry if isinstance(entry, list) else [entry]
         if not group:
             raise InvalidRanking("empty tie group in ranking")
         for rid in group:
+            n += 1
+            if n > MAX_RESPONSES:
+                raise InvalidRanking(f"ranking lists more than {MAX_RESPONSES} response ids")
             if not isinstance(rid, str):
                 raise InvalidRanking(f"ranking entries must be response id strings, got {rid!r}")
-            seen.append(rid)
+            (repeated if rid in seen else seen).add(rid)
         out.append(group[0] if len(group) == 1 else list(group))
-    known = set(response_ids)
-    repeated = sorted({r for r in seen if seen.count(r) > 1})
-    foreign = sorted(set(seen) - known)
-    missing = [r for r in response_ids if r not in set(seen)]
-    problems = []
     if repeated:
-        problems.append(f"repeated: {', '.join(repeated)}")
+        raise InvalidRanking(
+            "ranking must list each response exactly once (repeated: "
+            + ", ".join(sorted(repeated))
+            + ")"
+        )
+    return out
+
+
+def normalize_ranking(ranking: Any, response_ids: list[str]) -> list[str | list[str]]:
+    """Check that ``ranking`` orders every response id exactly once; return it in canonical form.
+
+    Canonical: singleton tie groups become plain ids, empty groups are errors. Raises
+    :class:`InvalidRanking` with a message naming the missing, repeated or unknown ids. Linear in
+    the length of the ranking (:func:`check_ranking_shape`, then set operations).
+    """
+    out = check_ranking_shape(ranking)
+    listed = {rid for g in out for rid in (g if isinstance(g, list) else [g])}
+    known = set(response_ids)
+    foreign = sorted(listed - known)
+    missing = [r for r in response_ids if r not in listed]
+    problems = []
     if foreign:
         problems.append(f"not responses of this item: {', '.join(foreign)}")
     if missing:
@@ -181,6 +205,12 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
     if not isinstance(responses, list) or len(responses) < 2:
         raise DataError(
             '\'responses\' must be a list of at least 2 {"id", "text"} objects', path, line
+        )
+    if len(responses) > MAX_RESPONSES:
+        raise DataError(
+            f"{len(responses)} responses: an item holds at most {MAX_RESPONSES} (split the record)",
+            path,
+            line,
         )
     out: list[dict[str, str]] = []
     for j, r in enumerate(responses):
@@ -492,10 +522,11 @@ class Store:
     def submit_ranking(self, annotator_id: int, item_id: int, ranking: Any) -> int:
         """Record a ranking for an item assigned to this annotator; returns the ranking's id."""
         now = time.time()
+        shaped = check_ranking_shape(ranking)  # before the write lock: linear and capped
         with self.write() as conn:
             row = self._open_assignment(conn, item_id, annotator_id)
             ids = [r["id"] for r in json.loads(row["responses"])]
-            canonical = normalize_ranking(ranking, ids)
+            canonical = normalize_ranking(shaped, ids)
             conn.execute(
                 "UPDATE assignments SET status = 'submitted', finished_at = ? WHERE id = ?",
                 (now, row["id"]),
