@@ -17,13 +17,16 @@ Security model (see docs/annotation.md):
 - Request bodies are capped (413 past ``max_body_bytes``).
 """
 
+import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import stat
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -222,13 +225,34 @@ def create_app(
     """
     if overlap < 1:
         raise ConfigError("overlap must be at least 1")
+    if assignment_timeout_s is not None and not (0 < assignment_timeout_s < math.inf):
+        raise ConfigError(
+            f"assignment timeout must be positive seconds, got {assignment_timeout_s}"
+        )
+    if max_body_bytes < 1024:
+        raise ConfigError(f"max body bytes must be at least 1024, got {max_body_bytes}")
     store = Store(db_path, synchronous=synchronous)
     store.init()
     store.set_meta("overlap", str(overlap))
     key = secret if secret is not None else load_secret(db_path)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-    app = FastAPI(title="rlhfkit annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Fold the WAL into the database file at shutdown, so that the file stands alone. This
+        # must happen here: after a graceful shutdown on SIGTERM (systemctl stop, docker stop) or
+        # SIGINT, uvicorn re-raises the signal, so nothing after uvicorn.run() ever runs.
+        store.checkpoint()
+        store.close()
+
+    app = FastAPI(
+        title="rlhfkit annotate",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     app.state.store = store
     app.state.overlap = overlap
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import secrets
 import sqlite3
@@ -268,6 +269,17 @@ def read_candidates(path: str | Path) -> list[CandidateItem]:
     return items
 
 
+def _create_private(path: Path) -> None:
+    """Create an empty database file readable by its owner only (0600), unless it exists. An empty
+    file is a valid empty SQLite database, and SQLite gives the -wal and -shm files it creates the
+    database file's permissions, so annotators' rankings and token hashes stay private too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class Store:
     """All reads and writes of the annotation database. Thread-safe: one connection per call."""
 
@@ -329,6 +341,7 @@ class Store:
     def init(self) -> None:
         """Create the database (WAL mode, schema) if needed; refuse a file that is not ours."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         try:
             conn = self._open()
             conn.execute("PRAGMA journal_mode = WAL")

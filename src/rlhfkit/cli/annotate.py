@@ -196,9 +196,9 @@ def _serve(cfg: ServeConfig) -> int:
         synchronous=cfg.synchronous,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
-    # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
+    # thread pool safe. The app checkpoints the WAL when it shuts down (its lifespan), so the
+    # database file stands alone after Ctrl-C or SIGTERM too.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, server_header=False)
-    app.state.store.checkpoint()
     return 0
 
 
