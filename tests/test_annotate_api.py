@@ -738,3 +738,119 @@ def test_import_refuses_items_with_more_responses_than_a_ranking_may_hold(tmp_pa
     path = write_candidates(tmp_path / "c.jsonl", 2, k=65)
     with pytest.raises(DataError, match=r"c.jsonl:1: 65 responses: an item holds at most 64"):
         Store(tmp_path / "a.db").import_candidates(path)
+
+
+# ---- issue #20: no request can cause a 500 ---------------------------------------------------------
+
+SECURITY_HEADERS = (
+    "content-security-policy",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "cache-control",
+)
+
+
+def assert_security_headers(r) -> None:
+    missing = [h for h in SECURITY_HEADERS if h not in r.headers]
+    assert not missing, (r.status_code, missing)
+
+
+def raw(body: bytes, headers: dict | None = None) -> dict:
+    return {"content": body, "headers": {**(headers or {}), "Content-Type": "application/json"}}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "cookie with a non-ASCII byte",
+        "login token NaN",
+        "login token with a lone surrogate",
+        "item_id 10**30",
+        "non-ASCII X-CSRF-Token",
+        "deeply nested JSON",
+        "body not UTF-8",
+    ],
+)
+def test_requests_that_caused_500_get_a_clean_4xx(env, case, caplog):
+    client, tokens, _ = env
+    client = TestClient(client.app, raise_server_exceptions=False)
+    h = bearer(tokens["alice"])
+    item_id = client.get("/api/next", headers=h).json()["item_id"]
+    if case == "cookie with a non-ASCII byte":
+        r = client.get("/api/me", headers={"Cookie": f"{COOKIE}=1.2.3.\xe9".encode("latin-1")})
+        want = 401
+    elif case == "login token NaN":
+        r = client.post("/api/login", **raw(b'{"token": NaN}'))
+        want = 422
+    elif case == "login token with a lone surrogate":
+        r = client.post(
+            "/api/login", **raw(b'{"token": "' + tokens["alice"].encode() + b'\\ud800"}')
+        )
+        want = 422
+    elif case == "item_id 10**30":
+        body = {"item_id": 10**30, "ranking": ["r0", "r1", "r2"]}
+        r = client.post("/api/rankings", headers=h, json=body)
+        want = 422
+    elif case == "non-ASCII X-CSRF-Token":
+        client.post("/api/login", json={"token": tokens["alice"]})
+        body = {"item_id": item_id, "reason": "x"}
+        r = client.post("/api/skips", json=body, headers={"X-CSRF-Token": "\xe9".encode("latin-1")})
+        want = 403
+    elif case == "deeply nested JSON":
+        r = client.post("/api/rankings", **raw(b"[" * 20_000 + b"]" * 20_000, h))
+        want = 422
+    else:
+        r = client.post("/api/rankings", **raw(b'{"item_id": 1, "ranking": ["\xff"]}', h))
+        want = 422
+    assert r.status_code == want, (case, r.status_code, r.text)
+    assert_security_headers(r)
+    if want == 422:
+        assert r.json()["detail"][0]["msg"]
+    # nothing the client sent is echoed back or logged
+    assert tokens["alice"] not in r.text and tokens["alice"] not in caplog.text
+
+
+def test_a_500_carries_the_security_headers_and_logs_no_submitted_value(env, caplog, monkeypatch):
+    """An unexpected failure answers a plain 500 with the security headers; the log says where it
+    happened but not the exception's text, which here quotes the submitted token."""
+    client, tokens, store = env
+    client = TestClient(client.app, raise_server_exceptions=False)
+
+    def broken(token: str):
+        raise ValueError(f"cannot look up {token!r}")
+
+    monkeypatch.setattr(store.__class__, "annotator_by_token", lambda self, token: broken(token))
+    with caplog.at_level("ERROR"):
+        r = client.post("/api/login", json={"token": tokens["alice"]})
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    assert_security_headers(r)
+    assert "ValueError" in caplog.text and "/api/login" in caplog.text
+    assert tokens["alice"] not in caplog.text and tokens["alice"] not in r.text
+
+
+def test_413_carries_the_security_headers(tmp_path):
+    db = tmp_path / "a.db"
+    Store(db).init()
+    client = TestClient(create_app(db, secret=SECRET, max_body_bytes=1024))
+    r = client.post("/api/login", **raw(b'{"token": "' + b"x" * 2000 + b'"}'))
+    assert r.status_code == 413
+    assert_security_headers(r)
+
+
+def test_cli_import_of_a_lone_surrogate_is_a_clear_error(tmp_path, capsys):
+    from rlhfkit.cli.annotate import main
+
+    path = tmp_path / "c.jsonl"
+    good = json.dumps({"prompt": "fine", "responses": ["a", "b"]})
+    bad = '{"prompt": "q", "responses": ["a", "b\\udc80c"]}'
+    path.write_text(good + "\n" + bad + "\n", encoding="utf-8")
+    from rlhfkit.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        main(["import", "--db", str(tmp_path / "a.db"), str(path)])
+    assert str(e.value) == (
+        f"{path}:2: responses[1].text holds a lone surrogate ('\\udc80' at character 1), "
+        "which is not valid Unicode text"
+    )
+    assert not (tmp_path / "a.db").exists()

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
 from rlhfkit.annotate.export import export_lines, export_records
+from rlhfkit.annotate.http_errors import install_error_handlers, log_unhandled
 from rlhfkit.annotate.store import (
     FLAG_REASONS,
     MAX_RESPONSES,
@@ -94,6 +95,14 @@ def load_secret(db_path: str | Path) -> bytes:
     return key.encode("ascii")
 
 
+def same_secret(sent: str, expected: str) -> bool:
+    """Constant-time comparison of what a client sent with what we expect. On bytes: given
+    strings, ``hmac.compare_digest`` raises TypeError for any non-ASCII character (a 500)."""
+    return hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 # ---- request and response bodies -------------------------------------------------------------
 
 
@@ -101,12 +110,17 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# SQLite integers are 64-bit: a larger id cannot name an item (and used to be an OverflowError).
+ItemId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class LoginBody(_Body):
-    token: str = Field(min_length=1, max_length=200)
+    # tokens are secrets.token_urlsafe(32): 43 characters of A-Z a-z 0-9 - _
+    token: str = Field(min_length=1, max_length=200, pattern=r"^\s*[A-Za-z0-9_-]+\s*$")
 
 
 class RankingBody(_Body):
-    item_id: int
+    item_id: ItemId
     # best first; an inner list is a tie group
     ranking: list[str | Annotated[list[str], Field(max_length=MAX_RESPONSES)]] = Field(
         max_length=MAX_RESPONSES
@@ -114,12 +128,12 @@ class RankingBody(_Body):
 
 
 class SkipBody(_Body):
-    item_id: int
+    item_id: ItemId
     reason: str = Field(min_length=1, max_length=500)
 
 
 class FlagBody(_Body):
-    item_id: int
+    item_id: ItemId
     reason: Literal["harmful", "broken", "spam", "other"]
     note: str | None = Field(default=None, max_length=1000)
 
@@ -173,19 +187,34 @@ class GuardMiddleware:
 
             receive = replay
 
+        started = False
+
         async def send_with_headers(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                extra = [
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                ]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as e:
+            # Starlette's own 500 goes out past this middleware (no security headers) and logs
+            # the exception's text, which can hold what the client sent (a token). Log where it
+            # failed without any value, and answer a plain 500 with the headers.
+            log_unhandled(scope, e)
+            if started:
+                raise
+            await _plain(send, 500, b'{"detail":"internal server error"}')
+
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
 
 
 async def _plain(send: Any, status: int, body: bytes) -> None:
@@ -196,6 +225,7 @@ async def _plain(send: Any, status: int, body: bytes) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *SECURITY_HEADERS,
             ],
         }
     )
@@ -253,6 +283,7 @@ def create_app(
         openapi_url=None,
         lifespan=lifespan,
     )
+    install_error_handlers(app)
     app.state.store = store
     app.state.overlap = overlap
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
@@ -275,12 +306,12 @@ def create_app(
         if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
             return None
         payload = ".".join(parts[:3])
-        if not hmac.compare_digest(sign(payload), parts[3]):
+        if not same_secret(sign(payload), parts[3]):
             return None
         if time.time() - int(parts[1]) > session_max_age_s:
             return None
         a = store.annotator_by_id(int(parts[0]))
-        if a is None or not hmac.compare_digest(a.token_hash[:16], parts[2]):
+        if a is None or not same_secret(a.token_hash[:16], parts[2]):
             return None  # deleted annotator, or token rotated since this session began
         return a
 
@@ -306,7 +337,7 @@ def create_app(
             )
         if p.session is not None and request.method in UNSAFE_METHODS:
             sent = request.headers.get("x-csrf-token", "")
-            if not hmac.compare_digest(sent, csrf_token(p.session)):
+            if not same_secret(sent, csrf_token(p.session)):
                 raise HTTPException(403, "missing or wrong X-CSRF-Token header")
         return p
 
@@ -363,7 +394,7 @@ def create_app(
 
     @app.post("/api/login")
     def login(body: LoginBody) -> JSONResponse:
-        a = store.annotator_by_token(body.token)
+        a = store.annotator_by_token(body.token.strip())
         if a is None:
             raise HTTPException(401, "unknown token")
         session = make_session(a)

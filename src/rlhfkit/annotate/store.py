@@ -223,6 +223,10 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
         if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
             raise DataError(f"responses[{j}].id must be a non-empty string", path, line)
         out.append({"id": str(rid), "text": r["text"]})
+    _check_unicode(prompt, "'prompt'", path, line)
+    for j, r in enumerate(out):
+        _check_unicode(r["id"], f"responses[{j}].id", path, line)
+        _check_unicode(r["text"], f"responses[{j}].text", path, line)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -230,6 +234,20 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
             f"response ids must be unique within a record (repeated: {', '.join(dup)})", path, line
         )
     return prompt, out
+
+
+def _check_unicode(value: str, what: str, path: Path, line: int) -> None:
+    """JSON can spell a lone surrogate (``"\\ud800"``), which is no Unicode text: SQLite (UTF-8)
+    cannot store it, so refuse it here with the place rather than fail later with a traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"{what} holds a lone surrogate ({value[e.start]!a} at character {e.start}), "
+            "which is not valid Unicode text",
+            path,
+            line,
+        ) from None
 
 
 @dataclass(frozen=True)
