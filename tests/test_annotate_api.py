@@ -373,18 +373,13 @@ def test_forged_tampered_and_rotated_sessions_are_rejected(env, tmp_path):
     client.post("/api/login", json={"token": tokens["alice"]})
     session = client.cookies[COOKIE]
     assert client.get("/api/me").status_code == 200
-    aid, issued, fpr, sig = session.split(".")
-    bob = store.annotator_by_token(tokens["bob"])
-    for forged in (
-        f"{bob.id}.{issued}.{fpr}.{sig}",
-        f"{aid}.{issued}.{fpr}.{'0' * 64}",
-        "garbage",
-        "",
-    ):
+    flipped = session[:-1] + ("A" if session[-1] != "A" else "B")
+    for forged in (flipped, "x" * 43, "garbage", "", "1.1700000000.abcdef0123456789." + "0" * 64):
         client.cookies.clear()
         client.cookies.set(COOKIE, forged)
         assert client.get("/api/me").status_code == 401, forged
-    # a session signed with another server's secret does not work here
+    # a session issued by a server with another secret does not work here (the database keeps
+    # only a hash keyed with the secret), so a new secret ends every session
     other = TestClient(create_app(store.path, overlap=2, secret=b"t" * 48))
     other.post("/api/login", json={"token": tokens["alice"]})
     client.cookies.clear()
@@ -398,6 +393,60 @@ def test_forged_tampered_and_rotated_sessions_are_rejected(env, tmp_path):
     assert client.get("/api/me").status_code == 401
     assert client.get("/api/me", headers=bearer(tokens["alice"])).status_code == 401
     assert client.get("/api/me", headers=bearer(new)).status_code == 200
+
+
+def test_logout_revokes_the_session_on_the_server(env):
+    """The cookie used to be stateless: a copy stayed valid for 7 days after logout."""
+    client, tokens, store = env
+    login = client.post("/api/login", json={"token": tokens["alice"]})
+    csrf = login.json()["csrf_token"]
+    copied = client.cookies[COOKIE]
+    thief = TestClient(client.app)
+    thief.cookies.set(COOKIE, copied)
+    assert thief.get("/api/me").status_code == 200
+    # a second login (another device) is a separate session
+    phone = TestClient(client.app)
+    phone.post("/api/login", json={"token": tokens["alice"]})
+    assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert thief.get("/api/me").status_code == 401
+    assert thief.get("/", follow_redirects=False).status_code == 303
+    assert phone.get("/api/me").status_code == 200
+    # the database holds keyed hashes only, never a cookie value
+    raw = store.path.read_bytes() + Path(str(store.path) + "-wal").read_bytes()
+    assert phone.cookies[COOKIE].encode() not in raw
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """Schema version 2 only adds tables: a version-1 file (no sessions, released_assignments,
+    ranking_requests tables) opens, keeps its data and gets them."""
+    import sqlite3
+
+    from rlhfkit.annotate.store import SCHEMA, SCHEMA_VERSION
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA)  # exactly what version 1 created
+    conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 2))
+    token = store.add_annotator("alice")
+    aid = store.annotator_by_token(token).id
+    item = store.next_item(aid, overlap=1)["item_id"]
+    store.submit_ranking(aid, item, ["r0", "r1", "r2"])
+
+    client = TestClient(create_app(db, secret=SECRET))  # runs Store.init: the upgrade
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+    assert store.counts()["rankings"] == 1
+    assert client.post("/api/login", json={"token": token}).status_code == 200
+    assert client.get("/api/me").json()["progress"]["done"] == 1
+    # and a file from a newer rlhfkit is refused, not misread
+    store.set_meta("schema_version", "3")
+    from rlhfkit.errors import DataError
+
+    with pytest.raises(DataError, match="schema version 3 is newer than this rlhfkit reads"):
+        Store(db).init()
 
 
 def test_expired_session(tmp_path):

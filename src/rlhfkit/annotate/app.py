@@ -23,9 +23,9 @@ import hmac
 import json
 import math
 import os
+import re
 import secrets
 import stat
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ HERE = Path(__file__).parent
 COOKIE = "rlhfkit_session"
 SECRET_ENV = "RLHFKIT_ANNOTATE_SECRET"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+SESSION_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -295,25 +296,22 @@ def create_app(
         return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def make_session(a: Annotator) -> str:
-        payload = f"{a.id}.{int(time.time())}.{a.token_hash[:16]}"
-        return f"{payload}.{sign(payload)}"
+        # A random value; the server keeps only its keyed hash, so logout (or a token rotation,
+        # or a new secret) ends the session wherever the cookie was copied to.
+        session = secrets.token_urlsafe(32)
+        store.create_session(a.id, session_key(session), session_max_age_s)
+        return session
+
+    def session_key(session: str) -> str:
+        return sign("session:" + session)
 
     def csrf_token(session: str) -> str:
         return sign("csrf:" + session)
 
     def annotator_from_session(value: str) -> Annotator | None:
-        parts = value.split(".")
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
-            return None
-        payload = ".".join(parts[:3])
-        if not same_secret(sign(payload), parts[3]):
-            return None
-        if time.time() - int(parts[1]) > session_max_age_s:
-            return None
-        a = store.annotator_by_id(int(parts[0]))
-        if a is None or not same_secret(a.token_hash[:16], parts[2]):
-            return None  # deleted annotator, or token rotated since this session began
-        return a
+        if not SESSION_RE.fullmatch(value):
+            return None  # not one of ours (e.g. a signed cookie from before version 2)
+        return store.annotator_by_session(session_key(value))
 
     def identify(request: Request) -> Principal | None:
         header = request.headers.get("authorization")
@@ -406,6 +404,8 @@ def create_app(
 
     @app.post("/api/logout", status_code=204)
     def logout(p: User) -> Response:
+        if p.session is not None:
+            store.end_session(session_key(p.session))
         response = Response(status_code=204)
         response.delete_cookie(
             COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies

@@ -26,7 +26,7 @@ from typing import Any
 
 from rlhfkit.errors import DataError, RlhfkitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -99,6 +99,35 @@ CREATE TABLE IF NOT EXISTS flags (
     note         TEXT CHECK (note IS NULL OR length(note) <= 1000),
     created_at   REAL NOT NULL,
     UNIQUE (item_id, annotator_id, reason)
+);
+"""
+
+# Version 2 (issue #20) adds three tables and changes none, so a version-1 file is upgraded in
+# place by creating them (Store.init): server-side sessions that logout revokes; assignments
+# released by the timeout, so that a late submission can still be taken; and the client request
+# ids of submissions, so that a retried submission is answered with the ranking it saved.
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS sessions (
+    -- keyed hash (HMAC with the server secret) of the cookie value; the value is never stored
+    id_hash      TEXT PRIMARY KEY CHECK (length(id_hash) = 64),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    created_at   REAL NOT NULL,
+    expires_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_annotator ON sessions(annotator_id);
+CREATE TABLE IF NOT EXISTS released_assignments (
+    item_id        INTEGER NOT NULL REFERENCES items(id),
+    annotator_id   INTEGER NOT NULL REFERENCES annotators(id),
+    response_order TEXT NOT NULL CHECK (json_valid(response_order)),
+    assigned_at    REAL NOT NULL,
+    released_at    REAL NOT NULL,
+    PRIMARY KEY (item_id, annotator_id)
+);
+CREATE TABLE IF NOT EXISTS ranking_requests (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    request_id   TEXT NOT NULL CHECK (length(request_id) BETWEEN 1 AND 64),
+    ranking_id   INTEGER NOT NULL UNIQUE REFERENCES rankings(id),
+    PRIMARY KEY (annotator_id, request_id)
 );
 """
 
@@ -368,17 +397,22 @@ class Store:
         try:
             # CREATE ... IF NOT EXISTS is idempotent, so concurrent first starts are harmless.
             conn.executescript(SCHEMA)
+            conn.executescript(SCHEMA_V2)
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
+            found = SCHEMA_VERSION if row is None else int(row["value"])
+            if found <= SCHEMA_VERSION:
+                # new, or older and upgraded: every version so far only added tables (above)
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
             conn.execute("COMMIT")
-            if row is not None and int(row["value"]) != SCHEMA_VERSION:
+            if found > SCHEMA_VERSION:
                 raise DataError(
-                    f"database schema version {row['value']}, this rlhfkit reads {SCHEMA_VERSION}",
+                    f"database schema version {found} is newer than this rlhfkit reads "
+                    f"({SCHEMA_VERSION}): upgrade rlhfkit",
                     self.path,
                 )
         finally:
@@ -461,6 +495,10 @@ class Store:
             )
             if cur.rowcount == 0:
                 raise RlhfkitError(f"no annotator named {name!r}")
+            conn.execute(
+                "DELETE FROM sessions WHERE annotator_id = (SELECT id FROM annotators WHERE name = ?)",
+                (name,),
+            )
         return token
 
     def annotator_by_token(self, token: str) -> Annotator | None:
@@ -716,3 +754,34 @@ class Store:
                 t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # fixed table names
                 for t in ("items", "annotators", "assignments", "rankings", "flags")
             }
+
+    # ---- sessions (schema version 2) ----------------------------------------------------------
+
+    def create_session(self, annotator_id: int, id_hash: str, max_age_s: float) -> None:
+        """Record a login session by the keyed hash of its cookie value; expired sessions of
+        everyone are cleared at the same time, so the table holds only live ones."""
+        now = time.time()
+        with self.write() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions(id_hash, annotator_id, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (id_hash, annotator_id, now, now + max_age_s),
+            )
+
+    def annotator_by_session(self, id_hash: str) -> Annotator | None:
+        """The annotator of a live session (not ended, not expired), or None."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT a.* FROM sessions s JOIN annotators a ON a.id = s.annotator_id "
+                "WHERE s.id_hash = ? AND s.expires_at > ?",
+                (id_hash, time.time()),
+            ).fetchone()
+        if row is None:
+            return None
+        return Annotator(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"])
+
+    def end_session(self, id_hash: str) -> None:
+        """Revoke a session (logout): its cookie stops working at once, wherever it was copied."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
