@@ -473,8 +473,14 @@ class Store:
     def add_annotator(self, name: str, is_admin: bool = False) -> str:
         """Create an annotator and return their secret token (shown once, stored only hashed)."""
         name = name.strip()
-        if not name or len(name) > MAX_NAME_CHARS or any(c.isspace() and c != " " for c in name):
-            raise RlhfkitError(f"annotator name must be 1 to {MAX_NAME_CHARS} printable characters")
+        # isprintable() is False for control characters (ESC starts terminal escape codes),
+        # format characters (U+202E reverses the text around it), separators other than the
+        # space, surrogates and unassigned code points: a name is shown in terminals and pages.
+        if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+            raise RlhfkitError(
+                f"annotator name must be 1 to {MAX_NAME_CHARS} printable characters "
+                f"(no control or formatting characters), got {name!a}"
+            )
         token = secrets.token_urlsafe(32)
         try:
             with self.write() as conn:
