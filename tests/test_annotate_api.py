@@ -903,3 +903,92 @@ def test_cli_import_of_a_lone_surrogate_is_a_clear_error(tmp_path, capsys):
         "which is not valid Unicode text"
     )
     assert not (tmp_path / "a.db").exists()
+
+
+# ---- issue #20: late and repeated submissions ------------------------------------------------------
+
+
+def test_submission_after_the_timeout_is_taken_while_the_item_is_free(tmp_path):
+    """The timeout releases an untouched assignment when anyone asks for work; a ranking that
+    arrived later used to get a misleading 404 "not assigned to you". It is now saved if the item
+    still has a free slot, and otherwise refused (409) with a message that says what happened."""
+    import sqlite3
+
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 3))
+    tokens = {n: store.add_annotator(n) for n in ("slow", "other", "late")}
+    client = TestClient(create_app(db, overlap=1, secret=SECRET, assignment_timeout_s=3600))
+
+    def get(who: str) -> dict:
+        return client.get("/api/next", headers=bearer(tokens[who])).json()
+
+    def post(who: str, item: dict):
+        body = {"item_id": item["item_id"], "ranking": order(item)}
+        return client.post("/api/rankings", headers=bearer(tokens[who]), json=body)
+
+    def two_hours_pass(item: dict) -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE assignments SET assigned_at = assigned_at - 7200 WHERE item_id = ?",
+                (item["item_id"],),
+            )
+
+    # 1. released, and nobody took it: saved, in the order the annotator was shown
+    first = get("other")
+    slow = get("slow")
+    two_hours_pass(slow)
+    assert get("other") == first  # asking releases slow's item; other keeps their own
+    assert store.counts()["assignments"] == 1
+    r = post("slow", slow)
+    assert r.status_code == 201, r.text
+    (saved,) = [it for it in store.rankings_by_item() if it["item_id"] == slow["item_id"]]
+    assert saved["rankings"][0]["shown_order"] == order(slow)
+
+    # 2. released and given to someone else: not saved, and said why
+    late = get("late")
+    two_hours_pass(late)
+    assert post("other", first).status_code == 201
+    assert get("other")["item_id"] == late["item_id"]  # the only item with a free slot
+    r = post("late", late)
+    assert r.status_code == 409
+    detail = r.json()["detail"]
+    assert "released after the assignment timeout" in detail and "other annotators" in detail
+
+    # 3. never this annotator's: 404 as before
+    assert post("late", slow).status_code == 404
+
+
+def test_a_retried_submission_with_its_request_id_is_answered_saved(env):
+    """A retry after a lost 201 used to get 409 "already submitted" although the ranking was
+    saved; with the client's request id it gets the 201 of the ranking saved the first time."""
+    client, tokens, store = env
+    h = bearer(tokens["alice"])
+    item = client.get("/api/next", headers=h).json()
+    body = {"item_id": item["item_id"], "ranking": order(item), "request_id": "a1b2c3d4"}
+    first = client.post("/api/rankings", headers=h, json=body)
+    again = client.post("/api/rankings", headers=h, json=body)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert store.counts()["rankings"] == 1
+    # the same id for another item is a client bug: said so, nothing saved
+    other = client.get("/api/next", headers=h).json()
+    r = client.post("/api/rankings", headers=h, json={**body, "item_id": other["item_id"]})
+    assert r.status_code == 409 and "already used for item" in r.json()["detail"]
+    # another annotator's ids are their own
+    hb = bearer(tokens["bob"])
+    theirs = client.get("/api/next", headers=hb).json()
+    r = client.post(
+        "/api/rankings",
+        headers=hb,
+        json={**body, "item_id": theirs["item_id"], "ranking": order(theirs)},
+    )
+    assert r.status_code == 201
+    # without a request id a repeat is still a conflict, and ids are short URL-safe strings
+    plain = {"item_id": item["item_id"], "ranking": order(item)}
+    assert client.post("/api/rankings", headers=h, json=plain).status_code == 409
+    for bad in ("", "x" * 65, "has space", "é"):
+        r = client.post("/api/rankings", headers=h, json={**plain, "request_id": bad})
+        assert r.status_code == 422, bad
+    assert store.counts()["rankings"] == 2

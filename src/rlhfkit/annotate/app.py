@@ -126,6 +126,11 @@ class RankingBody(_Body):
     ranking: list[str | Annotated[list[str], Field(max_length=MAX_RESPONSES)]] = Field(
         max_length=MAX_RESPONSES
     )
+    # the client's id for this submission: sent again (a retry after a lost answer), the ranking
+    # saved the first time is acknowledged instead of a 409
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
+    )
 
 
 class SkipBody(_Body):
@@ -430,7 +435,9 @@ def create_app(
     @app.post("/api/rankings", status_code=201)
     def submit(body: RankingBody, p: User) -> dict[str, Any]:
         try:
-            ranking_id = store.submit_ranking(p.annotator.id, body.item_id, body.ranking)
+            ranking_id = store.submit_ranking(
+                p.annotator.id, body.item_id, body.ranking, request_id=body.request_id
+            )
         except NotFound as e:
             raise HTTPException(404, str(e)) from None
         except Conflict as e:

@@ -537,6 +537,7 @@ class Store:
         with self.write() as conn:
             if assignment_timeout_s is not None:
                 # An item opened and abandoned frees its slot for someone else after the timeout.
+                self._remember_released(conn, now - assignment_timeout_s, now)
                 conn.execute(
                     "DELETE FROM assignments WHERE status = 'assigned' AND assigned_at < ?",
                     (now - assignment_timeout_s,),
@@ -594,12 +595,27 @@ class Store:
             raise Conflict(f"item {item_id} was already {row['status']}")
         return row
 
-    def submit_ranking(self, annotator_id: int, item_id: int, ranking: Any) -> int:
-        """Record a ranking for an item assigned to this annotator; returns the ranking's id."""
+    def submit_ranking(
+        self, annotator_id: int, item_id: int, ranking: Any, request_id: str | None = None
+    ) -> int:
+        """Record a ranking for an item assigned to this annotator; returns the ranking's id.
+
+        ``request_id`` (the client's id for this submission) makes it idempotent: sent again,
+        e.g. retried after the answer was lost, it returns the id of the ranking saved the
+        first time. An assignment released by the timeout is taken back if the item still has
+        a free slot (:meth:`_take_back_released`).
+        """
         now = time.time()
         shaped = check_ranking_shape(ranking)  # before the write lock: linear and capped
         with self.write() as conn:
-            row = self._open_assignment(conn, item_id, annotator_id)
+            if request_id is not None:
+                saved = self._saved_request(conn, annotator_id, request_id, item_id)
+                if saved is not None:
+                    return saved
+            try:
+                row = self._open_assignment(conn, item_id, annotator_id)
+            except NotFound:
+                row = self._take_back_released(conn, item_id, annotator_id, now)
             ids = [r["id"] for r in json.loads(row["responses"])]
             canonical = normalize_ranking(shaped, ids)
             conn.execute(
@@ -611,7 +627,82 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (row["id"], item_id, annotator_id, json.dumps(canonical), now),
             )
-            return int(cur.lastrowid)
+            ranking_id = int(cur.lastrowid)
+            if request_id is not None:
+                conn.execute(
+                    "INSERT INTO ranking_requests(annotator_id, request_id, ranking_id) "
+                    "VALUES (?, ?, ?)",
+                    (annotator_id, request_id, ranking_id),
+                )
+            return ranking_id
+
+    # ---- late and repeated submissions (schema version 2) ------------------------------------
+
+    @staticmethod
+    def _remember_released(conn: sqlite3.Connection, before: float, now: float) -> None:
+        """Keep the open assignments older than ``before``, about to be released, so that their
+        annotators' late submissions can be recognized."""
+        conn.execute(
+            "INSERT INTO released_assignments"
+            "(item_id, annotator_id, response_order, assigned_at, released_at) "
+            "SELECT item_id, annotator_id, response_order, assigned_at, ? FROM assignments "
+            "WHERE status = 'assigned' AND assigned_at < ? "
+            "ON CONFLICT(item_id, annotator_id) DO UPDATE SET "
+            "response_order = excluded.response_order, assigned_at = excluded.assigned_at, "
+            "released_at = excluded.released_at",
+            (now, before),
+        )
+
+    def _take_back_released(
+        self, conn: sqlite3.Connection, item_id: int, annotator_id: int, now: float
+    ) -> sqlite3.Row:
+        """The assignment of a submission that arrives after the timeout released it: restored
+        (same response order) if the item still has a free slot; otherwise a :class:`Conflict`
+        saying what happened. Raises :class:`NotFound` if it never was this annotator's."""
+        released = conn.execute(
+            "SELECT response_order, assigned_at FROM released_assignments "
+            "WHERE item_id = ? AND annotator_id = ?",
+            (item_id, annotator_id),
+        ).fetchone()
+        if released is None:
+            raise NotFound(f"item {item_id} is not assigned to you")
+        meta = conn.execute("SELECT value FROM meta WHERE key = 'overlap'").fetchone()
+        overlap = int(meta["value"]) if meta else 1
+        active = conn.execute("SELECT active FROM items WHERE id = ?", (item_id,)).fetchone()
+        if active["active"] >= overlap:
+            raise Conflict(
+                f"item {item_id} was released after the assignment timeout and has since gone "
+                "to other annotators, so this ranking was not saved"
+            )
+        conn.execute(
+            "DELETE FROM released_assignments WHERE item_id = ? AND annotator_id = ?",
+            (item_id, annotator_id),
+        )
+        conn.execute(
+            "INSERT INTO assignments(item_id, annotator_id, response_order, status, assigned_at) "
+            "VALUES (?, ?, ?, 'assigned', ?)",
+            (item_id, annotator_id, released["response_order"], released["assigned_at"]),
+        )
+        return self._open_assignment(conn, item_id, annotator_id)
+
+    @staticmethod
+    def _saved_request(
+        conn: sqlite3.Connection, annotator_id: int, request_id: str, item_id: int
+    ) -> int | None:
+        """The ranking already saved under this client request id, or None."""
+        row = conn.execute(
+            "SELECT q.ranking_id, r.item_id FROM ranking_requests q "
+            "JOIN rankings r ON r.id = q.ranking_id WHERE q.annotator_id = ? AND q.request_id = ?",
+            (annotator_id, request_id),
+        ).fetchone()
+        if row is None:
+            return None
+        if row["item_id"] != item_id:
+            raise Conflict(
+                f"request id {request_id!r} was already used for item {row['item_id']}: "
+                "send a new id for each submission"
+            )
+        return int(row["ranking_id"])
 
     def skip(self, annotator_id: int, item_id: int, reason: str) -> None:
         """Skip an item: it goes back to the pool for others, never again to this annotator."""
