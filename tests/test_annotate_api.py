@@ -144,7 +144,8 @@ def test_malformed_ranking_is_422_with_message(env, ranking, message):
         "/api/rankings", headers=h, json={"item_id": item["item_id"], "ranking": ranking}
     )
     assert r.status_code == 422
-    assert message in r.json()["detail"]
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "ranking"] and message in error["msg"]
     # nothing was recorded; the item is still open
     assert client.get("/api/next", headers=h).json()["item_id"] == item["item_id"]
 

@@ -31,13 +31,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
+from rlhfkit.annotate.api_schema import (
+    COOKIE,
+    EXPORT_200,
+    FlagOut,
+    ItemOut,
+    LoginOut,
+    MeOut,
+    RankingOut,
+    SkipOut,
+    bearer_scheme,
+    cookie_scheme,
+    errors,
+)
 from rlhfkit.annotate.export import export_lines, export_records
 from rlhfkit.annotate.http_errors import install_error_handlers, log_unhandled
 from rlhfkit.annotate.store import (
@@ -52,7 +66,6 @@ from rlhfkit.annotate.store import (
 from rlhfkit.errors import ConfigError
 
 HERE = Path(__file__).parent
-COOKIE = "rlhfkit_session"
 SECRET_ENV = "RLHFKIT_ANNOTATE_SECRET"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 SESSION_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
@@ -332,7 +345,12 @@ def create_app(
             return Principal(a, value) if a else None
         return None
 
-    def authenticated(request: Request) -> Principal:
+    def authenticated(
+        request: Request,
+        # These two only document the two ways in, for the OpenAPI schema; identify() reads them.
+        _token: Annotated[Any, Security(bearer_scheme)] = None,
+        _session: Annotated[Any, Security(cookie_scheme)] = None,
+    ) -> Principal:
         p = identify(request)
         if p is None:
             raise HTTPException(
@@ -395,7 +413,7 @@ def create_app(
 
     # -- API -------------------------------------------------------------------------------------
 
-    @app.post("/api/login")
+    @app.post("/api/login", response_model=LoginOut, responses=errors(401, 413, 422))
     def login(body: LoginBody) -> JSONResponse:
         a = store.annotator_by_token(body.token.strip())
         if a is None:
@@ -407,7 +425,7 @@ def create_app(
         set_cookie(response, session)
         return response
 
-    @app.post("/api/logout", status_code=204)
+    @app.post("/api/logout", status_code=204, responses=errors(401, 403, 413))
     def logout(p: User) -> Response:
         if p.session is not None:
             store.end_session(session_key(p.session))
@@ -417,7 +435,7 @@ def create_app(
         )
         return response
 
-    @app.get("/api/me")
+    @app.get("/api/me", response_model=MeOut, responses=errors(401))
     def me(p: User) -> dict[str, Any]:
         return {
             "name": p.annotator.name,
@@ -425,14 +443,23 @@ def create_app(
             "progress": store.progress(p.annotator.id, overlap),
         }
 
-    @app.get("/api/next", responses={204: {"description": "nothing left for this annotator"}})
+    @app.get(
+        "/api/next",
+        response_model=ItemOut,
+        responses={204: {"description": "nothing left for this annotator"}, **errors(401)},
+    )
     def next_item(p: User) -> Any:
         item = store.next_item(p.annotator.id, overlap, assignment_timeout_s)
         if item is None:
             return Response(status_code=204)
         return item
 
-    @app.post("/api/rankings", status_code=201)
+    @app.post(
+        "/api/rankings",
+        status_code=201,
+        response_model=RankingOut,
+        responses=errors(401, 403, 404, 409, 413, 422),
+    )
     def submit(body: RankingBody, p: User) -> dict[str, Any]:
         try:
             ranking_id = store.submit_ranking(
@@ -443,10 +470,17 @@ def create_app(
         except Conflict as e:
             raise HTTPException(409, str(e)) from None
         except InvalidRanking as e:
-            raise HTTPException(422, str(e)) from None
+            # the same shape as every other 422: a list of {type, loc, msg}
+            error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
+            raise RequestValidationError([error]) from None
         return {"id": ranking_id, "item_id": body.item_id}
 
-    @app.post("/api/skips", status_code=201)
+    @app.post(
+        "/api/skips",
+        status_code=201,
+        response_model=SkipOut,
+        responses=errors(401, 403, 404, 409, 413, 422),
+    )
     def skip(body: SkipBody, p: User) -> dict[str, Any]:
         try:
             store.skip(p.annotator.id, body.item_id, body.reason.strip() or "no reason")
@@ -456,7 +490,15 @@ def create_app(
             raise HTTPException(409, str(e)) from None
         return {"item_id": body.item_id, "skipped": True}
 
-    @app.post("/api/flags", status_code=201)
+    @app.post(
+        "/api/flags",
+        status_code=201,
+        response_model=FlagOut,
+        responses={
+            200: {"model": FlagOut, "description": "already flagged so: nothing new"},
+            **errors(401, 403, 404, 413, 422),
+        },
+    )
     def flag(body: FlagBody, p: User, response: Response) -> dict[str, Any]:
         try:
             created = store.flag(p.annotator.id, body.item_id, body.reason, body.note)
@@ -466,14 +508,18 @@ def create_app(
             response.status_code = 200  # same flag again: nothing new
         return {"item_id": body.item_id, "reason": body.reason}
 
-    @app.get("/api/stats")
+    @app.get("/api/stats", responses=errors(401, 403))
     def stats(p: Admin) -> dict[str, Any]:
         return {
             **store.overview(overlap),
             "agreement": agreement_report(store.rankings_by_item(min_annotators=2)),
         }
 
-    @app.get("/api/export")
+    @app.get(
+        "/api/export",
+        response_class=Response,
+        responses={**EXPORT_200, **errors(401, 403, 422)},
+    )
     def export(
         p: Admin,
         format: Literal["rankings", "pairs"] = "rankings",
