@@ -5,8 +5,9 @@ Security model (see docs/annotation.md):
 - Every route that reads or writes data needs an identity: ``Authorization: Bearer TOKEN`` or the
   session cookie that ``POST /api/login`` sets. Only ``/login`` (a static form), ``/static/*`` and
   ``POST /api/login`` itself are open, and they hold no data.
-- The session cookie is HttpOnly, SameSite=Strict, HMAC-signed with the server secret, expires, and
-  carries a fingerprint of the annotator's token hash: rotating the token ends its sessions.
+- The session cookie is a random 256-bit value, HttpOnly, SameSite=Strict; the database keeps only
+  its HMAC under the server secret, with an expiry. Logout deletes it, rotating the annotator's
+  token deletes all of theirs, and a new server secret invalidates every one.
 - Requests authenticated by cookie that change state must send ``X-CSRF-Token`` (an HMAC of the
   session, given to the page in a ``<meta>`` tag); Bearer requests need none (browsers never add
   that header on their own).
@@ -15,6 +16,9 @@ Security model (see docs/annotation.md):
 - Model output is untrusted: pages render it with ``textContent`` only, and a strict
   Content-Security-Policy (no inline script) backs that up.
 - Request bodies are capped (413 past ``max_body_bytes``).
+- No request causes a 500 (a schemathesis test fuzzes every operation); should one happen anyway,
+  it carries the security headers like every other answer, and the log records where it failed,
+  never the exception's text (which may quote a submitted token). See http_errors.py.
 """
 
 import contextlib
