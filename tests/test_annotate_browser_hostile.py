@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -20,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from test_annotate_browser import ARGS, CHROMIUM, SHOTS, free_port
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "annotate"
 PROTO_IDS = ["__proto__", "constructor", "toString", "hasOwnProperty"]
 
 
@@ -47,9 +45,7 @@ def server():
     tokens = {"ann": store.add_annotator("constructor"), "admin": store.add_annotator("__proto__")}
     store.add_annotator("toString", is_admin=True)
     app = create_app(tmp / "ann.db", overlap=1, secret=b"k" * 48)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

@@ -10,7 +10,6 @@ well under a minute on 2 cores.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from schemathesis import checks
 from rlhfkit.annotate.api_schema import COOKIE
 from rlhfkit.annotate.app import SECURITY_HEADERS, create_app
 from rlhfkit.annotate.store import Store
+from test_annotate_api import bearer, write_candidates
 
 IDENTITIES = ["admin", "annotator", "cookie", "bogus", "nobody"]
 
@@ -30,21 +30,16 @@ IDENTITIES = ["admin", "annotator", "cookie", "bogus", "nobody"]
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    cands = tmp / "c.jsonl"
-    with open(cands, "w", encoding="utf-8") as f:
-        for i in range(30):
-            rs = [{"id": f"r{j}", "text": f"answer {j} to question {i}"} for j in range(3)]
-            f.write(json.dumps({"prompt": f"question {i}?", "responses": rs}) + "\n")
     db = tmp / "ann.db"
     store = Store(db, synchronous="NORMAL")  # fsync per commit buys nothing here
     store.init()
-    store.import_candidates(cands)
+    store.import_candidates(write_candidates(tmp / "c.jsonl", 30))
     tokens = {"annotator": store.add_annotator("ann"), "admin": store.add_annotator("adm", True)}
     app = create_app(db, overlap=2, secret=b"f" * 48, synchronous="NORMAL")
     client = TestClient(app)
     # some items already opened and ranked, so that stats, export and conflicts have data
     for token in tokens.values():
-        h = {"Authorization": f"Bearer {token}"}
+        h = bearer(token)
         for _ in range(3):
             item = client.get("/api/next", headers=h).json()
             ids = [r["id"] for r in item["responses"]]
@@ -87,9 +82,9 @@ CHECKS = [
 
 def identity_headers(who: str, client: TestClient, tokens: dict[str, str]) -> dict[str, str]:
     if who in tokens:
-        return {"Authorization": f"Bearer {tokens[who]}"}
+        return bearer(tokens[who])
     if who == "bogus":
-        return {"Authorization": "Bearer " + "A" * 43}
+        return bearer("A" * 43)
     if who == "cookie":  # a fresh session each time: the fuzzer may well log out
         r = client.post("/api/login", json={"token": tokens["annotator"]})
         session = r.cookies.get(COOKIE) or client.cookies.get(COOKIE)

@@ -3,7 +3,6 @@ what it refuses to start with (issue #20, findings 3 and 6)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from rlhfkit.annotate.store import Store
+from test_annotate_api import write_candidates
 
 
 def free_port() -> int:
@@ -28,15 +28,10 @@ def free_port() -> int:
 
 
 def make_db(tmp: Path, n_items: int) -> tuple[Path, str]:
-    cands = tmp / "c.jsonl"
-    with open(cands, "w", encoding="utf-8") as f:
-        for i in range(n_items):
-            rs = [{"id": f"r{j}", "text": f"response {j} to prompt {i}"} for j in range(3)]
-            f.write(json.dumps({"prompt": f"prompt {i}", "responses": rs}) + "\n")
     db = tmp / "ann.db"
     store = Store(db)
     store.init()
-    store.import_candidates(cands)
+    store.import_candidates(write_candidates(tmp / "c.jsonl", n_items))
     return db, store.add_annotator("ann")
 
 

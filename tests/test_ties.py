@@ -16,12 +16,7 @@ from fastapi.testclient import TestClient
 from rlhfkit.annotate.app import create_app
 from rlhfkit.annotate.store import Store
 from rlhfkit.cli.annotate import main as annotate_main
-
-SECRET = b"s" * 48
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+from test_annotate_api import SECRET, bearer, write_candidates
 
 
 @pytest.fixture
@@ -29,15 +24,10 @@ def ranked(tmp_path):
     """Two items, K = 4, ranked by two annotators. Item 1: alice ties everything (what clicking
     "Tie with last" on every response submits), bob gives an order. Item 2: alice and bob give
     opposite orders, so their consensus is a four-way tie."""
-    cands = tmp_path / "c.jsonl"
-    with open(cands, "w", encoding="utf-8") as f:
-        for i in range(2):
-            rs = [{"id": f"r{j}", "text": f"answer {j} to {i}"} for j in range(4)]
-            f.write(json.dumps({"prompt": f"question {i}?", "responses": rs}) + "\n")
     db = tmp_path / "ann.db"
     store = Store(db)
     store.init()
-    store.import_candidates(cands)
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 2, k=4))
     tokens = {n: store.add_annotator(n) for n in ("alice", "bob")}
     tokens["root"] = store.add_annotator("root", is_admin=True)
     client = TestClient(create_app(db, overlap=2, secret=SECRET))
