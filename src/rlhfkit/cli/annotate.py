@@ -196,9 +196,9 @@ def _serve(cfg: ServeConfig) -> int:
         synchronous=cfg.synchronous,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
-    # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
+    # thread pool safe. The app checkpoints the WAL when it shuts down (its lifespan), so the
+    # database file stands alone after Ctrl-C or SIGTERM too.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, server_header=False)
-    app.state.store.checkpoint()
     return 0
 
 
@@ -219,14 +219,18 @@ def _export(cfg: ExportConfig) -> int:
     records = export_records(
         store, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
     )
-    if not records:
+    if not records and not records.fully_tied:
         raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
     n = write_export(cfg.out, records, cfg.format)
-    if n == 0:
-        print("warning: every ranking is a full tie, so there is no ordered pair", file=sys.stderr)
     kind = "pairs" if cfg.format == "pairs" else "rankings"
     how = f" ({cfg.consensus_method} consensus)" if cfg.consensus else ""
-    print(f"wrote {n} {kind}{how} to {cfg.out}")
+    tied = (
+        f"; left out {records.fully_tied} fully tied ranking{'s' if records.fully_tied > 1 else ''}"
+        " (every response tied: no ordered pair)"
+        if records.fully_tied
+        else ""
+    )
+    print(f"wrote {n} {kind}{how} to {cfg.out}{tied}")
     return 0
 
 
@@ -238,7 +242,7 @@ def _stats(cfg: StatsConfig) -> int:
     overlap = cfg.overlap if cfg.overlap is not None else int(store.get_meta("overlap", "1") or 1)
     data = {**store.overview(overlap), "agreement": agreement_report(store.rankings_by_item(2))}
     if cfg.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(terminal_safe(json.dumps(data, indent=2, ensure_ascii=False)))
         return 0
     ag = data["agreement"]
     print(
@@ -249,7 +253,7 @@ def _stats(cfg: StatsConfig) -> int:
     print(f"{'annotator':<24} {'done':>6} {'skipped':>8} {'open':>5} {'agreement':>10}")
     for a in data["annotators"]:
         agr = ag["pairwise_agreement_by_annotator"].get(a["name"])
-        name = a["name"] + (" (admin)" if a["is_admin"] else "")
+        name = terminal_safe(a["name"]) + (" (admin)" if a["is_admin"] else "")
         print(
             f"{name:<24} {a['done']:>6} {a['skipped']:>8} {a['open']:>5} "
             f"{'-' if agr is None else f'{agr:.3f}':>10}"
@@ -266,10 +270,19 @@ def _stats(cfg: StatsConfig) -> int:
     if ag["most_disagreed"]:
         print("\nmost disagreed items:")
         for d in ag["most_disagreed"]:
-            prompt = " ".join(d["prompt"].split())
+            prompt = terminal_safe(" ".join(d["prompt"].split()))
             print(f"  item {d['item_id']:>5}  agreement {d['agreement']:.2f}  {prompt[:70]}")
     if data["flags"]:
         print("\nflags:")
         for f in data["flags"]:
             print(f"  item {f['item_id']:>5}  {f['reason']:<8} x{f['count']}")
     return 0
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every non-printable character but the newline written as a JSON-style escape
+    (``\\u001b``): names and prompts come from other people, and an ESC or a U+202E printed raw
+    would move the cursor, recolour or reorder what the terminal shows. Also valid inside JSON."""
+    return "".join(
+        c if c.isprintable() or c == "\n" else json.dumps(c, ensure_ascii=True)[1:-1] for c in text
+    )

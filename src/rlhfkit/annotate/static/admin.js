@@ -44,7 +44,8 @@
     const perItem = Math.max(1, data.items);
     fillTable("annotators", data.annotators.map((a) => [
       a.name + (a.is_admin ? " (admin)" : ""), a.done, a.skipped, a.open, bar(a.done / perItem),
-      fmt(ag.pairwise_agreement_by_annotator[a.name]),
+      // names are data: "__proto__" or "constructor" must not read Object.prototype
+      fmt(Object.hasOwn(ag.pairwise_agreement_by_annotator, a.name) ? ag.pairwise_agreement_by_annotator[a.name] : null),
     ]));
     fillTable("disagreed", ag.most_disagreed.map((d) => [
       d.item_id, el("span", { class: "clip", text: d.prompt }), d.annotators, Math.round(100 * d.agreement) + "%",
