@@ -13,6 +13,7 @@ import torch
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
 from rlhfkit.runtime.io import atomic_open
+from rlhfkit.runtime.renamed import upgrade_settings
 
 
 class PromptSampler:
@@ -57,7 +58,7 @@ def resume_mismatches(
 ) -> list[str]:
     """The settings (and process count) that differ between a checkpoint and this run; a
     setting added after the checkpoint was written counts as the value that run trained with."""
-    saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **saved}
+    saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **upgrade_settings(saved)}
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
              for k in _RESUME_MUST_MATCH if saved.get(k) != now[k]]  # fmt: skip
     if saved_world != world:

@@ -218,7 +218,7 @@ class PPOTrainer:
                     )  # fmt: skip
                 if stopped:
                     break
-                if self.bad_in_a_row >= cfg.max_bad_updates:
+                if self.bad_in_a_row >= cfg.max_bad_steps:
                     where = self.last_good_checkpoint or "none was saved (use --save-every)"
                     raise TrainingStopped(
                         f"{self.bad_in_a_row} updates in a row had a non-finite reward or loss "
@@ -398,7 +398,7 @@ class PPOTrainer:
         sums: dict[str, float] = {}
         count = skipped = 0
         params = [p for p in self.model.parameters() if p.requires_grad]
-        for _epoch in range(cfg.ppo_epochs):
+        for _epoch in range(cfg.num_ppo_epochs):
             perm = torch.randperm(B, device=self.device)  # shuffled every epoch
             for mb_start in range(0, B, self.mini_batch):
                 mb = perm[mb_start : mb_start + self.mini_batch]
@@ -577,7 +577,7 @@ class PPOTrainer:
                 tensors={"critic": unwrapped.critic_state_dict()},
                 objects={"optimizer": self.optimizer.state_dict(),
                          "scheduler": self.scheduler.state_dict(), "rng": rng},
-                keep_last=self.config.keep_checkpoints,
+                keep_last=self.config.save_total_limit,
             )  # fmt: skip
             self.last_good_checkpoint = str(path)
         acc.wait_for_everyone()
