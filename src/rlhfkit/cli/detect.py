@@ -33,7 +33,7 @@ class DetectConfig:
     tuned: str
     """JSONL of tuned-policy responses, e.g. a PPO run's samples.jsonl"""
     word: tuple[str, ...] = ()
-    """also report these words/phrases individually (the seed's exercise 4), e.g. --word fantastic"""
+    """also report these words/phrases individually, e.g. --word fantastic"""
     reward_model: str | None = None
     """reward model directory: probe each flagged token (delete from tuned, insert into base, rescore)"""
     json: bool = False
