@@ -44,6 +44,7 @@ from rlhfkit.runtime.io import (
     write_json,
 )
 from rlhfkit.runtime.optim import adamw
+from rlhfkit.runtime.progress import progress_bar
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -595,32 +596,6 @@ def _link_or_copy(src: Any, dst: Any) -> None:
         shutil.copy2(src, dst)
 
 
-def _progress(enabled: bool, total: int, completed: int) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]train-rm"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-    task = progress.add_task("train", total=total, completed=completed, info="")
-    return progress, task
-
-
 def _log(enabled: bool, msg: str) -> None:
     if enabled:
         print(f"rlhfkit train-rm: {msg}", file=sys.stderr, flush=True)
@@ -801,7 +776,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     )  # loss·G, G, correct, pairs, margin·P, responses
     t_start, pairs_done = time.perf_counter(), 0.0
     last_logged = start_step
-    progress, task = _progress(main and config.progress, total_steps, start_step)
+    progress, task = progress_bar("train-rm", total_steps, start_step, main and config.progress)
     with progress:
         for step in range(start_step, total_steps):
             epoch, step_in_epoch = divmod(step, steps_per_epoch)
