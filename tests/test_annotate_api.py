@@ -145,7 +145,8 @@ def test_malformed_ranking_is_422_with_message(env, ranking, message):
         "/api/rankings", headers=h, json={"item_id": item["item_id"], "ranking": ranking}
     )
     assert r.status_code == 422
-    assert message in r.json()["detail"]
+    (error,) = r.json()["detail"]
+    assert error["loc"] == ["body", "ranking"] and message in error["msg"]
     # nothing was recorded; the item is still open
     assert client.get("/api/next", headers=h).json()["item_id"] == item["item_id"]
 
@@ -374,18 +375,13 @@ def test_forged_tampered_and_rotated_sessions_are_rejected(env, tmp_path):
     client.post("/api/login", json={"token": tokens["alice"]})
     session = client.cookies[COOKIE]
     assert client.get("/api/me").status_code == 200
-    aid, issued, fpr, sig = session.split(".")
-    bob = store.annotator_by_token(tokens["bob"])
-    for forged in (
-        f"{bob.id}.{issued}.{fpr}.{sig}",
-        f"{aid}.{issued}.{fpr}.{'0' * 64}",
-        "garbage",
-        "",
-    ):
+    flipped = session[:-1] + ("A" if session[-1] != "A" else "B")
+    for forged in (flipped, "x" * 43, "garbage", "", "1.1700000000.abcdef0123456789." + "0" * 64):
         client.cookies.clear()
         client.cookies.set(COOKIE, forged)
         assert client.get("/api/me").status_code == 401, forged
-    # a session signed with another server's secret does not work here
+    # a session issued by a server with another secret does not work here (the database keeps
+    # only a hash keyed with the secret), so a new secret ends every session
     other = TestClient(create_app(store.path, overlap=2, secret=b"t" * 48))
     other.post("/api/login", json={"token": tokens["alice"]})
     client.cookies.clear()
@@ -399,6 +395,69 @@ def test_forged_tampered_and_rotated_sessions_are_rejected(env, tmp_path):
     assert client.get("/api/me").status_code == 401
     assert client.get("/api/me", headers=bearer(tokens["alice"])).status_code == 401
     assert client.get("/api/me", headers=bearer(new)).status_code == 200
+
+
+def test_logout_revokes_the_session_on_the_server(env):
+    """The cookie used to be stateless: a copy stayed valid for 7 days after logout."""
+    client, tokens, store = env
+    login = client.post("/api/login", json={"token": tokens["alice"]})
+    csrf = login.json()["csrf_token"]
+    copied = client.cookies[COOKIE]
+    thief = TestClient(client.app)
+    thief.cookies.set(COOKIE, copied)
+    assert thief.get("/api/me").status_code == 200
+    # a second login (another device) is a separate session
+    phone = TestClient(client.app)
+    phone.post("/api/login", json={"token": tokens["alice"]})
+    assert client.post("/api/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert thief.get("/api/me").status_code == 401
+    assert thief.get("/", follow_redirects=False).status_code == 303
+    assert phone.get("/api/me").status_code == 200
+    # the database holds keyed hashes only, never a cookie value
+    raw = store.path.read_bytes() + Path(str(store.path) + "-wal").read_bytes()
+    assert phone.cookies[COOKIE].encode() not in raw
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    """Schema version 2 only adds tables: a version-1 file (no sessions, released_assignments,
+    ranking_requests, gold tables) opens, keeps its data and gets them."""
+    import sqlite3
+
+    from rlhfkit.annotate.store import SCHEMA, SCHEMA_VERSION
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(SCHEMA)  # exactly what version 1 created
+    conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 2))
+    token = store.add_annotator("alice")
+    aid = store.annotator_by_token(token).id
+    with store.write() as conn:  # a ranking as version 1 stored it (its next_item knew no gold)
+        conn.execute(
+            "INSERT INTO assignments(item_id, annotator_id, response_order, status, assigned_at, "
+            """finished_at) VALUES (1, ?, '["r0", "r1", "r2"]', 'submitted', 0, 0)""",
+            (aid,),
+        )
+        conn.execute(
+            "INSERT INTO rankings(assignment_id, item_id, annotator_id, ranking, created_at) "
+            """VALUES (last_insert_rowid(), 1, ?, '["r0", "r1", "r2"]', 0)""",
+            (aid,),
+        )
+
+    client = TestClient(create_app(db, secret=SECRET))  # runs Store.init: the upgrade
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+    assert store.counts()["rankings"] == 1 and store.gold() == {}
+    assert client.post("/api/login", json={"token": token}).status_code == 200
+    assert client.get("/api/me").json()["progress"]["done"] == 1
+    # and a file from a newer rlhfkit is refused, not misread
+    store.set_meta("schema_version", "3")
+    from rlhfkit.errors import DataError
+
+    with pytest.raises(DataError, match="schema version 3 is newer than this rlhfkit reads"):
+        Store(db).init()
 
 
 def test_expired_session(tmp_path):
@@ -538,15 +597,16 @@ def test_stats_and_export_for_admin(env):
         headers=bearer(tokens["admin"]),
     )
     recs = [json.loads(x) for x in cons.text.splitlines()]
-    assert len(recs) == 2
+    assert len(recs) == 1
     assert recs[0]["ranking"] == ["r0", "r1", "r2"]
-    # item 2: one vote each way on every pair, so no majority anywhere: a three-way tie
-    assert recs[1]["ranking"] == [["r0", "r1", "r2"]]
-    assert recs[1]["meta"] == {
-        "item_id": 2,
+    assert recs[0]["meta"] == {
+        "item_id": 1,
         "consensus": "ranked-pairs",
         "annotators": ["alice", "bob"],
     }
+    # item 2: one vote each way on every pair, so no majority anywhere: a three-way tie, which
+    # holds no comparison and is left out (and counted)
+    assert cons.headers["x-fully-tied-left-out"] == "1"
     assert client.get("/api/export?format=xml", headers=bearer(tokens["admin"])).status_code == 422
 
 
@@ -675,3 +735,271 @@ def test_cli_workflow_export_feeds_train_rm(tmp_path):
     )
     ev = json.loads((rm / "eval.json").read_text())
     assert ev["accuracy"] > 0.5  # "good" beats the others on held-out rankings
+
+
+# ---- issue #20: validation outside the write lock ------------------------------------------------
+
+
+def test_huge_repeated_id_ranking_is_rejected_fast_without_stalling_others(tmp_path):
+    """A 64 KiB ranking of one id repeated 13,087 times used to cost 2.4 s of CPU inside the
+    write lock (a quadratic check); four in flight held another annotator's GET /api/next for
+    seconds. The check is now linear, capped, and runs before the lock."""
+    import time
+
+    from rlhfkit.annotate.store import InvalidRanking
+
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 4))
+    attacker = store.annotator_by_token(store.add_annotator("mallory")).id
+    other = store.annotator_by_token(store.add_annotator("olga")).id
+    item = store.next_item(attacker, overlap=1)["item_id"]
+    huge = [["r0"] * 13_087]
+    start = time.perf_counter()
+    with pytest.raises(InvalidRanking, match="more than 64 response ids"):
+        store.submit_ranking(attacker, item, huge)
+    assert time.perf_counter() - start < 0.5
+    with pytest.raises(InvalidRanking, match="repeated: r0"):
+        store.submit_ranking(attacker, item, [["r0"] * 40])
+
+    # four at once, and another annotator's next item meanwhile
+    barrier = threading.Barrier(5)
+
+    def attack() -> None:
+        barrier.wait()
+        for _ in range(3):
+            with pytest.raises(InvalidRanking):
+                store.submit_ranking(attacker, item, huge)
+
+    threads = [threading.Thread(target=attack) for _ in range(4)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    assert store.next_item(other, overlap=1) is not None
+    waited = time.perf_counter() - start
+    for t in threads:
+        t.join()
+    assert waited < 1.0, f"GET /api/next waited {waited:.2f} s behind the bad rankings"
+
+    # over HTTP the body model caps the ranking too: 422, quickly
+    token = store.add_annotator("m2")
+    client = TestClient(create_app(db, overlap=1, secret=SECRET))
+    mine = client.get("/api/next", headers=bearer(token)).json()["item_id"]
+    start = time.perf_counter()
+    r = client.post("/api/rankings", headers=bearer(token), json={"item_id": mine, "ranking": huge})
+    assert r.status_code == 422 and time.perf_counter() - start < 1.0
+
+
+def test_import_refuses_items_with_more_responses_than_a_ranking_may_hold(tmp_path):
+    from rlhfkit.errors import DataError
+
+    path = write_candidates(tmp_path / "c.jsonl", 2, k=65)
+    with pytest.raises(DataError, match=r"c.jsonl:1: 65 responses: an item holds at most 64"):
+        Store(tmp_path / "a.db").import_candidates(path)
+
+
+# ---- issue #20: no request can cause a 500 ---------------------------------------------------------
+
+SECURITY_HEADERS = (
+    "content-security-policy",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+    "cache-control",
+)
+
+
+def assert_security_headers(r) -> None:
+    missing = [h for h in SECURITY_HEADERS if h not in r.headers]
+    assert not missing, (r.status_code, missing)
+
+
+def raw(body: bytes, headers: dict | None = None) -> dict:
+    return {"content": body, "headers": {**(headers or {}), "Content-Type": "application/json"}}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "cookie with a non-ASCII byte",
+        "login token NaN",
+        "login token with a lone surrogate",
+        "item_id 10**30",
+        "non-ASCII X-CSRF-Token",
+        "deeply nested JSON",
+        "body not UTF-8",
+    ],
+)
+def test_requests_that_caused_500_get_a_clean_4xx(env, case, caplog):
+    client, tokens, _ = env
+    client = TestClient(client.app, raise_server_exceptions=False)
+    h = bearer(tokens["alice"])
+    item_id = client.get("/api/next", headers=h).json()["item_id"]
+    if case == "cookie with a non-ASCII byte":
+        r = client.get("/api/me", headers={"Cookie": f"{COOKIE}=1.2.3.\xe9".encode("latin-1")})
+        want = 401
+    elif case == "login token NaN":
+        r = client.post("/api/login", **raw(b'{"token": NaN}'))
+        want = 422
+    elif case == "login token with a lone surrogate":
+        r = client.post(
+            "/api/login", **raw(b'{"token": "' + tokens["alice"].encode() + b'\\ud800"}')
+        )
+        want = 422
+    elif case == "item_id 10**30":
+        body = {"item_id": 10**30, "ranking": ["r0", "r1", "r2"]}
+        r = client.post("/api/rankings", headers=h, json=body)
+        want = 422
+    elif case == "non-ASCII X-CSRF-Token":
+        client.post("/api/login", json={"token": tokens["alice"]})
+        body = {"item_id": item_id, "reason": "x"}
+        r = client.post("/api/skips", json=body, headers={"X-CSRF-Token": "\xe9".encode("latin-1")})
+        want = 403
+    elif case == "deeply nested JSON":
+        r = client.post("/api/rankings", **raw(b"[" * 20_000 + b"]" * 20_000, h))
+        want = 422
+    else:
+        r = client.post("/api/rankings", **raw(b'{"item_id": 1, "ranking": ["\xff"]}', h))
+        want = 422
+    assert r.status_code == want, (case, r.status_code, r.text)
+    assert_security_headers(r)
+    if want == 422:
+        assert r.json()["detail"][0]["msg"]
+    # nothing the client sent is echoed back or logged
+    assert tokens["alice"] not in r.text and tokens["alice"] not in caplog.text
+
+
+def test_a_500_carries_the_security_headers_and_logs_no_submitted_value(env, caplog, monkeypatch):
+    """An unexpected failure answers a plain 500 with the security headers; the log says where it
+    happened but not the exception's text, which here quotes the submitted token."""
+    client, tokens, store = env
+    client = TestClient(client.app, raise_server_exceptions=False)
+
+    def broken(token: str):
+        raise ValueError(f"cannot look up {token!r}")
+
+    monkeypatch.setattr(store.__class__, "annotator_by_token", lambda self, token: broken(token))
+    with caplog.at_level("ERROR"):
+        r = client.post("/api/login", json={"token": tokens["alice"]})
+    assert r.status_code == 500 and r.json() == {"detail": "internal server error"}
+    assert_security_headers(r)
+    assert "ValueError" in caplog.text and "/api/login" in caplog.text
+    assert tokens["alice"] not in caplog.text and tokens["alice"] not in r.text
+
+
+def test_413_carries_the_security_headers(tmp_path):
+    db = tmp_path / "a.db"
+    Store(db).init()
+    client = TestClient(create_app(db, secret=SECRET, max_body_bytes=1024))
+    r = client.post("/api/login", **raw(b'{"token": "' + b"x" * 2000 + b'"}'))
+    assert r.status_code == 413
+    assert_security_headers(r)
+
+
+def test_cli_import_of_a_lone_surrogate_is_a_clear_error(tmp_path, capsys):
+    from rlhfkit.cli.annotate import main
+
+    path = tmp_path / "c.jsonl"
+    good = json.dumps({"prompt": "fine", "responses": ["a", "b"]})
+    bad = '{"prompt": "q", "responses": ["a", "b\\udc80c"]}'
+    path.write_text(good + "\n" + bad + "\n", encoding="utf-8")
+    from rlhfkit.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        main(["import", "--db", str(tmp_path / "a.db"), str(path)])
+    assert str(e.value) == (
+        f"{path}:2: responses[1].text holds a lone surrogate ('\\udc80' at character 1), "
+        "which is not valid Unicode text"
+    )
+    assert not (tmp_path / "a.db").exists()
+
+
+# ---- issue #20: late and repeated submissions ------------------------------------------------------
+
+
+def test_submission_after_the_timeout_is_taken_while_the_item_is_free(tmp_path):
+    """The timeout releases an untouched assignment when anyone asks for work; a ranking that
+    arrived later used to get a misleading 404 "not assigned to you". It is now saved if the item
+    still has a free slot, and otherwise refused (409) with a message that says what happened."""
+    import sqlite3
+
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 3))
+    tokens = {n: store.add_annotator(n) for n in ("slow", "other", "late")}
+    client = TestClient(create_app(db, overlap=1, secret=SECRET, assignment_timeout_s=3600))
+
+    def get(who: str) -> dict:
+        return client.get("/api/next", headers=bearer(tokens[who])).json()
+
+    def post(who: str, item: dict):
+        body = {"item_id": item["item_id"], "ranking": order(item)}
+        return client.post("/api/rankings", headers=bearer(tokens[who]), json=body)
+
+    def two_hours_pass(item: dict) -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "UPDATE assignments SET assigned_at = assigned_at - 7200 WHERE item_id = ?",
+                (item["item_id"],),
+            )
+
+    # 1. released, and nobody took it: saved, in the order the annotator was shown
+    first = get("other")
+    slow = get("slow")
+    two_hours_pass(slow)
+    assert get("other") == first  # asking releases slow's item; other keeps their own
+    assert store.counts()["assignments"] == 1
+    r = post("slow", slow)
+    assert r.status_code == 201, r.text
+    (saved,) = [it for it in store.rankings_by_item() if it["item_id"] == slow["item_id"]]
+    assert saved["rankings"][0]["shown_order"] == order(slow)
+
+    # 2. released and given to someone else: not saved, and said why
+    late = get("late")
+    two_hours_pass(late)
+    assert post("other", first).status_code == 201
+    assert get("other")["item_id"] == late["item_id"]  # the only item with a free slot
+    r = post("late", late)
+    assert r.status_code == 409
+    detail = r.json()["detail"]
+    assert "released after the assignment timeout" in detail and "other annotators" in detail
+
+    # 3. never this annotator's: 404 as before
+    assert post("late", slow).status_code == 404
+
+
+def test_a_retried_submission_with_its_request_id_is_answered_saved(env):
+    """A retry after a lost 201 used to get 409 "already submitted" although the ranking was
+    saved; with the client's request id it gets the 201 of the ranking saved the first time."""
+    client, tokens, store = env
+    h = bearer(tokens["alice"])
+    item = client.get("/api/next", headers=h).json()
+    body = {"item_id": item["item_id"], "ranking": order(item), "request_id": "a1b2c3d4"}
+    first = client.post("/api/rankings", headers=h, json=body)
+    again = client.post("/api/rankings", headers=h, json=body)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert store.counts()["rankings"] == 1
+    # the same id for another item is a client bug: said so, nothing saved
+    other = client.get("/api/next", headers=h).json()
+    r = client.post("/api/rankings", headers=h, json={**body, "item_id": other["item_id"]})
+    assert r.status_code == 409 and "already used for item" in r.json()["detail"]
+    # another annotator's ids are their own
+    hb = bearer(tokens["bob"])
+    theirs = client.get("/api/next", headers=hb).json()
+    r = client.post(
+        "/api/rankings",
+        headers=hb,
+        json={**body, "item_id": theirs["item_id"], "ranking": order(theirs)},
+    )
+    assert r.status_code == 201
+    # without a request id a repeat is still a conflict, and ids are short URL-safe strings
+    plain = {"item_id": item["item_id"], "ranking": order(item)}
+    assert client.post("/api/rankings", headers=h, json=plain).status_code == 409
+    for bad in ("", "x" * 65, "has space", "é"):
+        r = client.post("/api/rankings", headers=h, json={**plain, "request_id": bad})
+        assert r.status_code == 422, bad
+    assert store.counts()["rankings"] == 2

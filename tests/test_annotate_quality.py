@@ -344,8 +344,8 @@ def test_gold_items_go_to_every_annotator_whatever_the_overlap(tmp_path):
 
 
 def test_schema_migration_adds_gold_to_an_existing_database(tmp_path):
-    """A database written before gold existed (version 1 without the table) keeps its data and gains
-    the table on the next start; older rlhfkit can still open the new file (same version)."""
+    """A database written before gold existed (version 1, or version 2 from before this table)
+    keeps its data and gains the table on the next start of any command that opens it."""
     store = make_store(tmp_path)
     aid = store.annotator_by_token(store.add_annotator("old")).id
     it = store.next_item(aid, overlap=1)
@@ -353,19 +353,19 @@ def test_schema_migration_adds_gold_to_an_existing_database(tmp_path):
     store.close()
     conn = sqlite3.connect(tmp_path / "ann.db")
     conn.execute("DROP TABLE gold")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     before = Store(tmp_path / "ann.db").counts()
-    # stats and gold on the old file: init() migrates, nothing is lost
     r = run_cli("annotate", "gold", "--db", str(tmp_path / "ann.db"), "--list")
     assert r.returncode == 0 and "no gold items" in r.stdout
     fresh = Store(tmp_path / "ann.db")
     assert fresh.counts() == before and fresh.gold() == {}
     with fresh.read() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert (
-            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
-        )
+    assert fresh.get_meta("schema_version") == "2"
+    fresh.set_gold(1, ["r2", "r1", "r0"])  # and it works
+    assert fresh.gold() == {1: ["r2", "r1", "r0"]}
 
 
 # ---- CLI: gold, stats, export ------------------------------------------------------------------
@@ -507,7 +507,7 @@ def test_gold_api_round_trip_and_errors(api):
     assert (g["item_id"], g["note"], g["prompt"]) == (3, "x", "question 2?")
     assert client.put("/api/gold/99", headers=h, json={"ranking": ["r0"]}).status_code == 404
     r = client.put("/api/gold/1", headers=h, json={"ranking": ["r0", "r1"]})
-    assert r.status_code == 422 and "missing: r2" in r.json()["detail"]
+    assert r.status_code == 422 and "missing: r2" in str(r.json()["detail"])
     assert client.put("/api/gold/1", headers=h, json={"ranking": "r0"}).status_code == 422
     assert client.put(f"/api/gold/{10**30}", headers=h, json={"ranking": ["r0"]}).status_code == 422
     assert client.get("/api/items/0", headers=h).status_code == 422
@@ -541,7 +541,7 @@ def test_stats_show_gold_feedback_and_export_applies_reliability(api):
     r = client.get("/api/export?min_reliability=2", headers=admin)
     assert r.status_code == 422
     r = client.get("/api/export?consensus=borda&weight_by_reliability=true", headers=admin)
-    assert r.status_code == 422 and "consensus" in r.json()["detail"]
+    assert r.status_code == 422 and "consensus" in str(r.json()["detail"])
 
 
 def test_next_item_carries_safe_markdown(tmp_path):

@@ -297,3 +297,48 @@ def test_not_a_database(tmp_path):
     p.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(DataError, match="not an SQLite database"):
         Store(p).init()
+
+
+# ---- issue #20: names and text from other people reach terminals safely ----------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["evil\x1b[2J", "admin\u202etxt.exe", "tab\there", "zero\u200bwidth", "nl\nx"]
+)
+def test_annotator_names_with_control_or_formatting_characters_are_refused(tmp_path, name):
+    store = Store(tmp_path / "a.db")
+    store.init()
+    with pytest.raises(RlhfkitError, match="printable characters"):
+        store.add_annotator(name)
+    assert store.counts()["annotators"] == 0
+    store.add_annotator("José Núñez 李")  # non-ASCII letters are fine
+
+
+def test_stats_never_prints_control_characters_raw(tmp_path, capsys):
+    """A database written before names were checked (or by hand) may hold an ESC or a U+202E;
+    `stats` shows them escaped, in the table and in --json, and prompts likewise."""
+    from rlhfkit.cli.annotate import main
+
+    db = tmp_path / "a.db"
+    store = Store(db)
+    store.init()
+    cands = tmp_path / "c.jsonl"
+    rs = [{"id": "a", "text": "x"}, {"id": "b", "text": "y"}]
+    cands.write_text(json.dumps({"prompt": "red \x1b[31m alert", "responses": rs}) + "\n")
+    store.import_candidates(cands)
+    for name in ("mallory", "bob"):
+        store.add_annotator(name)
+    with sqlite3.connect(db) as conn:  # the names a check would now refuse
+        conn.execute("UPDATE annotators SET name = 'x\x1b]0;pwned\x07' WHERE name = 'mallory'")
+        conn.execute("UPDATE annotators SET name = 'b\u202eob' WHERE name = 'bob'")
+    for aid, ranking in ((1, ["a", "b"]), (2, ["b", "a"])):
+        item = store.next_item(aid, overlap=2)["item_id"]
+        store.submit_ranking(aid, item, ranking)
+    for args in ([], ["--json"]):
+        assert main(["stats", "--db", str(db), *args]) == 0
+        out = capsys.readouterr().out
+        assert not any(c in out for c in "\x1b\x07\u202e"), repr(out)
+        assert "\\u001b]0;pwned\\u0007" in out and "b\\u202eob" in out and "red \\u001b[31m" in out
+        if args:
+            names = {a["name"] for a in json.loads(out)["annotators"]}
+            assert names == {"x\x1b]0;pwned\x07", "b\u202eob"}  # still exact JSON

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from rlhfkit import checkpoint as ckpt_mod
-from rlhfkit.checkpoint import (
+from rlhfkit.errors import ConfigError
+from rlhfkit.runtime import checkpoint as ckpt_mod
+from rlhfkit.runtime.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     list_checkpoints,
@@ -17,7 +18,6 @@ from rlhfkit.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlhfkit.errors import ConfigError
 from rlhfkit.tiny import build_tiny_causal_lm
 
 

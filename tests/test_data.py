@@ -102,7 +102,6 @@ def test_from_dict_round_trip_keeps_optional_fields():
         ({"ranking": ["a", "z"]}, "ranking id 'z' is not among the responses"),
         ({"ranking": ["a"]}, "not ranked: 'b'"),
         ({"ranking": ["a", "b", "a"]}, "'a' is ranked twice"),
-        ({"ranking": [["a", "b"]]}, "everything is tied"),
         ({"responses": [{"id": "a", "text": "x"}]}, "at least two responses"),
         (
             {"responses": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]},
@@ -395,7 +394,9 @@ def test_ultrafeedback_fallback_scores_and_errors(tmp_path):
     (r,) = read_preferences(write_lines(tmp_path / "uf.jsonl", [rec]), format="ultrafeedback")
     assert r.ranking == ["0", "1"] and r.meta == {"unrated_completions": 1}
     tied = {"instruction": "p", "completions": [uf_completion("a", 3, 3), uf_completion("b", 3, 3)]}
-    with pytest.raises(DataError, match=r"t.jsonl:1: everything is tied"):
+    with pytest.raises(
+        DataError, match=r"t.jsonl: no record with an ordered pair: .* 1 fully tied"
+    ):
         read_preferences(write_lines(tmp_path / "t.jsonl", [tied]))
     one = {"instruction": "p", "completions": [uf_completion("a", 3, 3)]}
     with pytest.raises(DataError, match=r"o.jsonl:1: needs at least two rated completions"):
@@ -705,6 +706,44 @@ def test_cli_convert_and_stats(tmp_path):
     assert s["response_chars"]["max"] == len("answer a")
     p = cli("stats", tmp_path / "r.jsonl")
     assert p.returncode == 0 and "K distribution" in p.stdout and "K=4: 1" in p.stdout
+
+
+def test_fully_tied_ranking_is_valid_and_holds_no_pair():
+    r = rk([["a", "b", "c", "d"]])
+    assert r.fully_tied and r.pairs() == [] and r.ranks() == [1, 1, 1, 1]
+    assert not rk(["a", ["b", "c", "d"]]).fully_tied
+    assert Ranking.from_dict(r.to_dict()) == r
+
+
+def test_fully_tied_records_are_left_out_and_counted_everywhere(tmp_path):
+    """UltraFeedback has K = 4 records with all four responses rated the same: legal data holding
+    no comparison. Reading, converting and counting leave them out and say so, never failing,
+    with or without --skip-invalid."""
+    all_tied = {
+        "instruction": "Name a colour.",
+        "completions": [uf_completion(t, 4, 4) for t in ("Red.", "Blue.", "Green.", "Gold.")],
+    }
+    ordered = {
+        "instruction": "Name a fruit.",
+        "completions": [uf_completion("Apple.", 5, 5), uf_completion("Stone.", 1, 1)],
+    }
+    src = write_lines(tmp_path / "uf.jsonl", [ordered, all_tied, ordered])
+    data = read_preferences(src)
+    assert len(data) == 2 and data.fully_tied == 1 and data.skipped == 0
+    assert "left out 1 fully tied (every response tied: no ordered pair) (line 2)" in data.report()
+    native = write_lines(tmp_path / "r.jsonl", [NATIVE, {**NATIVE, "ranking": [["a", "b"]]}])
+    assert read_rankings(native).fully_tied == 1
+
+    for to, wrote in (("pairs", "wrote 2 pairs"), ("rankings", "wrote 2 rankings")):
+        out = tmp_path / f"out-{to}.jsonl"
+        p = cli("convert", src, out, "--to", to)
+        assert p.returncode == 0, p.stderr
+        assert wrote in p.stdout and "left out 1 fully tied" in p.stderr
+        assert len(out.read_text().splitlines()) == 2
+    p = cli("stats", src, "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["records"] == 2 and s["fully_tied_left_out"] == 1 and s["skipped_invalid"] == 0
 
 
 def test_cli_errors_exit_2_and_leave_no_output(tmp_path):

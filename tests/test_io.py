@@ -5,7 +5,13 @@ import os
 import pytest
 
 from rlhfkit.errors import DataError
-from rlhfkit.io import atomic_dir, atomic_open, iter_jsonl, recover_interrupted_dir, write_jsonl
+from rlhfkit.runtime.io import (
+    atomic_dir,
+    atomic_open,
+    iter_jsonl,
+    recover_interrupted_dir,
+    write_jsonl,
+)
 
 
 def test_atomic_open_leaves_nothing_on_error(tmp_path):

@@ -270,7 +270,7 @@ def test_ppo_lora_and_resume(arch, tiny_models, data, tmp_path, tmp_path_factory
     from safetensors.torch import load_file
 
     rm = reward_model(arch, tiny_models, data, tmp_path_factory)
-    kw = dict(reward_model=str(rm), lora_r=4, total_episodes=12, save_every=1, keep_checkpoints=3)
+    kw = dict(reward_model=str(rm), lora_r=4, total_episodes=12, save_every=1, save_total_limit=3)
     full, part = tmp_path / "full", tmp_path / "part"
     PPOTrainer(_ppo(tiny_models[arch], full, data / "prompts.jsonl", **kw)).train()
     _check_run(full, 3)

@@ -132,7 +132,7 @@ def _metrics(out) -> list[dict]:
 @pytest.fixture(scope="module")
 def learning_run(world):
     out = world["root"] / "learn"
-    cfg = _config(world, out, total_episodes=384, save_every=6, keep_checkpoints=1)
+    cfg = _config(world, out, total_episodes=384, save_every=6, save_total_limit=1)
     result = PPOTrainer(cfg).train()
     return out, result
 
@@ -172,7 +172,7 @@ def test_outputs_written(learning_run, world):
         if not torch.equal(p, q)
     ]  # fmt: skip
     assert len(changed) == len(list(base.parameters()))  # every trained weight moved
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-12"]  # keep_checkpoints=1
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-12"]  # save_total_limit=1
     samples = [json.loads(s) for s in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["step"] for s in samples} == {4, 8, 12}
     assert set(samples[0]) == {"step", "prompt", "response", "score", "kl"}
@@ -191,7 +191,7 @@ def test_a_used_directory_needs_resume_or_overwrite(world):
     """Two runs mixed in one --out would read as one, and --resume would continue from whichever
     checkpoint is newest: refused, before any model is loaded, unless --overwrite starts afresh."""
     out = world["root"] / "again"
-    PPOTrainer(_config(world, out, total_episodes=96, save_every=1, keep_checkpoints=4)).train()
+    PPOTrainer(_config(world, out, total_episodes=96, save_every=1, save_total_limit=4)).train()
     assert (out / "checkpoints" / "step-3").is_dir()
     with pytest.raises(ConfigError, match=r"holds a previous run \(metrics.jsonl, checkpoints, "
                        r"policy\); pass --resume .* or --overwrite"):  # fmt: skip
@@ -236,7 +236,7 @@ def test_nonfinite_loss_never_reaches_weights_and_run_stops(world, monkeypatch):
 
     real = losses.ppo_clip_objective
     monkeypatch.setattr(losses, "ppo_clip_objective", lambda *a, **k: real(*a, **k) * float("nan"))
-    trainer = PPOTrainer(_config(world, out, total_episodes=160, max_bad_updates=2, save_every=1))
+    trainer = PPOTrainer(_config(world, out, total_episodes=160, max_bad_steps=2, save_every=1))
     model = trainer.accelerator.unwrap_model(trainer.model)
     before = [p.detach().clone() for p in model.policy.parameters()]
     hidden = torch.randn(3, 5, model.value_head.linear.in_features)
@@ -451,7 +451,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(world, tmp_path):
     import shutil
 
     full = tmp_path / "full"
-    PPOTrainer(_config(world, full, total_episodes=128, save_every=2, keep_checkpoints=4)).train()
+    PPOTrainer(_config(world, full, total_episodes=128, save_every=2, save_total_limit=4)).train()
     part = tmp_path / "part"
     (part / "checkpoints").mkdir(parents=True)
     shutil.copytree(full / "checkpoints" / "step-2", part / "checkpoints" / "step-2")

@@ -3,7 +3,7 @@ several points, then resumed with ``--resume``, end bit-identical to the same ru
 a kill during a checkpoint save leaves the previous checkpoint intact and loadable; injected NaNs
 are skipped and counted, and a run that keeps producing them stops with its last good checkpoint.
 
-The kills come from ``RLHFKIT_FAULTS`` (rlhfkit.faults): the process sends itself SIGKILL at an
+The kills come from ``RLHFKIT_FAULTS`` (rlhfkit.runtime.faults): the process sends itself SIGKILL at an
 exact point, so each test hits the window it names instead of racing a timer.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhfkit.checkpoint import list_checkpoints, load_checkpoint
+from rlhfkit.runtime.checkpoint import list_checkpoints, load_checkpoint
 from rlhfkit.tiny import build_tiny_causal_lm
 
 pytestmark = pytest.mark.slow

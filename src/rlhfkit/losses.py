@@ -9,8 +9,8 @@
    clipped value loss (:func:`value_loss`), and the whole minibatch loss with its named terms
    (:func:`ppo_loss`).
 
-Tensors in, ``(loss, stats)`` out where a trainer logs the stats (the core formulas of the course
-page return the plain tensor). ``mask`` is 1 for response tokens that count, 0 for padding and
+Tensors in, ``(loss, stats)`` out where a trainer logs the stats (the core formulas return the
+plain tensor). ``mask`` is 1 for response tokens that count, 0 for padding and
 everything after the stop token. Shapes: B rows, R response tokens.
 """
 
@@ -117,7 +117,7 @@ def grouped_ranking_loss(
 def kl_penalized_reward(reward, kl, beta):
     """``reward − β·KL``: the quantity PPO maximizes in RLHF (Ziegler et al. 2019; Ouyang et al. 2022).
 
-    Works on floats and tensors. The seed's exercise 2: ``kl_penalized_reward(2.5, 3.0, 0.1) == 2.2``.
+    Works on floats and tensors: ``kl_penalized_reward(2.5, 3.0, 0.1) == 2.2``.
     """
     return reward - beta * kl
 

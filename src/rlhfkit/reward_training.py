@@ -30,20 +30,21 @@ from typing import Any, Literal
 
 import torch
 
-from rlhfkit.checkpoint import TrainingStopped, remove_stale_temporaries
-from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError, DataError
-from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import (
+from rlhfkit.loading import fuse_activations
+from rlhfkit.losses import grouped_ranking_loss
+from rlhfkit.runtime.checkpoint import TrainingStopped, remove_stale_temporaries
+from rlhfkit.runtime.distributed import make_accelerator
+from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.io import (
     MetricsLogger,
     atomic_dir,
     clear_previous_run,
     recover_interrupted_dir,
     write_json,
 )
-from rlhfkit.loading import fuse_activations
-from rlhfkit.losses import grouped_ranking_loss
-from rlhfkit.optim import adamw
+from rlhfkit.runtime.optim import adamw
+from rlhfkit.runtime.progress import progress_bar
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -493,7 +494,7 @@ def evaluate(
 def _read_reference(path: str, fmt: str) -> tuple[list[Any], list[Any]]:
     """Prompt/response pairs for normalization: preferences (every response) or records with
     ``prompt`` and ``response`` fields."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     p = Path(path)
     if p.suffix == ".jsonl" and p.is_file():
@@ -580,7 +581,7 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
             continue  # a line cut short by the crash
         if not isinstance(rec.get("step"), int) or rec["step"] <= last_step:
             keep.append(line)
-    from rlhfkit.io import atomic_open
+    from rlhfkit.runtime.io import atomic_open
 
     with atomic_open(path) as f:
         f.write("".join(x + "\n" for x in keep))
@@ -609,32 +610,6 @@ def _link_or_copy(src: Any, dst: Any) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _progress(enabled: bool, total: int, completed: int) -> Any:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]train-rm"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-    task = progress.add_task("train", total=total, completed=completed, info="")
-    return progress, task
 
 
 def _log(enabled: bool, msg: str) -> None:
@@ -821,7 +796,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     )  # loss·G, G, correct, pairs, margin·P, responses
     t_start, pairs_done = time.perf_counter(), 0.0
     last_logged = start_step
-    progress, task = _progress(main and config.progress, total_steps, start_step)
+    progress, task = progress_bar("train-rm", total_steps, start_step, main and config.progress)
     with progress:
         for step in range(start_step, total_steps):
             epoch, step_in_epoch = divmod(step, steps_per_epoch)

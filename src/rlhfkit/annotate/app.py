@@ -5,8 +5,9 @@ Security model (see docs/annotation.md):
 - Every route that reads or writes data needs an identity: ``Authorization: Bearer TOKEN`` or the
   session cookie that ``POST /api/login`` sets. Only ``/login`` (a static form), ``/static/*`` and
   ``POST /api/login`` itself are open, and they hold no data.
-- The session cookie is HttpOnly, SameSite=Strict, HMAC-signed with the server secret, expires, and
-  carries a fingerprint of the annotator's token hash: rotating the token ends its sessions.
+- The session cookie is a random 256-bit value, HttpOnly, SameSite=Strict; the database keeps only
+  its HMAC under the server secret, with an expiry. Logout deletes it, rotating the annotator's
+  token deletes all of theirs, and a new server secret invalidates every one.
 - Requests authenticated by cookie that change state must send ``X-CSRF-Token`` (an HMAC of the
   session, given to the page in a ``<meta>`` tag); Bearer requests need none (browsers never add
   that header on their own).
@@ -16,32 +17,57 @@ Security model (see docs/annotation.md):
   the server renders with raw HTML escaped and only http(s)/mailto links (``markdown.py``); a
   strict Content-Security-Policy (no inline script) backs that up.
 - Request bodies are capped (413 past ``max_body_bytes``).
+- No request causes a 500 (a schemathesis test fuzzes every operation); should one happen anyway,
+  it carries the security headers like every other answer, and the log records where it failed,
+  never the exception's text (which may quote a submitted token). See http_errors.py.
 """
 
+import contextlib
 import hashlib
 import hmac
 import json
+import math
 import os
+import re
 import secrets
 import stat
-import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi import Path as FastAPIPath
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
+from rlhfkit.annotate.api_schema import (
+    COOKIE,
+    EXPORT_200,
+    AdminItemOut,
+    FlagOut,
+    GoldItemOut,
+    GoldOut,
+    ItemOut,
+    LoginOut,
+    MeOut,
+    RankingOut,
+    SkipOut,
+    bearer_scheme,
+    cookie_scheme,
+    errors,
+)
 from rlhfkit.annotate.export import export_lines, export_records, export_reliable
+from rlhfkit.annotate.http_errors import install_error_handlers, log_unhandled
 from rlhfkit.annotate.markdown import render_markdown
 from rlhfkit.annotate.quality import store_quality
 from rlhfkit.annotate.store import (
     FLAG_REASONS,
+    MAX_RESPONSES,
     Annotator,
     Conflict,
     InvalidRanking,
@@ -51,9 +77,9 @@ from rlhfkit.annotate.store import (
 from rlhfkit.errors import ConfigError
 
 HERE = Path(__file__).parent
-COOKIE = "rlhfkit_session"
 SECRET_ENV = "RLHFKIT_ANNOTATE_SECRET"
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+SESSION_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -94,6 +120,14 @@ def load_secret(db_path: str | Path) -> bytes:
     return key.encode("ascii")
 
 
+def same_secret(sent: str, expected: str) -> bool:
+    """Constant-time comparison of what a client sent with what we expect. On bytes: given
+    strings, ``hmac.compare_digest`` raises TypeError for any non-ASCII character (a 500)."""
+    return hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 # ---- request and response bodies -------------------------------------------------------------
 
 
@@ -101,29 +135,43 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# SQLite integers are 64-bit: a larger id cannot name an item (and used to be an OverflowError).
+ItemId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
 class LoginBody(_Body):
-    token: str = Field(min_length=1, max_length=200)
+    # tokens are secrets.token_urlsafe(32): 43 characters of A-Z a-z 0-9 - _
+    token: str = Field(min_length=1, max_length=200, pattern=r"^\s*[A-Za-z0-9_-]+\s*$")
 
 
 class RankingBody(_Body):
-    item_id: int
+    item_id: ItemId
     # best first; an inner list is a tie group
-    ranking: list[str | list[str]] = Field(max_length=64)
+    ranking: list[str | Annotated[list[str], Field(max_length=MAX_RESPONSES)]] = Field(
+        max_length=MAX_RESPONSES
+    )
+    # the client's id for this submission: sent again (a retry after a lost answer), the ranking
+    # saved the first time is acknowledged instead of a 409
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$"
+    )
 
 
 class GoldBody(_Body):
     # best first; an inner list is a tie group
-    ranking: list[str | list[str]] = Field(max_length=64)
+    ranking: list[str | Annotated[list[str], Field(max_length=MAX_RESPONSES)]] = Field(
+        max_length=MAX_RESPONSES
+    )
     note: str | None = Field(default=None, max_length=1000)
 
 
 class SkipBody(_Body):
-    item_id: int
+    item_id: ItemId
     reason: str = Field(min_length=1, max_length=500)
 
 
 class FlagBody(_Body):
-    item_id: int
+    item_id: ItemId
     reason: Literal["harmful", "broken", "spam", "other"]
     note: str | None = Field(default=None, max_length=1000)
 
@@ -177,19 +225,34 @@ class GuardMiddleware:
 
             receive = replay
 
+        started = False
+
         async def send_with_headers(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                extra = [
-                    (b"content-security-policy", CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store"),
-                ]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as e:
+            # Starlette's own 500 goes out past this middleware (no security headers) and logs
+            # the exception's text, which can hold what the client sent (a token). Log where it
+            # failed without any value, and answer a plain 500 with the headers.
+            log_unhandled(scope, e)
+            if started:
+                raise
+            await _plain(send, 500, b'{"detail":"internal server error"}')
+
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
 
 
 async def _plain(send: Any, status: int, body: bytes) -> None:
@@ -200,6 +263,7 @@ async def _plain(send: Any, status: int, body: bytes) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *SECURITY_HEADERS,
             ],
         }
     )
@@ -267,6 +331,12 @@ def create_app(
     """
     if overlap < 1:
         raise ConfigError("overlap must be at least 1")
+    if assignment_timeout_s is not None and not (0 < assignment_timeout_s < math.inf):
+        raise ConfigError(
+            f"assignment timeout must be positive seconds, got {assignment_timeout_s}"
+        )
+    if max_body_bytes < 1024:
+        raise ConfigError(f"max body bytes must be at least 1024, got {max_body_bytes}")
     store = Store(db_path, synchronous=synchronous)
     store.init()
     store.set_meta("overlap", str(overlap))
@@ -274,7 +344,23 @@ def create_app(
     guide = Guidelines(guidelines) if guidelines is not None else None
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
-    app = FastAPI(title="rlhfkit annotate", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Fold the WAL into the database file at shutdown, so that the file stands alone. This
+        # must happen here: after a graceful shutdown on SIGTERM (systemctl stop, docker stop) or
+        # SIGINT, uvicorn re-raises the signal, so nothing after uvicorn.run() ever runs.
+        store.checkpoint()
+        store.close()
+
+    app = FastAPI(
+        title="rlhfkit annotate",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
     app.state.store = store
     app.state.overlap = overlap
     app.add_middleware(GuardMiddleware, max_body_bytes=max_body_bytes)
@@ -286,25 +372,22 @@ def create_app(
         return hmac.new(key, payload.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def make_session(a: Annotator) -> str:
-        payload = f"{a.id}.{int(time.time())}.{a.token_hash[:16]}"
-        return f"{payload}.{sign(payload)}"
+        # A random value; the server keeps only its keyed hash, so logout (or a token rotation,
+        # or a new secret) ends the session wherever the cookie was copied to.
+        session = secrets.token_urlsafe(32)
+        store.create_session(a.id, session_key(session), session_max_age_s)
+        return session
+
+    def session_key(session: str) -> str:
+        return sign("session:" + session)
 
     def csrf_token(session: str) -> str:
         return sign("csrf:" + session)
 
     def annotator_from_session(value: str) -> Annotator | None:
-        parts = value.split(".")
-        if len(parts) != 4 or not parts[0].isdigit() or not parts[1].isdigit():
-            return None
-        payload = ".".join(parts[:3])
-        if not hmac.compare_digest(sign(payload), parts[3]):
-            return None
-        if time.time() - int(parts[1]) > session_max_age_s:
-            return None
-        a = store.annotator_by_id(int(parts[0]))
-        if a is None or not hmac.compare_digest(a.token_hash[:16], parts[2]):
-            return None  # deleted annotator, or token rotated since this session began
-        return a
+        if not SESSION_RE.fullmatch(value):
+            return None  # not one of ours (e.g. a signed cookie from before version 2)
+        return store.annotator_by_session(session_key(value))
 
     def identify(request: Request) -> Principal | None:
         header = request.headers.get("authorization")
@@ -320,7 +403,12 @@ def create_app(
             return Principal(a, value) if a else None
         return None
 
-    def authenticated(request: Request) -> Principal:
+    def authenticated(
+        request: Request,
+        # These two only document the two ways in, for the OpenAPI schema; identify() reads them.
+        _token: Annotated[Any, Security(bearer_scheme)] = None,
+        _session: Annotated[Any, Security(cookie_scheme)] = None,
+    ) -> Principal:
         p = identify(request)
         if p is None:
             raise HTTPException(
@@ -328,7 +416,7 @@ def create_app(
             )
         if p.session is not None and request.method in UNSAFE_METHODS:
             sent = request.headers.get("x-csrf-token", "")
-            if not hmac.compare_digest(sent, csrf_token(p.session)):
+            if not same_secret(sent, csrf_token(p.session)):
                 raise HTTPException(403, "missing or wrong X-CSRF-Token header")
         return p
 
@@ -384,9 +472,9 @@ def create_app(
 
     # -- API -------------------------------------------------------------------------------------
 
-    @app.post("/api/login")
+    @app.post("/api/login", response_model=LoginOut, responses=errors(401, 413, 422))
     def login(body: LoginBody) -> JSONResponse:
-        a = store.annotator_by_token(body.token)
+        a = store.annotator_by_token(body.token.strip())
         if a is None:
             raise HTTPException(401, "unknown token")
         session = make_session(a)
@@ -396,15 +484,17 @@ def create_app(
         set_cookie(response, session)
         return response
 
-    @app.post("/api/logout", status_code=204)
+    @app.post("/api/logout", status_code=204, responses=errors(401, 403, 413))
     def logout(p: User) -> Response:
+        if p.session is not None:
+            store.end_session(session_key(p.session))
         response = Response(status_code=204)
         response.delete_cookie(
             COOKIE, path="/", httponly=True, samesite="strict", secure=secure_cookies
         )
         return response
 
-    @app.get("/api/me")
+    @app.get("/api/me", response_model=MeOut, responses=errors(401))
     def me(p: User) -> dict[str, Any]:
         return {
             "name": p.annotator.name,
@@ -412,26 +502,44 @@ def create_app(
             "progress": store.progress(p.annotator.id, overlap),
         }
 
-    @app.get("/api/next", responses={204: {"description": "nothing left for this annotator"}})
+    @app.get(
+        "/api/next",
+        response_model=ItemOut,
+        responses={204: {"description": "nothing left for this annotator"}, **errors(401)},
+    )
     def next_item(p: User) -> Any:
         item = store.next_item(p.annotator.id, overlap, assignment_timeout_s)
         if item is None:
             return Response(status_code=204)
         return with_markdown(item)
 
-    @app.post("/api/rankings", status_code=201)
+    @app.post(
+        "/api/rankings",
+        status_code=201,
+        response_model=RankingOut,
+        responses=errors(401, 403, 404, 409, 413, 422),
+    )
     def submit(body: RankingBody, p: User) -> dict[str, Any]:
         try:
-            ranking_id = store.submit_ranking(p.annotator.id, body.item_id, body.ranking)
+            ranking_id = store.submit_ranking(
+                p.annotator.id, body.item_id, body.ranking, request_id=body.request_id
+            )
         except NotFound as e:
             raise HTTPException(404, str(e)) from None
         except Conflict as e:
             raise HTTPException(409, str(e)) from None
         except InvalidRanking as e:
-            raise HTTPException(422, str(e)) from None
+            # the same shape as every other 422: a list of {type, loc, msg}
+            error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
+            raise RequestValidationError([error]) from None
         return {"id": ranking_id, "item_id": body.item_id}
 
-    @app.post("/api/skips", status_code=201)
+    @app.post(
+        "/api/skips",
+        status_code=201,
+        response_model=SkipOut,
+        responses=errors(401, 403, 404, 409, 413, 422),
+    )
     def skip(body: SkipBody, p: User) -> dict[str, Any]:
         try:
             store.skip(p.annotator.id, body.item_id, body.reason.strip() or "no reason")
@@ -441,7 +549,15 @@ def create_app(
             raise HTTPException(409, str(e)) from None
         return {"item_id": body.item_id, "skipped": True}
 
-    @app.post("/api/flags", status_code=201)
+    @app.post(
+        "/api/flags",
+        status_code=201,
+        response_model=FlagOut,
+        responses={
+            200: {"model": FlagOut, "description": "already flagged so: nothing new"},
+            **errors(401, 403, 404, 413, 422),
+        },
+    )
     def flag(body: FlagBody, p: User, response: Response) -> dict[str, Any]:
         try:
             created = store.flag(p.annotator.id, body.item_id, body.reason, body.note)
@@ -451,7 +567,7 @@ def create_app(
             response.status_code = 200  # same flag again: nothing new
         return {"item_id": body.item_id, "reason": body.reason}
 
-    @app.get("/api/stats")
+    @app.get("/api/stats", responses=errors(401, 403))
     def stats(p: Admin) -> dict[str, Any]:
         return {
             **store.overview(overlap),
@@ -459,7 +575,11 @@ def create_app(
             "quality": store_quality(store),
         }
 
-    @app.get("/api/export")
+    @app.get(
+        "/api/export",
+        response_class=Response,
+        responses={**EXPORT_200, **errors(401, 403, 422)},
+    )
     def export(
         p: Admin,
         format: Literal["rankings", "pairs"] = "rankings",
@@ -477,43 +597,58 @@ def create_app(
                     store, min_annotators, method, min_reliability, weight_by_reliability
                 ).records
             except ConfigError as e:
-                raise HTTPException(422, str(e)) from None
+                error = {"type": "invalid_options", "loc": ("query", "consensus"), "msg": str(e)}
+                raise RequestValidationError([error]) from None
         rows = export_lines(records, format)
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         name = f"{format}{'' if consensus == 'none' else '-' + consensus}.jsonl"
         return Response(
             body,
             media_type="application/x-ndjson",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                # fully tied rankings hold no comparison: left out, and counted here
+                "X-Fully-Tied-Left-Out": str(records.fully_tied),
+            },
         )
 
     # -- quality control: gold items (admins) -----------------------------------------------------
 
-    ItemId = Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)]
+    PathItemId = Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)]
 
-    @app.get("/api/items/{item_id}")
-    def get_item(item_id: ItemId, p: Admin) -> dict[str, Any]:
+    @app.get(
+        "/api/items/{item_id}", response_model=AdminItemOut, responses=errors(401, 403, 404, 422)
+    )
+    def get_item(item_id: PathItemId, p: Admin) -> dict[str, Any]:
         item = store.get_item(item_id)
         if item is None:
             raise HTTPException(404, f"no item {item_id}")
         return {**item, "gold": store.gold().get(item_id)}
 
-    @app.get("/api/gold")
+    @app.get("/api/gold", response_model=list[GoldItemOut], responses=errors(401, 403))
     def list_gold(p: Admin) -> list[dict[str, Any]]:
         return store.gold_items()
 
-    @app.put("/api/gold/{item_id}")
-    def set_gold(item_id: ItemId, body: GoldBody, p: Admin) -> dict[str, Any]:
+    @app.put(
+        "/api/gold/{item_id}", response_model=GoldOut, responses=errors(401, 403, 404, 413, 422)
+    )
+    def set_gold(item_id: PathItemId, body: GoldBody, p: Admin) -> dict[str, Any]:
         try:
             ranking = store.set_gold(item_id, body.ranking, body.note)
         except NotFound as e:
             raise HTTPException(404, str(e)) from None
         except InvalidRanking as e:
-            raise HTTPException(422, str(e)) from None
+            error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
+            raise RequestValidationError([error]) from None
         return {"item_id": item_id, "ranking": ranking}
 
-    @app.delete("/api/gold/{item_id}", status_code=204)
-    def remove_gold(item_id: ItemId, p: Admin) -> Response:
+    @app.delete(
+        "/api/gold/{item_id}",
+        status_code=204,
+        response_class=Response,
+        responses={204: {"description": "no longer gold"}, **errors(401, 403, 404, 413, 422)},
+    )
+    def remove_gold(item_id: PathItemId, p: Admin) -> Response:
         if not store.remove_gold(item_id):
             raise HTTPException(404, f"item {item_id} is not a gold item")
         return Response(status_code=204)

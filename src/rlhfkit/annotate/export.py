@@ -7,6 +7,10 @@ Native record (one per annotator ranking, or one per item with a consensus)::
      "meta": {"item_id": 7, "shown_order": ["r3", "r1", "r0", "r2"], "seconds": 41.2}}
 
 TRL pairs: ``{"prompt", "chosen", "rejected"}`` for every strictly ordered pair (ties give none).
+
+A fully tied ranking (every response in one tie group; a consensus of opposite orders ends up so)
+is legal but holds no comparison: it is left out of both formats and counted
+(:attr:`Records.fully_tied`), so that everything that reads the export gets the same records.
 """
 
 from __future__ import annotations
@@ -23,15 +27,30 @@ from rlhfkit.errors import ConfigError
 FORMATS = ("rankings", "pairs")
 
 
+class Records(list[dict[str, Any]]):
+    """The exported native records (a plain ``list``), plus ``fully_tied``: how many rankings
+    were left out because every response in them is tied."""
+
+    def __init__(self, records: list[dict[str, Any]], fully_tied: int):
+        super().__init__(records)
+        self.fully_tied = fully_tied
+
+
+def is_fully_tied(ranking: list[Any]) -> bool:
+    """One tie group holding every response: no strictly ordered pair."""
+    return len(ranking) < 2
+
+
 def export_records(
     store: Store,
     min_annotators: int = 1,
     consensus: str | None = None,
     annotators: set[str] | None = None,
-) -> list[dict[str, Any]]:
+) -> Records:
     """Native ranking records. ``consensus`` (``ranked-pairs`` or ``borda``) merges each item's
-    rankings into one; without it every annotator's ranking is its own record. ``annotators``:
-    only these annotators' rankings (``min_annotators`` then counts the ones kept)."""
+    rankings into one; without it every annotator's ranking is its own record. Fully tied
+    rankings are left out and counted in the result's ``fully_tied``. ``annotators``: only these
+    annotators' rankings (``min_annotators`` then counts the ones kept)."""
     if consensus is not None and consensus not in CONSENSUS:
         raise ConfigError(f"unknown consensus method {consensus!r} ({', '.join(CONSENSUS)})")
     if min_annotators < 1:
@@ -64,14 +83,15 @@ def export_records(
             records.append(
                 {**base, "ranking": r["ranking"], "annotator": r["annotator"], "meta": meta}
             )
-    return records
+    kept = [rec for rec in records if not is_fully_tied(rec["ranking"])]
+    return Records(kept, fully_tied=len(records) - len(kept))
 
 
 @dataclass
 class ReliableExport:
     """Records exported with annotator reliability, and what was left out."""
 
-    records: list[dict[str, Any]]
+    records: Records
     reliability: dict[str, float | None]
     """every annotator's reliability (``quality.annotator_quality``); None: nothing to compare"""
     dropped: dict[str, int]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import secrets
 import sqlite3
@@ -26,7 +27,7 @@ from typing import Any
 from rlhfkit.annotate.commit import GroupCommit
 from rlhfkit.errors import DataError, RlhfkitError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -102,10 +103,34 @@ CREATE TABLE IF NOT EXISTS flags (
 );
 """
 
-# Gold items (quality control, docs/annotation.md): an item whose right ranking an admin knows. A
-# table added after version 1 needs no version bump: init() creates it in an existing file (CREATE
-# ... IF NOT EXISTS), and an older rlhfkit opening the file simply never reads it.
-GOLD_SCHEMA = """
+# Version 2 (issue #20) adds four tables and changes none, so a version-1 file is upgraded in
+# place by creating them (Store.init): server-side sessions that logout revokes; assignments
+# released by the timeout, so that a late submission can still be taken; the client request
+# ids of submissions, so that a retried submission is answered with the ranking it saved; and
+# gold items (quality control, docs/annotation.md): items whose right ranking an admin knows.
+SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS sessions (
+    -- keyed hash (HMAC with the server secret) of the cookie value; the value is never stored
+    id_hash      TEXT PRIMARY KEY CHECK (length(id_hash) = 64),
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    created_at   REAL NOT NULL,
+    expires_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_annotator ON sessions(annotator_id);
+CREATE TABLE IF NOT EXISTS released_assignments (
+    item_id        INTEGER NOT NULL REFERENCES items(id),
+    annotator_id   INTEGER NOT NULL REFERENCES annotators(id),
+    response_order TEXT NOT NULL CHECK (json_valid(response_order)),
+    assigned_at    REAL NOT NULL,
+    released_at    REAL NOT NULL,
+    PRIMARY KEY (item_id, annotator_id)
+);
+CREATE TABLE IF NOT EXISTS ranking_requests (
+    annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+    request_id   TEXT NOT NULL CHECK (length(request_id) BETWEEN 1 AND 64),
+    ranking_id   INTEGER NOT NULL UNIQUE REFERENCES rankings(id),
+    PRIMARY KEY (annotator_id, request_id)
+);
 CREATE TABLE IF NOT EXISTS gold (
     item_id    INTEGER PRIMARY KEY REFERENCES items(id),
     -- best first, ties as inner lists, in the canonical form of normalize_ranking
@@ -117,6 +142,8 @@ CREATE TABLE IF NOT EXISTS gold (
 
 FLAG_REASONS = ("harmful", "broken", "spam", "other")
 MAX_NAME_CHARS = 64
+MAX_RESPONSES = 64
+"""responses per item, and so response ids per ranking (the API caps a ranking at this length)"""
 
 
 class NotFound(RlhfkitError):
@@ -144,32 +171,54 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def normalize_ranking(ranking: Any, response_ids: list[str]) -> list[str | list[str]]:
-    """Check that ``ranking`` orders every response id exactly once; return it in canonical form.
+def check_ranking_shape(ranking: Any) -> list[str | list[str]]:
+    """The checks that need no database, in one linear pass: a non-empty list of id strings and
+    non-empty tie groups, at most :data:`MAX_RESPONSES` ids in all, none twice. Returns the
+    canonical form (singleton tie groups become plain ids).
 
-    Canonical: singleton tie groups become plain ids, empty groups are errors. Raises
-    :class:`InvalidRanking` with a message naming the missing, repeated or unknown ids.
+    Runs *before* the write transaction (issue #20: a 64 KiB ranking of repeated ids used to cost
+    seconds of CPU while holding the write lock); the length cap stops it at the first id too many.
     """
     if not isinstance(ranking, list) or not ranking:
         raise InvalidRanking("ranking must be a non-empty list of response ids, best first")
-    seen: list[str] = []
+    seen: set[str] = set()
+    repeated: set[str] = set()
     out: list[str | list[str]] = []
+    n = 0
     for entry in ranking:
         group = entry if isinstance(entry, list) else [entry]
         if not group:
             raise InvalidRanking("empty tie group in ranking")
         for rid in group:
+            n += 1
+            if n > MAX_RESPONSES:
+                raise InvalidRanking(f"ranking lists more than {MAX_RESPONSES} response ids")
             if not isinstance(rid, str):
                 raise InvalidRanking(f"ranking entries must be response id strings, got {rid!r}")
-            seen.append(rid)
+            (repeated if rid in seen else seen).add(rid)
         out.append(group[0] if len(group) == 1 else list(group))
-    known = set(response_ids)
-    repeated = sorted({r for r in seen if seen.count(r) > 1})
-    foreign = sorted(set(seen) - known)
-    missing = [r for r in response_ids if r not in set(seen)]
-    problems = []
     if repeated:
-        problems.append(f"repeated: {', '.join(repeated)}")
+        raise InvalidRanking(
+            "ranking must list each response exactly once (repeated: "
+            + ", ".join(sorted(repeated))
+            + ")"
+        )
+    return out
+
+
+def normalize_ranking(ranking: Any, response_ids: list[str]) -> list[str | list[str]]:
+    """Check that ``ranking`` orders every response id exactly once; return it in canonical form.
+
+    Canonical: singleton tie groups become plain ids, empty groups are errors. Raises
+    :class:`InvalidRanking` with a message naming the missing, repeated or unknown ids. Linear in
+    the length of the ranking (:func:`check_ranking_shape`, then set operations).
+    """
+    out = check_ranking_shape(ranking)
+    listed = {rid for g in out for rid in (g if isinstance(g, list) else [g])}
+    known = set(response_ids)
+    foreign = sorted(listed - known)
+    missing = [r for r in response_ids if r not in listed]
+    problems = []
     if foreign:
         problems.append(f"not responses of this item: {', '.join(foreign)}")
     if missing:
@@ -196,6 +245,12 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
         raise DataError(
             '\'responses\' must be a list of at least 2 {"id", "text"} objects', path, line
         )
+    if len(responses) > MAX_RESPONSES:
+        raise DataError(
+            f"{len(responses)} responses: an item holds at most {MAX_RESPONSES} (split the record)",
+            path,
+            line,
+        )
     out: list[dict[str, str]] = []
     for j, r in enumerate(responses):
         if isinstance(r, str):  # a bare list of texts: number them
@@ -206,6 +261,10 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
         if not isinstance(rid, (str, int)) or isinstance(rid, bool) or str(rid) == "":
             raise DataError(f"responses[{j}].id must be a non-empty string", path, line)
         out.append({"id": str(rid), "text": r["text"]})
+    _check_unicode(prompt, "'prompt'", path, line)
+    for j, r in enumerate(out):
+        _check_unicode(r["id"], f"responses[{j}].id", path, line)
+        _check_unicode(r["text"], f"responses[{j}].text", path, line)
     ids = [r["id"] for r in out]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -213,6 +272,20 @@ def _validate_candidate(obj: Any, path: Path, line: int) -> tuple[str, list[dict
             f"response ids must be unique within a record (repeated: {', '.join(dup)})", path, line
         )
     return prompt, out
+
+
+def _check_unicode(value: str, what: str, path: Path, line: int) -> None:
+    """JSON can spell a lone surrogate (``"\\ud800"``), which is no Unicode text: SQLite (UTF-8)
+    cannot store it, so refuse it here with the place rather than fail later with a traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(
+            f"{what} holds a lone surrogate ({value[e.start]!a} at character {e.start}), "
+            "which is not valid Unicode text",
+            path,
+            line,
+        ) from None
 
 
 def content_hash(prompt: str, responses: list[dict[str, str]]) -> str:
@@ -242,7 +315,7 @@ def read_gold(path: str | Path) -> list[GoldRecord]:
     record ``{"prompt", "responses", "ranking"}`` (matched to the item imported from the same
     prompt and responses) per line. Checks the shape only; :meth:`Store.set_gold_records` checks
     the rankings against the items."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     path = Path(path)
     out = []
@@ -289,7 +362,7 @@ class CandidateItem:
 def read_candidates(path: str | Path) -> list[CandidateItem]:
     """Read and validate a whole candidates JSONL file (``{"prompt", "responses"}`` per line)
     without touching any database: a bad line raises ``DataError`` naming the file and line."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     path = Path(path)
     items = []
@@ -306,6 +379,17 @@ def read_candidates(path: str | Path) -> list[CandidateItem]:
     if not items:
         raise DataError("no records found (expected JSONL with 'prompt' and 'responses')", path)
     return items
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file readable by its owner only (0600), unless it exists. An empty
+    file is a valid empty SQLite database, and SQLite gives the -wal and -shm files it creates the
+    database file's permissions, so annotators' rankings and token hashes stay private too."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 class Store:
@@ -378,6 +462,7 @@ class Store:
     def init(self) -> None:
         """Create the database (WAL mode, schema) if needed; refuse a file that is not ours."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
         try:
             conn = self._open()
             conn.execute("PRAGMA journal_mode = WAL")
@@ -386,18 +471,22 @@ class Store:
         try:
             # CREATE ... IF NOT EXISTS is idempotent, so concurrent first starts are harmless.
             conn.executescript(SCHEMA)
-            conn.executescript(GOLD_SCHEMA)
+            conn.executescript(SCHEMA_V2)
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
+            found = SCHEMA_VERSION if row is None else int(row["value"])
+            if found <= SCHEMA_VERSION:
+                # new, or older and upgraded: every version so far only added tables (above)
                 conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
             conn.execute("COMMIT")
-            if row is not None and int(row["value"]) != SCHEMA_VERSION:
+            if found > SCHEMA_VERSION:
                 raise DataError(
-                    f"database schema version {row['value']}, this rlhfkit reads {SCHEMA_VERSION}",
+                    f"database schema version {found} is newer than this rlhfkit reads "
+                    f"({SCHEMA_VERSION}): upgrade rlhfkit",
                     self.path,
                 )
         finally:
@@ -458,8 +547,14 @@ class Store:
     def add_annotator(self, name: str, is_admin: bool = False) -> str:
         """Create an annotator and return their secret token (shown once, stored only hashed)."""
         name = name.strip()
-        if not name or len(name) > MAX_NAME_CHARS or any(c.isspace() and c != " " for c in name):
-            raise RlhfkitError(f"annotator name must be 1 to {MAX_NAME_CHARS} printable characters")
+        # isprintable() is False for control characters (ESC starts terminal escape codes),
+        # format characters (U+202E reverses the text around it), separators other than the
+        # space, surrogates and unassigned code points: a name is shown in terminals and pages.
+        if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
+            raise RlhfkitError(
+                f"annotator name must be 1 to {MAX_NAME_CHARS} printable characters "
+                f"(no control or formatting characters), got {name!a}"
+            )
         token = secrets.token_urlsafe(32)
         try:
             with self.write() as conn:
@@ -480,6 +575,10 @@ class Store:
             )
             if cur.rowcount == 0:
                 raise RlhfkitError(f"no annotator named {name!r}")
+            conn.execute(
+                "DELETE FROM sessions WHERE annotator_id = (SELECT id FROM annotators WHERE name = ?)",
+                (name,),
+            )
         return token
 
     def annotator_by_token(self, token: str) -> Annotator | None:
@@ -513,6 +612,7 @@ class Store:
         with self.write() as conn:
             if assignment_timeout_s is not None:
                 # An item opened and abandoned frees its slot for someone else after the timeout.
+                self._remember_released(conn, now - assignment_timeout_s, now)
                 conn.execute(
                     "DELETE FROM assignments WHERE status = 'assigned' AND assigned_at < ?",
                     (now - assignment_timeout_s,),
@@ -570,13 +670,29 @@ class Store:
             raise Conflict(f"item {item_id} was already {row['status']}")
         return row
 
-    def submit_ranking(self, annotator_id: int, item_id: int, ranking: Any) -> int:
-        """Record a ranking for an item assigned to this annotator; returns the ranking's id."""
+    def submit_ranking(
+        self, annotator_id: int, item_id: int, ranking: Any, request_id: str | None = None
+    ) -> int:
+        """Record a ranking for an item assigned to this annotator; returns the ranking's id.
+
+        ``request_id`` (the client's id for this submission) makes it idempotent: sent again,
+        e.g. retried after the answer was lost, it returns the id of the ranking saved the
+        first time. An assignment released by the timeout is taken back if the item still has
+        a free slot (:meth:`_take_back_released`).
+        """
         now = time.time()
+        shaped = check_ranking_shape(ranking)  # before the write lock: linear and capped
         with self.write() as conn:
-            row = self._open_assignment(conn, item_id, annotator_id)
+            if request_id is not None:
+                saved = self._saved_request(conn, annotator_id, request_id, item_id)
+                if saved is not None:
+                    return saved
+            try:
+                row = self._open_assignment(conn, item_id, annotator_id)
+            except NotFound:
+                row = self._take_back_released(conn, item_id, annotator_id, now)
             ids = [r["id"] for r in json.loads(row["responses"])]
-            canonical = normalize_ranking(ranking, ids)
+            canonical = normalize_ranking(shaped, ids)
             conn.execute(
                 "UPDATE assignments SET status = 'submitted', finished_at = ? WHERE id = ?",
                 (now, row["id"]),
@@ -586,7 +702,82 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (row["id"], item_id, annotator_id, json.dumps(canonical), now),
             )
-            return int(cur.lastrowid)
+            ranking_id = int(cur.lastrowid)
+            if request_id is not None:
+                conn.execute(
+                    "INSERT INTO ranking_requests(annotator_id, request_id, ranking_id) "
+                    "VALUES (?, ?, ?)",
+                    (annotator_id, request_id, ranking_id),
+                )
+            return ranking_id
+
+    # ---- late and repeated submissions (schema version 2) ------------------------------------
+
+    @staticmethod
+    def _remember_released(conn: sqlite3.Connection, before: float, now: float) -> None:
+        """Keep the open assignments older than ``before``, about to be released, so that their
+        annotators' late submissions can be recognized."""
+        conn.execute(
+            "INSERT INTO released_assignments"
+            "(item_id, annotator_id, response_order, assigned_at, released_at) "
+            "SELECT item_id, annotator_id, response_order, assigned_at, ? FROM assignments "
+            "WHERE status = 'assigned' AND assigned_at < ? "
+            "ON CONFLICT(item_id, annotator_id) DO UPDATE SET "
+            "response_order = excluded.response_order, assigned_at = excluded.assigned_at, "
+            "released_at = excluded.released_at",
+            (now, before),
+        )
+
+    def _take_back_released(
+        self, conn: sqlite3.Connection, item_id: int, annotator_id: int, now: float
+    ) -> sqlite3.Row:
+        """The assignment of a submission that arrives after the timeout released it: restored
+        (same response order) if the item still has a free slot; otherwise a :class:`Conflict`
+        saying what happened. Raises :class:`NotFound` if it never was this annotator's."""
+        released = conn.execute(
+            "SELECT response_order, assigned_at FROM released_assignments "
+            "WHERE item_id = ? AND annotator_id = ?",
+            (item_id, annotator_id),
+        ).fetchone()
+        if released is None:
+            raise NotFound(f"item {item_id} is not assigned to you")
+        meta = conn.execute("SELECT value FROM meta WHERE key = 'overlap'").fetchone()
+        overlap = int(meta["value"]) if meta else 1
+        active = conn.execute("SELECT active FROM items WHERE id = ?", (item_id,)).fetchone()
+        if active["active"] >= overlap:
+            raise Conflict(
+                f"item {item_id} was released after the assignment timeout and has since gone "
+                "to other annotators, so this ranking was not saved"
+            )
+        conn.execute(
+            "DELETE FROM released_assignments WHERE item_id = ? AND annotator_id = ?",
+            (item_id, annotator_id),
+        )
+        conn.execute(
+            "INSERT INTO assignments(item_id, annotator_id, response_order, status, assigned_at) "
+            "VALUES (?, ?, ?, 'assigned', ?)",
+            (item_id, annotator_id, released["response_order"], released["assigned_at"]),
+        )
+        return self._open_assignment(conn, item_id, annotator_id)
+
+    @staticmethod
+    def _saved_request(
+        conn: sqlite3.Connection, annotator_id: int, request_id: str, item_id: int
+    ) -> int | None:
+        """The ranking already saved under this client request id, or None."""
+        row = conn.execute(
+            "SELECT q.ranking_id, r.item_id FROM ranking_requests q "
+            "JOIN rankings r ON r.id = q.ranking_id WHERE q.annotator_id = ? AND q.request_id = ?",
+            (annotator_id, request_id),
+        ).fetchone()
+        if row is None:
+            return None
+        if row["item_id"] != item_id:
+            raise Conflict(
+                f"request id {request_id!r} was already used for item {row['item_id']}: "
+                "send a new id for each submission"
+            )
+        return int(row["ranking_id"])
 
     def skip(self, annotator_id: int, item_id: int, reason: str) -> None:
         """Skip an item: it goes back to the pool for others, never again to this annotator."""
@@ -820,3 +1011,34 @@ class Store:
                 t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # fixed table names
                 for t in ("items", "annotators", "assignments", "rankings", "flags")
             }
+
+    # ---- sessions (schema version 2) ----------------------------------------------------------
+
+    def create_session(self, annotator_id: int, id_hash: str, max_age_s: float) -> None:
+        """Record a login session by the keyed hash of its cookie value; expired sessions of
+        everyone are cleared at the same time, so the table holds only live ones."""
+        now = time.time()
+        with self.write() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT INTO sessions(id_hash, annotator_id, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?)",
+                (id_hash, annotator_id, now, now + max_age_s),
+            )
+
+    def annotator_by_session(self, id_hash: str) -> Annotator | None:
+        """The annotator of a live session (not ended, not expired), or None."""
+        with self.read() as conn:
+            row = conn.execute(
+                "SELECT a.* FROM sessions s JOIN annotators a ON a.id = s.annotator_id "
+                "WHERE s.id_hash = ? AND s.expires_at > ?",
+                (id_hash, time.time()),
+            ).fetchone()
+        if row is None:
+            return None
+        return Annotator(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"])
+
+    def end_session(self, id_hash: str) -> None:
+        """Revoke a session (logout): its cookie stops working at once, wherever it was copied."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))

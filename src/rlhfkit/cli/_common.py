@@ -49,6 +49,34 @@ def _chat_template_shorthands(argv: list[str]) -> list[str]:
     return out
 
 
+def _renamed_flags(cls: type, argv: list[str], prog: str) -> list[str]:
+    """Old option names (``rlhfkit.runtime.renamed``) read as the new ones, with a deprecation
+    line on stderr: ``--lr-schedule X``, ``--lr-schedule=X``."""
+    from rlhfkit.runtime.renamed import RENAMED_OPTIONS, renamed_value
+
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        old = name.replace("-", "_")
+        new = RENAMED_OPTIONS.get(old)
+        if new is None or new not in fields or old in fields:
+            out.append(arg)
+            i += 1
+            continue
+        flag = "--" + new.replace("_", "-")
+        eprint(
+            f"{prog}: --{name} is deprecated, use {flag} (the old name goes in the next release)"
+        )
+        if not eq and i + 1 < len(argv):
+            value, i = argv[i + 1], i + 1
+        out += [flag, str(renamed_value(old, value))]
+        i += 1
+    return out
+
+
 def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of config fields (``kl_coef`` or ``kl-coef``); unknown keys are errors."""
     import yaml
@@ -75,9 +103,15 @@ def load_yaml_config(cls: type[T], path: str | Path) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
     except Exception:  # an annotation that cannot be resolved: skip the type checks
         hints = {}
+    from rlhfkit.runtime.renamed import RENAMED_OPTIONS, renamed_value
+
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        new = RENAMED_OPTIONS.get(name)
+        if name not in fields and new in fields:
+            eprint(f"{path}: option {key!r} is deprecated, use {new!r} (the old name goes in the next release)")  # fmt: skip
+            name, value = new, renamed_value(name, value)
         if name not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{path}: unknown option {key!r} (known: {known})")
@@ -131,6 +165,7 @@ def parse_config(
     config_path, argv = _split_config_flag(argv) if yaml_config else (None, argv)
     if "chat_template" in {f.name for f in dataclasses.fields(cls)}:  # type: ignore[arg-type]
         argv = _chat_template_shorthands(argv)
+    argv = _renamed_flags(cls, argv, prog)
     default = None
     if config_path is not None:
         values = load_yaml_config(cls, config_path)

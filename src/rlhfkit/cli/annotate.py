@@ -15,12 +15,12 @@ import ipaddress
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from rlhfkit.cli._common import parse_config
-from rlhfkit.cli.annotate_quality import GoldConfig, gold_main, print_quality, printable
+from rlhfkit.cli.annotate_quality import GoldConfig, gold_main, print_quality
 from rlhfkit.errors import DataError, RlhfkitError
 
 
@@ -210,9 +210,9 @@ def _serve(cfg: ServeConfig) -> int:
         guidelines=cfg.guidelines,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
-    # thread pool safe. The WAL is checkpointed on shutdown so the database file stands alone.
+    # thread pool safe. The app checkpoints the WAL when it shuts down (its lifespan), so the
+    # database file stands alone after Ctrl-C or SIGTERM too.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, server_header=False)
-    app.state.store.checkpoint()
     writes = app.state.store._writes
     if writes.commits:
         print(
@@ -239,14 +239,18 @@ def _export(cfg: ExportConfig) -> int:
     store = Store(_existing_db(cfg.db))
     store.init()  # adds tables newer than the file (gold) before reading them
     records = _export_records(store, cfg)
-    if not records:
+    if not records and not records.fully_tied:
         raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
     n = write_export(cfg.out, records, cfg.format)
-    if n == 0:
-        print("warning: every ranking is a full tie, so there is no ordered pair", file=sys.stderr)
     kind = "pairs" if cfg.format == "pairs" else "rankings"
     how = f" ({cfg.consensus_method} consensus)" if cfg.consensus else ""
-    print(f"wrote {n} {kind}{how} to {cfg.out}")
+    tied = (
+        f"; left out {records.fully_tied} fully tied ranking{'s' if records.fully_tied > 1 else ''}"
+        " (every response tied: no ordered pair)"
+        if records.fully_tied
+        else ""
+    )
+    print(f"wrote {n} {kind}{how} to {cfg.out}{tied}")
     return 0
 
 
@@ -261,7 +265,7 @@ def _stats(cfg: StatsConfig) -> int:
     data = {**store.overview(overlap), "agreement": agreement_report(store.rankings_by_item(2))}
     data["quality"] = store_quality(store)
     if cfg.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        print(terminal_safe(json.dumps(data, indent=2, ensure_ascii=False)))
         return 0
     ag = data["agreement"]
     print(
@@ -272,7 +276,7 @@ def _stats(cfg: StatsConfig) -> int:
     print(f"{'annotator':<24} {'done':>6} {'skipped':>8} {'open':>5} {'agreement':>10}")
     for a in data["annotators"]:
         agr = ag["pairwise_agreement_by_annotator"].get(a["name"])
-        name = a["name"] + (" (admin)" if a["is_admin"] else "")
+        name = terminal_safe(a["name"]) + (" (admin)" if a["is_admin"] else "")
         print(
             f"{name:<24} {a['done']:>6} {a['skipped']:>8} {a['open']:>5} "
             f"{'-' if agr is None else f'{agr:.3f}':>10}"
@@ -289,7 +293,7 @@ def _stats(cfg: StatsConfig) -> int:
     if ag["most_disagreed"]:
         print("\nmost disagreed items:")
         for d in ag["most_disagreed"]:
-            prompt = " ".join(d["prompt"].split())
+            prompt = terminal_safe(" ".join(d["prompt"].split()))
             print(f"  item {d['item_id']:>5}  agreement {d['agreement']:.2f}  {prompt[:70]}")
     if data["flags"]:
         print("\nflags:")
@@ -297,6 +301,15 @@ def _stats(cfg: StatsConfig) -> int:
             print(f"  item {f['item_id']:>5}  {f['reason']:<8} x{f['count']}")
     print_quality(data["quality"])
     return 0
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every non-printable character but the newline written as a JSON-style escape
+    (``\\u001b``): names and prompts come from other people, and an ESC or a U+202E printed raw
+    would move the cursor, recolour or reorder what the terminal shows. Also valid inside JSON."""
+    return "".join(
+        c if c.isprintable() or c == "\n" else json.dumps(c, ensure_ascii=True)[1:-1] for c in text
+    )
 
 
 def _gold(cfg: GoldConfig) -> int:
@@ -307,7 +320,7 @@ def _gold(cfg: GoldConfig) -> int:
     return gold_main(cfg, store)
 
 
-def _export_records(store, cfg: ExportConfig) -> list:
+def _export_records(store: Any, cfg: ExportConfig) -> Any:
     """The records to export, with reliability applied when asked (says on stderr what it left out)."""
     from rlhfkit.annotate.export import export_records, export_reliable
 
@@ -324,5 +337,5 @@ def _export_records(store, cfg: ExportConfig) -> list:
             if rel is None
             else f"reliability {rel:.3f}"
         )
-        print(f"left out {n} rankings of {printable(name)}: {why}", file=sys.stderr)
+        print(f"left out {n} rankings of {terminal_safe(name)}: {why}", file=sys.stderr)
     return result.records

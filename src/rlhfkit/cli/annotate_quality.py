@@ -79,8 +79,10 @@ def gold_main(cfg: GoldConfig, store: Any) -> int:
 
 
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: control and bidirectional-override characters escaped."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    """``text`` safe for a terminal (``cli.annotate.terminal_safe``)."""
+    from rlhfkit.cli.annotate import terminal_safe
+
+    return terminal_safe(text)
 
 
 def print_quality(quality: dict[str, Any]) -> None:

@@ -91,7 +91,7 @@ def convert(argv: list[str]) -> int:
     from rlhfkit.data import read_preferences, write_pairs, write_rankings
 
     data = read_preferences(args.input, format=args.format, skip_invalid=args.skip_invalid)
-    if data.skipped:
+    if data.skipped or data.fully_tied:
         print(data.report(), file=sys.stderr)
     if args.to == "pairs":
         n = write_pairs(args.output, data)
@@ -116,7 +116,12 @@ def stats(argv: list[str]) -> int:
     from rlhfkit.data.stats import format_stats, preference_stats
 
     data = read_preferences(args.input, format=args.format, skip_invalid=args.skip_invalid)
-    result = {"file": str(args.input), "format": data.format, "skipped_invalid": data.skipped}
+    result = {
+        "file": str(args.input),
+        "format": data.format,
+        "skipped_invalid": data.skipped,
+        "fully_tied_left_out": data.fully_tied,
+    }
     result.update(preference_stats(data))
     if args.json:
         if data.skipped:
@@ -124,6 +129,6 @@ def stats(argv: list[str]) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(format_stats(result))
-        if data.skipped:
+        if data.skipped or data.fully_tied:
             print(data.report(), file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ class DetectConfig:
     tuned: str
     """JSONL of tuned-policy responses, e.g. a PPO run's samples.jsonl"""
     word: tuple[str, ...] = ()
-    """also report these words/phrases individually (the seed's exercise 4), e.g. --word fantastic"""
+    """also report these words/phrases individually, e.g. --word fantastic"""
     reward_model: str | None = None
     """reward model directory: probe each flagged token (delete from tuned, insert into base, rescore)"""
     json: bool = False
@@ -100,7 +100,7 @@ def _text(x: Any, what: str, path: Path, line: int) -> str:
 
 def read_samples(path: str | Path, step: str = "all") -> tuple[list[Sample], dict[str, Any]]:
     """Read response rows or candidate lists; select rows by ``step`` when rows carry one."""
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     path = Path(path)
     rows: list[tuple[int | None, Sample]] = []

@@ -58,8 +58,8 @@ def main(argv: list[str]) -> int:
     )
     from rlhfkit.data import read_prompt_inputs
     from rlhfkit.generate import generate_candidates
-    from rlhfkit.io import write_jsonl
     from rlhfkit.loading import check_model_source
+    from rlhfkit.runtime.io import write_jsonl
 
     prompts = read_prompt_inputs(cfg.prompts)
     check_model_source(cfg.model, "--model")

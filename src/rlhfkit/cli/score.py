@@ -54,7 +54,7 @@ def collect(path: Path) -> tuple[list[Any], list[tuple[Any, Any]], list[tuple[in
     """Read records; return them, the (prompt, response) pairs to score, and where each score goes
     as ``(record index, target dict, key)``."""
     from rlhfkit.data import parse_hh, parse_pair
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
 
     records: list[Any] = []
     pairs: list[tuple[Any, Any]] = []
@@ -111,8 +111,8 @@ def main(argv: list[str]) -> int:
         prog="rlhfkit score",
         description="Add a reward-model score to every response of a JSONL file.",
     )
-    from rlhfkit.io import atomic_open
     from rlhfkit.models import RewardModel
+    from rlhfkit.runtime.io import atomic_open
 
     records, pairs, slots = collect(Path(config.data))
     rm = RewardModel.from_pretrained(config.model, trained=True, option="--model")

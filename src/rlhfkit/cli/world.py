@@ -245,7 +245,7 @@ def _eval(cfg: EvalConfig) -> int:
 
 
 def _prompts(cfg: PromptsConfig) -> int:
-    from rlhfkit.io import write_jsonl
+    from rlhfkit.runtime.io import write_jsonl
     from rlhfkit.world.gold import make_prompt
 
     if cfg.repeat < 1:
@@ -261,7 +261,7 @@ def read_candidates(path: Path) -> list[tuple[str | list, list]]:
     a conversational prompt stays a list of messages."""
     from rlhfkit.data import Response
     from rlhfkit.data.messages import messages_to_text, parse_messages
-    from rlhfkit.io import iter_jsonl
+    from rlhfkit.runtime.io import iter_jsonl
     from rlhfkit.world.gold import topic_of_prompt
 
     out = []

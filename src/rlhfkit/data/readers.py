@@ -30,8 +30,10 @@ ALIASES = {"native": "rankings", "trl": "pairs", "anthropic": "hh", "hh-rlhf": "
 class Preferences(list[Ranking]):
     """The records read by :func:`read_preferences`: a plain ``list`` of :class:`Ranking`, plus
     ``format`` (the one detected or named), ``skipped`` (records left out with
-    ``skip_invalid=True``), ``errors`` (the first few skipped records' :class:`DataError`) and
-    ``reasons`` (skipped count per kind of problem). ``report()`` says it in one paragraph."""
+    ``skip_invalid=True``), ``errors`` (the first few skipped records' :class:`DataError`),
+    ``reasons`` (skipped count per kind of problem) and ``fully_tied`` (valid records with every
+    response tied, so no comparison: always left out, never an error). ``report()`` says it in
+    one paragraph."""
 
     MAX_LINES_PER_REASON = 5
 
@@ -43,6 +45,13 @@ class Preferences(list[Ranking]):
         self.reasons: Counter[str] = Counter()
         self.lines_by_reason: dict[str, list[int]] = {}
         self.errors: list[DataError] = []
+        self.fully_tied = 0
+        self.fully_tied_lines: list[int] = []
+
+    def _leave_out_fully_tied(self, line: int | None) -> None:
+        self.fully_tied += 1
+        if len(self.fully_tied_lines) < self.MAX_LINES_PER_REASON and line is not None:
+            self.fully_tied_lines.append(line)
 
     def _skip(self, err: DataError) -> None:
         self.skipped += 1
@@ -55,19 +64,29 @@ class Preferences(list[Ranking]):
             self.errors.append(err)
 
     def report(self) -> str:
-        """``"read 98 records (pairs) from F; skipped 2: 1× missing field … (line 4); …"``."""
+        """``"read 98 records (pairs) from F; skipped 2: 1× missing field … (line 4); …"``, and
+        ``"; left out 1 fully tied (no ordered pair) (line 9)"`` when there were such records."""
         head = f"read {len(self)} records ({self.format}) from {self.path}"
-        if not self.skipped:
-            return head
-        parts = []
-        for kind, n in self.reasons.most_common():
-            lines = self.lines_by_reason.get(kind, [])
-            where = ""
-            if lines:
-                more = ", …" if n > len(lines) else ""
-                where = f" (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}{more})"
-            parts.append(f"{n}× {kind}{where}")
-        return f"{head}; skipped {self.skipped} invalid: " + "; ".join(parts)
+        if self.skipped:
+            parts = [
+                f"{n}× {kind}{_where(self.lines_by_reason.get(kind, []), n)}"
+                for kind, n in self.reasons.most_common()
+            ]
+            head += f"; skipped {self.skipped} invalid: " + "; ".join(parts)
+        if self.fully_tied:
+            head += (
+                f"; left out {self.fully_tied} fully tied (every response tied: no ordered pair)"
+                + _where(self.fully_tied_lines, self.fully_tied)
+            )
+        return head
+
+
+def _where(lines: list[int], n: int) -> str:
+    """`` (lines 4, 9, …)``: the first few lines of ``n`` records, or nothing without lines."""
+    if not lines:
+        return ""
+    more = ", …" if n > len(lines) else ""
+    return f" (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}{more})"
 
 
 def error_kind(message: str) -> str:
@@ -88,7 +107,9 @@ def read_preferences(
 
     Raises :class:`DataError` naming the file and line at the first invalid record, or with
     ``skip_invalid=True`` skips invalid records and counts them in the result (see
-    :class:`Preferences`; ``list(result)`` or just iterating gives the rankings).
+    :class:`Preferences`; ``list(result)`` or just iterating gives the rankings). Records with
+    every response tied are valid but hold no comparison: they are always left out and counted
+    in ``result.fully_tied``, with or without ``skip_invalid``.
     """
     path = Path(path)
     fmt = ALIASES.get(format, format)
@@ -105,7 +126,11 @@ def read_preferences(
         try:
             if isinstance(obj, DataError):
                 raise obj
-            out.append(parse(obj, path, line))
+            record = parse(obj, path, line)
+            if record.fully_tied:
+                out._leave_out_fully_tied(line)
+            else:
+                out.append(record)
         except DataError as e:
             if not skip_invalid:
                 raise
@@ -116,7 +141,8 @@ def read_preferences(
                 raise err from None
             out._skip(err)
     if not out:
-        raise DataError(f"no valid records: {out.report()}", path)
+        what = "no record with an ordered pair" if out.fully_tied else "no valid records"
+        raise DataError(f"{what}: {out.report()}", path)
     return out
 
 

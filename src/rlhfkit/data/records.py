@@ -3,7 +3,9 @@
 A pair is the K = 2 case. A ranking of K responses without ties stands for K(K-1)/2 ordered pairs
 (InstructGPT, Ouyang et al. 2022, §3.5); responses in a tie group are never paired with each other,
 because a tie says nothing about which of the two is better (TRL also scores accuracy with a strict
-``>``, so a tied pair could never count as correct).
+``>``, so a tied pair could never count as correct). A ranking with every response in one tie group
+is legal data that holds no comparison: it validates, gives no pair, and the readers and the
+annotation export leave it out and count it (:attr:`Ranking.fully_tied`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ class Ranking:
     @property
     def has_ties(self) -> bool:
         return any(isinstance(g, list) and len(g) > 1 for g in self.ranking)
+
+    @property
+    def fully_tied(self) -> bool:
+        """Every response in one tie group: a legal ranking that holds no comparison (no pair)."""
+        return len(self.ranking) < 2
 
     # -- (de)serialization ---------------------------------------------------------------------
 
@@ -245,8 +252,9 @@ def validate_ranking(r: Ranking) -> list[str | list[str]]:
     """Check a ranking record; return its ranking with one-element tie groups unwrapped.
 
     Errors: wrong types, empty response text, fewer than two responses, duplicate response ids,
-    a ranked id that is not a response, a response ranked twice or not at all, everything tied,
-    a margin that is not a finite number, a weight that is not a non-negative finite number.
+    a ranked id that is not a response, a response ranked twice or not at all, a margin that is
+    not a finite number, a weight that is not a non-negative finite number. Everything tied is
+    valid (it gives no pair; see :attr:`Ranking.fully_tied`).
     """
     if not isinstance(r.prompt, str):
         raise DataError(f"prompt must be a string, got {_json_type(r.prompt)}")
@@ -301,8 +309,6 @@ def validate_ranking(r: Ranking) -> list[str | list[str]]:
             + ", ".join(repr(m) for m in missing)
             + " (every response must appear in 'ranking' exactly once)"
         )
-    if len(normalized) < 2:
-        raise DataError("everything is tied: a ranking needs at least one strictly ordered pair")
     if r.annotator is not None and not isinstance(r.annotator, str):
         raise DataError(f"annotator must be a string, got {_json_type(r.annotator)}")
     if not isinstance(r.meta, dict):

@@ -1,6 +1,6 @@
 """Writing rankings (native JSONL) and pairs (TRL's ``prompt/chosen/rejected``, JSONL or Parquet).
 
-Both are atomic: the output appears complete or not at all (``rlhfkit.io.atomic_open``).
+Both are atomic: the output appears complete or not at all (``rlhfkit.runtime.io.atomic_open``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from rlhfkit.data.records import Ranking
 from rlhfkit.errors import DataError
-from rlhfkit.io import atomic_open
+from rlhfkit.runtime.io import atomic_open
 
 PAIR_FORMATS = ("jsonl", "parquet")
 

@@ -24,7 +24,7 @@ from rlhfkit.demo.ppo_runs import default_processes, run_ppo
 from rlhfkit.demo.sampling import Sampler
 from rlhfkit.demo.settings import DemoSettings, PPORunSpec
 from rlhfkit.demo.summary import format_summary
-from rlhfkit.io import write_json
+from rlhfkit.runtime.io import write_json
 
 __all__ = ["DemoSettings", "PPORunSpec", "format_summary", "run_demo", "run_ppo"]
 

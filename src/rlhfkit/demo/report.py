@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.io import atomic_open
 from rlhfkit.report import (
     Run,
     esc,
@@ -19,6 +18,7 @@ from rlhfkit.report import (
     ppo_sections,
     table,
 )
+from rlhfkit.runtime.io import atomic_open
 
 
 def _rm_curve(rm_dir: Path) -> str | None:

@@ -17,7 +17,7 @@ from rlhfkit.demo.evaluate import evaluate_reward_model
 from rlhfkit.demo.ppo_runs import run_ppo
 from rlhfkit.demo.sampling import Sampler, heldout_kl
 from rlhfkit.demo.settings import DemoSettings
-from rlhfkit.io import write_jsonl
+from rlhfkit.runtime.io import write_jsonl
 from rlhfkit.world.policy import cached_policy_dir, is_built
 
 Say = Callable[[str], None]

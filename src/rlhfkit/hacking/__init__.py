@@ -1,6 +1,6 @@
 """Reward-hacking detection: what the tuned policy does far more often than the base policy.
 
-- :func:`word_frequency_shift` — one word or phrase (the seed's exercise 4: "fantastic").
+- :func:`word_frequency_shift` — one word or phrase (a suspected reward hack such as "fantastic").
 - :func:`scan` — every 1–3-gram whose use rose significantly, corrected for multiple testing.
 - :func:`drift_signals` — length, repetition, diversity, vocabulary, missing EOS.
 - :func:`probe_token` — does the reward model pay for the token itself?

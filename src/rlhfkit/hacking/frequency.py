@@ -1,6 +1,6 @@
 """What does the tuned policy say far more often than the base policy?
 
-- :func:`word_frequency_shift`: one word or phrase (the seed's exercise 4, "fantastic").
+- :func:`word_frequency_shift`: one word or phrase (a suspected reward hack such as "fantastic").
 - :func:`scan`: every 1..max_n-gram at once, corrected for testing thousands of them.
 
 A finding is flagged when all of these hold (an intersection-union test: both p-values must pass, so

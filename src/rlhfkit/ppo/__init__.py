@@ -11,16 +11,18 @@ lists every detail with the place it lives. The rooms, in the order a run uses t
 - ``critic``: value heads and the module that holds policy and critic;
 - ``trainer``: :class:`PPOTrainer`, the loop in numbered steps (the formulas are in
   :mod:`rlhfkit.losses`);
+- ``update``: step 6, the PPO epochs over a batch;
 - ``monitoring``: the hacking monitor during training;
 - ``state``: the data position, resume checks, logs cut back on resume.
 """
 
-from rlhfkit.checkpoint import TrainingStopped
 from rlhfkit.ppo.config import HEAD_LR_MULTIPLIER, RUN_DIR_ENTRIES, PPOConfig, lora_targets
 from rlhfkit.ppo.rewards import RewardFn, RewardSources, call_reward_fn, load_reward_fn
 from rlhfkit.ppo.rollout import Rollout
 from rlhfkit.ppo.state import PromptSampler
-from rlhfkit.ppo.trainer import RETURN_STATS_DECAY, Batch, PPOTrainer
+from rlhfkit.ppo.trainer import PPOTrainer
+from rlhfkit.ppo.update import RETURN_STATS_DECAY, Batch
+from rlhfkit.runtime.checkpoint import TrainingStopped
 
 __all__ = [
     "HEAD_LR_MULTIPLIER",

@@ -42,8 +42,8 @@ class PPOConfig:
     """Minibatches per PPO epoch (one optimizer step each)."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per minibatch (lower memory, same result)."""
-    ppo_epochs: int = 4
-    """Passes over each rollout batch."""
+    num_ppo_epochs: int = 4
+    """Passes over each rollout batch (was --ppo-epochs)."""
     forward_batch_size: int | None = None
     """Rows per no-grad forward pass during the rollout (None: the whole local batch)."""
 
@@ -105,10 +105,10 @@ class PPOConfig:
 
     learning_rate: float = 1e-5
     """Adam learning rate (annealed linearly to 0 unless --lr-schedule constant)."""
-    lr_schedule: Literal["linear", "constant"] = "linear"
-    """Learning-rate schedule over updates."""
-    adam_eps: float = 1e-5
-    """Adam epsilon (see docs/ppo.md on PyTorch vs TensorFlow Adam)."""
+    lr_scheduler_type: Literal["linear", "constant"] = "linear"
+    """Learning-rate schedule over updates (was --lr-schedule)."""
+    adam_epsilon: float = 1e-5
+    """Adam epsilon (see docs/ppo.md on PyTorch vs TensorFlow Adam; was --adam-eps)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -137,8 +137,8 @@ class PPOConfig:
     """Random seed (each process samples with seed + rank)."""
     save_every: int = 0
     """Checkpoint every N updates in OUT/checkpoints/step-N (0 = no intermediate checkpoints)."""
-    keep_checkpoints: int = 2
-    """How many newest checkpoints to keep."""
+    save_total_limit: int | None = 2
+    """How many of the newest checkpoints to keep (None: all; was --keep-checkpoints)."""
     resume: bool = False
     """Continue from the newest checkpoint in --out."""
     overwrite: bool = False
@@ -148,8 +148,9 @@ class PPOConfig:
     """Write sample completions to samples.jsonl every N updates (0 = never)."""
     num_samples: int = 4
     """Completions written per sampling."""
-    max_bad_updates: int = 3
-    """Stop after this many updates in a row with a non-finite reward or loss."""
+    max_bad_steps: int = 3
+    """Stop after this many updates in a row with a non-finite reward or loss (was
+    --max-bad-updates)."""
     hacking_check_every: int = 0
     """Compare current vs initial policy samples every N updates (0 = off); logs hacking/*."""
     hacking_num_prompts: int = 32
@@ -169,7 +170,7 @@ class PPOConfig:
             ),
             (self.num_mini_batches > 0, "--num-mini-batches must be > 0"),
             (self.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be > 0"),
-            (self.ppo_epochs > 0, "--ppo-epochs must be > 0"),
+            (self.num_ppo_epochs > 0, "--num-ppo-epochs must be > 0"),
             (self.response_length > 0, "--response-length must be > 0"),
             (self.temperature > 0, "--temperature must be > 0 (PPO needs sampling)"),
             (0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
@@ -180,8 +181,11 @@ class PPOConfig:
                 self.value_head_lr_scale is None or self.value_head_lr_scale > 0,
                 "--value-head-lr-scale must be > 0",
             ),
-            (self.max_bad_updates > 0, "--max-bad-updates must be > 0"),
-            (self.keep_checkpoints > 0, "--keep-checkpoints must be > 0"),
+            (self.max_bad_steps > 0, "--max-bad-steps must be > 0"),
+            (
+                self.save_total_limit is None or self.save_total_limit > 0,
+                "--save-total-limit must be > 0 (None keeps every checkpoint)",
+            ),
             (
                 self.critic != "reward-model" or self.reward_model is not None,
                 "--critic reward-model needs --reward-model",
@@ -211,10 +215,10 @@ _SETTINGS_BEFORE_THEY_EXISTED = {
 # Settings that must not change when a run resumes (anything that changes what is trained).
 _RESUME_MUST_MATCH = (
     "policy", "reward_model", "reward_fn", "prompts", "batch_size", "num_mini_batches",
-    "gradient_accumulation_steps", "ppo_epochs", "response_length", "max_prompt_length",
+    "gradient_accumulation_steps", "num_ppo_epochs", "response_length", "max_prompt_length",
     "temperature", "top_k", "top_p", "stop_token", "critic", "lora_r", "lora_alpha",
     "lora_target_modules", "dtype", "seed", "kl_estimator", "kl_in_loss", "total_episodes",
-    "learning_rate", "lr_schedule", "value_norm", "value_head_lr_scale", "chat_template",
+    "learning_rate", "lr_scheduler_type", "value_norm", "value_head_lr_scale", "chat_template",
 )  # fmt: skip
 
 

@@ -19,7 +19,6 @@ from rlhfkit.loading import (
     load_causal_lm,
     stop_token_ids,
 )
-from rlhfkit.optim import adamw
 from rlhfkit.ppo.config import PPOConfig, lora_targets
 from rlhfkit.ppo.critic import (
     ActorCritic,
@@ -30,6 +29,7 @@ from rlhfkit.ppo.critic import (
     trunk_of,
     value_head_from_score,
 )
+from rlhfkit.runtime.optim import adamw
 
 
 @dataclass
@@ -141,9 +141,11 @@ def build_optimizer(cfg: PPOConfig, model: ActorCritic, critic_kind: str) -> tup
             {"params": list(value_head.policy_linear.parameters()),
              "lr": cfg.learning_rate * cfg.value_head_lr_multiplier("head")}
         )  # fmt: skip
-    optimizer = adamw(groups, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    optimizer = adamw(
+        groups, lr=cfg.learning_rate, eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay
+    )
     n_updates = cfg.num_updates
-    if cfg.lr_schedule == "linear":
+    if cfg.lr_scheduler_type == "linear":
         decay = lambda u: max(0.0, 1.0 - u / n_updates)  # noqa: E731
     else:
         decay = lambda u: 1.0  # noqa: E731

@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from rlhfkit.errors import ConfigError
-from rlhfkit.io import atomic_open
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
+from rlhfkit.runtime.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from rlhfkit.runtime.io import atomic_open
+from rlhfkit.runtime.renamed import upgrade_settings
 
 
 class PromptSampler:
@@ -57,7 +59,7 @@ def resume_mismatches(
 ) -> list[str]:
     """The settings (and process count) that differ between a checkpoint and this run; a
     setting added after the checkpoint was written counts as the value that run trained with."""
-    saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **saved}
+    saved = {**_SETTINGS_BEFORE_THEY_EXISTED, **upgrade_settings(saved)}
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
              for k in _RESUME_MUST_MATCH if saved.get(k) != now[k]]  # fmt: skip
     if saved_world != world:
@@ -93,3 +95,45 @@ def truncate_log(path: Path, step: int) -> None:
             kept.append(line)
     with atomic_open(path) as f:
         f.write("".join(line + "\n" for line in kept))
+
+
+def save_run_checkpoint(
+    accelerator: Any, out: Path, step: int, state: dict[str, Any], model: Any, tokenizer: Any,
+    optimizer: Any, scheduler: Any, keep: int | None,
+) -> Path | None:  # fmt: skip
+    """``OUT/checkpoints/step-N/`` with everything needed to resume (see
+    :mod:`rlhfkit.runtime.checkpoint`): the policy (its adapters under LoRA) and tokenizer, the
+    critic, optimizer and scheduler states, every process's RNG state, and ``state``. Written by
+    the main process; returns its path there (None elsewhere)."""
+    from accelerate.utils import gather_object
+
+    rng = gather_object([capture_rng_state()])  # one entry per process, rank order
+    accelerator.wait_for_everyone()
+    path = None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        path = save_checkpoint(
+            out, step, state=state,
+            models={"policy": unwrapped.policy}, tokenizers={"policy": tokenizer},
+            tensors={"critic": unwrapped.critic_state_dict()},
+            objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": rng},
+            keep_last=keep,
+        )  # fmt: skip
+    accelerator.wait_for_everyone()
+    return path
+
+
+def restore_run_checkpoint(
+    ckpt: Any, accelerator: Any, model: Any, optimizer: Any, scheduler: Any, lora: bool,
+    dtype: torch.dtype,
+) -> None:  # fmt: skip
+    """Put a checkpoint's weights, critic, optimizer and scheduler states and this process's RNG
+    state back (the counters and data position are the caller's, in ``ckpt.state``)."""
+    unwrapped = accelerator.unwrap_model(model)
+    load_policy_weights(unwrapped.policy, ckpt.model_dir("policy"), lora, dtype)
+    device = accelerator.device
+    unwrapped.load_critic_state_dict({k: v.to(device) for k, v in ckpt.tensors("critic").items()})
+    optimizer.load_state_dict(ckpt.object("optimizer"))
+    scheduler.load_state_dict(ckpt.object("scheduler"))
+    restore_rng_state(ckpt.object("rng")[accelerator.process_index])

@@ -11,10 +11,8 @@ The formulas are in :mod:`rlhfkit.losses`; buffers of the batch are named ``b_*`
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -24,49 +22,31 @@ from typing import Any
 import torch
 
 from rlhfkit.chat import Prompt, as_text
-from rlhfkit.checkpoint import (
-    TrainingStopped,
-    capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
 from rlhfkit.data.prompts import read_prompt_inputs
-from rlhfkit.distributed import make_accelerator
 from rlhfkit.errors import ConfigError
-from rlhfkit.faults import inject_nan, kill_point
-from rlhfkit.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import check_model_source, fuse_activations
-from rlhfkit.losses import gae, kl_estimate, per_token_rewards, ppo_loss
-from rlhfkit.ops import entropy_from_logits, explained_variance, logprobs_from_logits, masked_whiten
+from rlhfkit.losses import gae, kl_estimate, per_token_rewards
+from rlhfkit.ops import explained_variance, masked_whiten
 from rlhfkit.ppo.config import RUN_DIR_ENTRIES, PPOConfig
 from rlhfkit.ppo.critic import ActorCritic
 from rlhfkit.ppo.monitoring import LiveMonitor
 from rlhfkit.ppo.rewards import RewardFn, RewardSources, load_reward_fn
 from rlhfkit.ppo.rollout import Rollout, RolloutForward, rollout_forward, sample_rollout
 from rlhfkit.ppo.setup import build_optimizer, build_policy
-from rlhfkit.ppo.state import PromptSampler, load_policy_weights, resume_mismatches, truncate_log
-
-# Decay per update of the value head's running return statistics (``value_norm``): they follow the
-# rising reward over about ten updates; debiased, so the first batch counts fully.
-RETURN_STATS_DECAY = 0.9
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """A rollout with everything the PPO epochs train on (local to this process): scores (B,),
-    and (B, R) buffers; ``critic_hidden`` (B, R + 1, H) is a frozen critic trunk's, cached."""
-
-    roll: Rollout
-    b_scores: torch.Tensor
-    b_logprobs: torch.Tensor
-    b_ref_logprobs: torch.Tensor
-    b_values: torch.Tensor
-    b_advantages: torch.Tensor
-    b_returns: torch.Tensor
-    critic_hidden: torch.Tensor | None
+from rlhfkit.ppo.state import (
+    PromptSampler,
+    restore_run_checkpoint,
+    resume_mismatches,
+    save_run_checkpoint,
+    truncate_log,
+)
+from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs
+from rlhfkit.runtime.checkpoint import TrainingStopped, latest_checkpoint, load_checkpoint
+from rlhfkit.runtime.distributed import make_accelerator
+from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
+from rlhfkit.runtime.progress import progress_bar
 
 
 class PPOTrainer:
@@ -196,7 +176,10 @@ class PPOTrainer:
         logger = MetricsLogger(self.out / "metrics.jsonl", enabled=self.is_main)
         if self.monitor is not None and self.monitor.state is None:
             self.monitor.start()
-        progress = self._progress_bar()
+        progress, task = progress_bar(
+            "ppo", cfg.num_updates, self.step, enabled=self.is_main and cfg.progress
+        )
+        progress.start()
         stopped: str | None = None
         last_metrics: dict[str, Any] = {}
         try:
@@ -210,15 +193,14 @@ class PPOTrainer:
                 metrics["time/hacking"] = time.perf_counter() - t0
                 logger.log(metrics)
                 last_metrics = metrics
-                if progress is not None:
-                    progress.update(
-                        self._task, completed=self.step,
-                        info=f"reward {metrics.get('objective/scores', float('nan')):.3f}  "
-                             f"kl {metrics.get('objective/kl', float('nan')):.3f}",
-                    )  # fmt: skip
+                progress.update(
+                    task, completed=self.step,
+                    info=f"reward {metrics.get('objective/scores', float('nan')):.3f}  "
+                         f"kl {metrics.get('objective/kl', float('nan')):.3f}",
+                )  # fmt: skip
                 if stopped:
                     break
-                if self.bad_in_a_row >= cfg.max_bad_updates:
+                if self.bad_in_a_row >= cfg.max_bad_steps:
                     where = self.last_good_checkpoint or "none was saved (use --save-every)"
                     raise TrainingStopped(
                         f"{self.bad_in_a_row} updates in a row had a non-finite reward or loss "
@@ -230,8 +212,7 @@ class PPOTrainer:
                     kill_point("after-checkpoint", self.step)
         finally:
             logger.close()
-            if progress is not None:
-                progress.stop()
+            progress.stop()
         if stopped == "hacking":
             self._record_stop()
         else:
@@ -288,7 +269,9 @@ class PPOTrainer:
             roll, scores, fwd.logprobs, fwd.ref_logprobs, fwd.values,
             masked_whiten(advantages, mask), returns, fwd.critic_hidden,
         )  # fmt: skip
-        value_scale = self._update_return_stats(unwrapped, returns, mask)
+        value_scale = normalize_returns(
+            unwrapped.value_head, returns, mask, self.accelerator, self.config.value_norm
+        )
         times["time/forward"] = time.perf_counter() - t0
 
         # 6. PPO epochs over shuffled minibatches
@@ -374,84 +357,13 @@ class PPOTrainer:
         with unwrapped.policy.disable_adapter():  # LoRA: the reference is the base model
             return unwrapped.policy(**kwargs).logits[:, -keep:]
 
-    def _update_return_stats(self, unwrapped: ActorCritic, returns, mask) -> float:
-        """With ``value_norm``: fold this batch's returns (all processes) into the value head's
-        running statistics; returns the factor that puts values in those units (1 without)."""
-        if not self.config.value_norm:
-            return 1.0
-        m = mask.float()
-        sums = torch.stack([(returns * m).sum(), (returns.square() * m).sum(), m.sum()])
-        total, total_sq, n = self.accelerator.reduce(sums.to(self.device), "sum").tolist()
-        head = unwrapped.value_head
-        head.update_return_stats(total / max(n, 1.0), total_sq / max(n, 1.0), RETURN_STATS_DECAY)
-        return 1.0 / float(head.return_std)
-
     def _ppo_epochs(
         self, batch: Batch, beta: float, value_scale: float
     ) -> tuple[dict[str, torch.Tensor], int]:
-        """PPO epochs; returns (mean stats over all micro-batches, optimizer steps skipped).
-        ``value_scale`` puts values and returns in the units the value loss is computed in."""
-        cfg, acc, roll = self.config, self.accelerator, batch.roll
-        b_values, b_returns = batch.b_values * value_scale, batch.b_returns * value_scale
-        mask = roll.response_mask
-        R, B = mask.shape[1], mask.shape[0]
-        sums: dict[str, float] = {}
-        count = skipped = 0
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        for _epoch in range(cfg.ppo_epochs):
-            perm = torch.randperm(B, device=self.device)  # shuffled every epoch
-            for mb_start in range(0, B, self.mini_batch):
-                mb = perm[mb_start : mb_start + self.mini_batch]
-                loss_finite = True
-                for k, mc_start in enumerate(range(0, self.mini_batch, self.micro_batch)):
-                    idx = mb[mc_start : mc_start + self.micro_batch]
-                    last_micro = k == cfg.gradient_accumulation_steps - 1
-                    with contextlib.nullcontext() if last_micro else acc.no_sync(self.model):
-                        hidden = None if batch.critic_hidden is None else batch.critic_hidden[idx]
-                        logits, values = self.model(
-                            roll.query_responses[idx], roll.attention_mask[idx],
-                            roll.position_ids[idx], keep=R + 1, critic_hidden=hidden,
-                        )  # fmt: skip
-                        logits = logits[:, :-1]  # (b, R, V)
-                        new_logprobs = logprobs_from_logits(
-                            logits, roll.responses[idx], cfg.temperature
-                        )  # (b, R)
-                        with torch.no_grad() if cfg.entropy_coef <= 0 else contextlib.nullcontext():
-                            entropy = entropy_from_logits(logits, cfg.temperature)  # (b, R)
-                        loss, stats = ppo_loss(
-                            new_logprobs, batch.b_logprobs[idx], batch.b_advantages[idx],
-                            values[:, :-1].float() * value_scale, b_values[idx], b_returns[idx],
-                            mask[idx], entropy, clip_range=cfg.cliprange,
-                            clip_range_value=cfg.cliprange_value, vf_coef=cfg.vf_coef,
-                            entropy_coef=cfg.entropy_coef, beta=beta, kl_kind=cfg.kl_estimator,
-                            ref_logprobs=batch.b_ref_logprobs[idx] if cfg.kl_in_loss else None,
-                        )  # fmt: skip
-                        if inject_nan("loss", self.step + 1):
-                            loss = loss * float("nan")
-                        loss_finite &= bool(torch.isfinite(loss))
-                        # backward even on a non-finite loss: every process must take part in
-                        # the gradient all-reduce; the step is skipped below.
-                        acc.backward(loss / cfg.gradient_accumulation_steps)
-                    for key, val in stats.items():
-                        sums[key] = sums.get(key, 0.0) + float(val)
-                    count += 1
-                # Gradients are all-reduced, so the norm is the same on every process and they
-                # all agree to skip; the local loss flag is combined for the same reason.
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-                grad_norm = acc.clip_grad_norm_(params, max_norm)
-                bad = acc.reduce(torch.tensor(float(not loss_finite), device=self.device), "max")
-                if bad.item() > 0 or not torch.isfinite(torch.as_tensor(grad_norm)):
-                    skipped += 1
-                    warnings.warn(
-                        f"update {self.step + 1}: non-finite loss or gradient; optimizer step skipped",
-                        stacklevel=2,
-                    )
-                else:
-                    self.optimizer.step()
-                    kill_point("update", self.step + 1)  # crash tests: weights changed, unsaved
-                self.optimizer.zero_grad(set_to_none=True)
-        means = {k: torch.tensor(v / max(count, 1)) for k, v in sums.items() if math.isfinite(v)}
-        return means, skipped
+        return ppo_epochs(
+            self.model, self.optimizer, self.accelerator, batch, self.config, beta, value_scale,
+            self.mini_batch, self.micro_batch, self.step + 1,
+        )  # fmt: skip
 
     def _skipped_update(self, times: dict[str, float], t_start: float, why: str) -> dict[str, Any]:
         """Nothing is trained on this batch: count it and move on (the LR schedule advances)."""
@@ -560,32 +472,18 @@ class PPOTrainer:
         }  # fmt: skip
 
     def save_checkpoint(self) -> Path | None:
-        """``OUT/checkpoints/step-N/`` with everything needed to resume (see rlhfkit.checkpoint)."""
-        from accelerate.utils import gather_object
-
-        acc = self.accelerator
-        rng = gather_object([capture_rng_state()])  # one entry per process, rank order
-        acc.wait_for_everyone()
-        path = None
-        if self.is_main:
-            unwrapped = acc.unwrap_model(self.model)
-            path = save_checkpoint(
-                self.out, self.step,
-                state=self.trainer_state(),
-                models={"policy": unwrapped.policy},
-                tokenizers={"policy": self.tokenizer},
-                tensors={"critic": unwrapped.critic_state_dict()},
-                objects={"optimizer": self.optimizer.state_dict(),
-                         "scheduler": self.scheduler.state_dict(), "rng": rng},
-                keep_last=self.config.keep_checkpoints,
-            )  # fmt: skip
+        """``OUT/checkpoints/step-N/`` with everything needed to resume."""
+        path = save_run_checkpoint(
+            self.accelerator, self.out, self.step, self.trainer_state(), self.model,
+            self.tokenizer, self.optimizer, self.scheduler, self.config.save_total_limit,
+        )  # fmt: skip
+        if path is not None:
             self.last_good_checkpoint = str(path)
-        acc.wait_for_everyone()
         return path
 
     def _resume(self) -> None:
         """Load the newest checkpoint in --out (refusing one made with different settings)."""
-        acc = self.accelerator
+        acc, cfg = self.accelerator, self.config
         path = latest_checkpoint(self.out)
         if path is None:
             warnings.warn(
@@ -601,53 +499,25 @@ class PPOTrainer:
         )  # fmt: skip
         if diffs:
             raise ConfigError(f"cannot resume from {path}: settings differ — " + "; ".join(diffs))
-        unwrapped: ActorCritic = acc.unwrap_model(self.model)
-        load_policy_weights(
-            unwrapped.policy, ckpt.model_dir("policy"), self.config.lora_r > 0,
-            getattr(torch, self.config.dtype),
+        restore_run_checkpoint(
+            ckpt, acc, self.model, self.optimizer, self.scheduler, cfg.lora_r > 0,
+            getattr(torch, cfg.dtype),
         )  # fmt: skip
-        unwrapped.load_critic_state_dict(
-            {k: v.to(self.device) for k, v in ckpt.tensors("critic").items()}
-        )
-        self.optimizer.load_state_dict(ckpt.object("optimizer"))
-        self.scheduler.load_state_dict(ckpt.object("scheduler"))
         self.sampler.load_state_dict(state["data"])
-        kl_state = dict(state["kl_controller"])
-        kl_state.pop("kind", None)
-        self.kl_ctl.load_state_dict(kl_state)
+        self.kl_ctl.load_state_dict(
+            {k: v for k, v in state["kl_controller"].items() if k != "kind"}
+        )
         self.step, self.episode = int(state["step"]), int(state["episode"])
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.last_good_checkpoint = str(path)
         if state.get("monitor") and self.monitor is not None:
             self.monitor.restore(state["monitor"])
-        restore_rng_state(ckpt.object("rng")[acc.process_index])
         if self.is_main:
             # Lines logged after the checkpoint belong to updates that will be redone.
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_log(self.out / name, self.step)
         self._resumed_from = path
-
-    def _progress_bar(self):
-        if not (self.is_main and self.config.progress):
-            return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(
-            TextColumn("ppo"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(), transient=False,
-        )  # fmt: skip
-        self._task = progress.add_task(
-            "ppo", total=self.config.num_updates, completed=self.step, info=""
-        )
-        progress.start()
-        return progress
 
 
 def _batch_sizes(cfg: PPOConfig, world: int) -> tuple[int, int, int]:

@@ -119,8 +119,8 @@ def annotate(
     utilities: Sequence[float] | None = None,
 ) -> list[Ranking]:
     """Each of ``annotators`` ranks ``responses`` to ``prompt``: one ``Ranking`` per annotator,
-    except that an annotator who finds every response tied skips the prompt (a ranking needs a
-    strictly ordered pair).
+    except that an annotator who finds every response tied skips the prompt (a fully tied ranking
+    holds no comparison).
 
     Plain strings get ids ``r0, r1, ...``. ``utilities`` (gold, if already computed) saves re-parsing.
     """

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit import __version__
-from rlhfkit.io import atomic_dir, write_json
+from rlhfkit.runtime.io import atomic_dir, write_json
 from rlhfkit.world.content import KINDS, OPENERS, TOPICS
 from rlhfkit.world.gold import make_prompt, parse_response, topic_of_prompt, utility_of_parts
 from rlhfkit.world.sampling import (

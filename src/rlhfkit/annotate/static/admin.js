@@ -46,8 +46,9 @@
     const perItem = Math.max(1, data.items);
     fillTable("annotators", data.annotators.map((a) => [
       a.name + (a.is_admin ? " (admin)" : ""), a.done, a.skipped, a.open, bar(a.done / perItem),
-      fmt(ag.pairwise_agreement_by_annotator[a.name]),
-      ...qualityCells(data.quality.annotators[a.name]),
+      // names are data: "__proto__" or "constructor" must not read Object.prototype
+      fmt(Object.hasOwn(ag.pairwise_agreement_by_annotator, a.name) ? ag.pairwise_agreement_by_annotator[a.name] : null),
+      ...qualityCells(Object.hasOwn(data.quality.annotators, a.name) ? data.quality.annotators[a.name] : null),
     ]));
     showGold(data.quality);
     fillTable("disagreed", ag.most_disagreed.map((d) => [

@@ -7,6 +7,7 @@
   let history = [];       // ids in the order they were placed, for Undo
   let tieNext = false;    // "=" pressed: the next placed response joins the last tier
   let busy = false;
+  let sent = null;        // {key, id}: the request id of the last ranking submitted for this item
 
   const $ = (id) => document.getElementById(id);
   const numberOf = (id) => item.responses.findIndex((r) => r.id === id) + 1;
@@ -110,10 +111,12 @@
     dropZone(tail, tiers.length, true);
     list.append(tail);
 
-    const rankOf = {};
-    tiers.forEach((t, i) => t.forEach((id) => { rankOf[id] = i + 1; }));
+    // A Map, not an object: response ids are data, and "__proto__" or "constructor" as a key
+    // of a plain object reads the prototype's property instead of ours.
+    const rankOf = new Map();
+    tiers.forEach((t, i) => t.forEach((id) => rankOf.set(id, i + 1)));
     for (const card of document.querySelectorAll("#responses .card")) {
-      const r = rankOf[card.dataset.id];
+      const r = rankOf.get(card.dataset.id);
       const badge = card.querySelector(".badge");
       badge.textContent = r ? ordinal(r) + (tiers[r - 1].length > 1 ? " (tie)" : "") : "";
       card.classList.toggle("placed", Boolean(r));
@@ -129,7 +132,7 @@
   }
 
   function showItem(next) {
-    item = next; tiers = []; history = []; tieNext = false;
+    item = next; tiers = []; history = []; tieNext = false; sent = null;
     $("task").hidden = false; $("done").hidden = true;
     $("prompt").textContent = item.prompt;
     setMarkdown($("prompt-md"), item.prompt_html, item.prompt);
@@ -177,12 +180,34 @@
     await refreshProgress();
   }
 
+  function newRequestId() {
+    // crypto.getRandomValues works on plain http too (randomUUID needs a secure context)
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  async function postRanking(body) {
+    // A dropped connection may have lost the answer, not the ranking: send the same request id
+    // again and the server answers with the ranking it saved, never a second one.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api("POST", "/api/rankings", body);
+      } catch (e) {
+        if (e.status !== undefined || attempt >= 2) throw e;  // an answer, or retried enough
+        await new Promise((done) => setTimeout(done, 500 * (attempt + 1)));
+      }
+    }
+  }
+
   async function submit() {
     if (!complete() || busy) return;
     busy = true; render();
     const ranking = tiers.map((t) => (t.length === 1 ? t[0] : t.slice()));
+    // The same ranking submitted again (Submit pressed after an error) keeps its request id.
+    const key = JSON.stringify(ranking);
+    if (!sent || sent.key !== key) sent = { key, id: newRequestId() };
     try {
-      await api("POST", "/api/rankings", { item_id: item.item_id, ranking });
+      await postRanking({ item_id: item.item_id, ranking, request_id: sent.id });
       showStatus("Saved.", "ok");
       await loadNext();
     } catch (e) {

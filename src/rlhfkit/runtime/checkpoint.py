@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from rlhfkit.errors import ConfigError, RlhfkitError
-from rlhfkit.faults import kill_point
-from rlhfkit.io import atomic_dir
+from rlhfkit.runtime.faults import kill_point
+from rlhfkit.runtime.io import atomic_dir
 
 STATE_FILE = "trainer_state.json"
 

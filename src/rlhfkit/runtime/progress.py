@@ -1,0 +1,29 @@
+"""The progress bar of a long step (rich), the same for every trainer: label, bar, done/total, a
+line of live figures, elapsed and remaining time, on stderr (results go to stdout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def progress_bar(
+    label: str, total: int, completed: int = 0, enabled: bool = True
+) -> tuple[Any, Any]:
+    """``(progress, task)``: use ``with progress:`` (or ``start()`` / ``stop()``) and
+    ``progress.update(task, completed=..., info="loss 0.42")``. Disabled, it draws nothing."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), disable=not enabled, transient=False,
+    )  # fmt: skip
+    return progress, progress.add_task(label, total=total, completed=completed, info="")
