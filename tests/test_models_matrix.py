@@ -502,3 +502,27 @@ def _policy_inputs(trainer, data) -> list[list[int]]:
     prompts = read_prompt_inputs(data / "prompts.jsonl")
     texts = [render_prompt(trainer.tokenizer, p, trainer.chat) for p in prompts]
     return encode_rendered(trainer.tokenizer, texts, trainer.chat)
+
+
+@pytest.mark.slow  # about two minutes: two PPO processes on a 100M-parameter policy
+def test_a_realistic_size_runs(tmp_path):
+    """The ~100M-parameter Llama-shaped policy of docs/scaling.md runs 2 PPO updates with LoRA
+    and with full fine-tuning (benchmarks/realistic_size.py, the figures' own script)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[1] / "benchmarks" / "realistic_size.py"
+    out = tmp_path / "size.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--work-dir", str(tmp_path), "--json", str(out)],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text(encoding="utf-8"))
+    assert 95e6 < res["parameters"] < 105e6
+    assert [r["mode"] for r in res["runs"]] == ["LoRA r=16", "full fine-tuning"]
+    for r in res["runs"]:
+        assert r["finite"] and len(r["seconds_per_update"]) == 2
+    lora, full = res["runs"]
+    # LoRA keeps no reference copy, gradients or Adam moments of the frozen weights
+    assert lora["peak_rss_mb"] < full["peak_rss_mb"]
