@@ -15,7 +15,7 @@ from rlhfkit.data import read_preferences, write_pairs, write_rankings
 from rlhfkit.errors import DataError
 from rlhfkit.losses import grouped_ranking_loss, ranking_loss
 from rlhfkit.models import RewardModel
-from rlhfkit.reward_training import _collate_items, _loss_weights, _prepare_items
+from rlhfkit.reward.batching import collate_items, loss_weights, prepare_items
 from rlhfkit.tiny import build_tiny_causal_lm
 
 
@@ -225,16 +225,16 @@ def _trainer_grads(rm, records, parts=1):
     from rlhfkit.data import ranking_from_native
 
     rankings = [ranking_from_native(r) for r in records]
-    items, _ = _prepare_items(rm, rankings, "truncate", use_margin=False)
+    items, _ = prepare_items(rm, rankings, "truncate", use_margin=False)
     rm.model.zero_grad()
     total = sum(it.weight for it in items)
     size = len(items) // parts
     for m in range(parts):
         part = items[m * size : (m + 1) * size]
-        batch, group_ids, ranks, _ = _collate_items(rm, part)
+        batch, group_ids, ranks, _ = collate_items(rm, part)
         rewards = rm.raw_rewards(batch)
         loss, _ = grouped_ranking_loss(
-            rewards, group_ids, ranks, **_loss_weights(part, total, parts, ranks.device)
+            rewards, group_ids, ranks, **loss_weights(part, total, parts, ranks.device)
         )
         (loss / parts).backward()
     return [p.grad.clone() for p in rm.model.parameters() if p.grad is not None]
