@@ -61,7 +61,7 @@ def make_db(
     directory: Path, n_items: int, annotators: int, prefix: str = "sim"
 ) -> tuple[Path, list[str]]:
     """A database with ``n_items`` items of K responses and ``annotators`` annotators' tokens."""
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.store import Store
 
     db = directory / "load.db"
     store = Store(db)
@@ -230,7 +230,7 @@ def check_db(db: Path, acked: list[tuple[str, int, int]], overlap: int) -> dict[
     """Every acknowledged submission in the database once; nothing past its overlap; intact file."""
     import sqlite3
 
-    from rlhfkit.annotate.store import hash_token
+    from rlhfkit.collect.annotate.store import hash_token
 
     conn = sqlite3.connect(db)
     try:

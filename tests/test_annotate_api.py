@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhfkit.annotate.app import COOKIE, create_app, load_secret
-from rlhfkit.annotate.store import Store
+from rlhfkit.collect.annotate.app import COOKIE, create_app, load_secret
+from rlhfkit.collect.annotate.store import Store
 from rlhfkit.errors import ConfigError
 
 SECRET = b"s" * 48
@@ -423,7 +423,7 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     ranking_requests, gold tables) opens, keeps its data and gets them."""
     import sqlite3
 
-    from rlhfkit.annotate.store import SCHEMA, SCHEMA_VERSION
+    from rlhfkit.collect.annotate.store import SCHEMA, SCHEMA_VERSION
 
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
@@ -746,7 +746,7 @@ def test_huge_repeated_id_ranking_is_rejected_fast_without_stalling_others(tmp_p
     seconds. The check is now linear, capped, and runs before the lock."""
     import time
 
-    from rlhfkit.annotate.store import InvalidRanking
+    from rlhfkit.collect.annotate.store import InvalidRanking
 
     db = tmp_path / "a.db"
     store = Store(db)

@@ -43,8 +43,8 @@ def server():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
 
-    from rlhfkit.annotate.app import create_app
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-qc-"))
     records = [

@@ -1,4 +1,4 @@
-"""Group commit (rlhfkit.annotate.commit): writers of a burst share one COMMIT, every writer returns
+"""Group commit (rlhfkit.collect.annotate.commit): writers of a burst share one COMMIT, every writer returns
 only once its changes are committed, a failing body loses only its own changes, a failing COMMIT
 fails every writer of its batch and keeps none of their changes."""
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from rlhfkit.annotate.commit import GroupCommit
+from rlhfkit.collect.annotate.commit import GroupCommit
 
 SCHEMA = """
 CREATE TABLE parent (id INTEGER PRIMARY KEY);
@@ -146,7 +146,7 @@ def test_a_failing_commit_fails_every_writer_of_the_batch(db):
 
 
 def test_store_writes_go_through_group_commit(tmp_path):
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(tmp_path / "s.db")
     store.init()

@@ -90,7 +90,7 @@ def test_stress_then_kill9_mid_load(tmp_path):
         figures = {**load.figures(run), **checked, "think_ms": 0, "load_average": before}
 
         # 2. the same load on fresh annotators and items, the server killed mid-way
-        from rlhfkit.annotate.store import Store
+        from rlhfkit.collect.annotate.store import Store
 
         store = Store(db)
         store.import_candidates(load.write_items(tmp_path / "more.jsonl", n_items, "second "))

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhfkit.annotate.agreement import average_ranks, krippendorff_alpha, ranking_units
-from rlhfkit.annotate.quality import (
+from rlhfkit.collect.annotate.agreement import average_ranks, krippendorff_alpha, ranking_units
+from rlhfkit.collect.annotate.quality import (
     annotator_quality,
     item_disagreement,
     kendall_tau_b,
@@ -26,7 +26,7 @@ from rlhfkit.annotate.quality import (
     quality_report,
     reference_taus,
 )
-from rlhfkit.annotate.store import InvalidRanking, NotFound, Store, read_gold
+from rlhfkit.collect.annotate.store import InvalidRanking, NotFound, Store, read_gold
 from rlhfkit.errors import DataError
 from test_annotate_api import SECRET, bearer, write_candidates
 
@@ -222,7 +222,7 @@ def test_annotator_quality_hand_computed():
 
 def test_loo_reliability_equals_a_plain_loop():
     """reference_taus against a loop that builds each consensus from scratch (no shared state)."""
-    from rlhfkit.annotate.agreement import ranked_pairs
+    from rlhfkit.collect.annotate.agreement import ranked_pairs
 
     rng = random.Random(0)
     items = []
@@ -458,7 +458,7 @@ def test_unknown_reliability_is_left_out_and_said(tmp_path):
 def api(tmp_path):
     from fastapi.testclient import TestClient
 
-    from rlhfkit.annotate.app import create_app
+    from rlhfkit.collect.annotate.app import create_app
 
     store = make_store(tmp_path)
     tokens = {
@@ -547,7 +547,7 @@ def test_stats_show_gold_feedback_and_export_applies_reliability(api):
 def test_next_item_carries_safe_markdown(tmp_path):
     from fastapi.testclient import TestClient
 
-    from rlhfkit.annotate.app import create_app
+    from rlhfkit.collect.annotate.app import create_app
 
     cands = tmp_path / "md.jsonl"
     texts = [
@@ -595,7 +595,7 @@ def test_next_item_carries_safe_markdown(tmp_path):
     ],
 )
 def test_markdown_never_emits_active_content(text, absent):
-    from rlhfkit.annotate.markdown import render_markdown
+    from rlhfkit.collect.annotate.markdown import render_markdown
 
     assert absent not in render_markdown(text)
 
@@ -613,7 +613,7 @@ def test_guidelines_panel_is_rendered_safely_and_follows_the_file(api):
 
 
 def test_guidelines_file_errors(tmp_path):
-    from rlhfkit.annotate.app import create_app
+    from rlhfkit.collect.annotate.app import create_app
     from rlhfkit.errors import ConfigError
 
     store = make_store(tmp_path)

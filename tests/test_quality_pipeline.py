@@ -14,7 +14,7 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhfkit.annotate.app import create_app
+from rlhfkit.collect.annotate.app import create_app
 from rlhfkit.tiny import build_tiny_causal_lm
 
 pytestmark = pytest.mark.slow

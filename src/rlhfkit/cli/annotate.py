@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
 
 
 def _import(cfg: ImportConfig) -> int:
-    from rlhfkit.annotate.store import Store, read_candidates
+    from rlhfkit.collect.annotate.store import Store, read_candidates
 
     # Validate the whole file first: a bad file must not leave a new, empty database behind.
     items = read_candidates(cfg.candidates)
@@ -174,7 +174,7 @@ def _import(cfg: ImportConfig) -> int:
 
 
 def _add_annotator(cfg: AddAnnotatorConfig) -> int:
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(cfg.db)
     store.init()
@@ -191,7 +191,7 @@ def _add_annotator(cfg: AddAnnotatorConfig) -> int:
 def _serve(cfg: ServeConfig) -> int:
     import uvicorn
 
-    from rlhfkit.annotate.app import create_app
+    from rlhfkit.collect.annotate.app import create_app
 
     _existing_db(cfg.db)
     if not _is_loopback(cfg.host):
@@ -233,8 +233,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _export(cfg: ExportConfig) -> int:
-    from rlhfkit.annotate.export import write_export
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.export import write_export
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
     store.init()  # adds tables newer than the file (gold) before reading them
@@ -255,9 +255,9 @@ def _export(cfg: ExportConfig) -> int:
 
 
 def _stats(cfg: StatsConfig) -> int:
-    from rlhfkit.annotate.agreement import agreement_report
-    from rlhfkit.annotate.quality import store_quality
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.agreement import agreement_report
+    from rlhfkit.collect.annotate.quality import store_quality
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
     store.init()  # adds tables newer than the file (gold) before reading them
@@ -313,7 +313,7 @@ def terminal_safe(text: str) -> str:
 
 
 def _gold(cfg: GoldConfig) -> int:
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
     store.init()
@@ -322,7 +322,7 @@ def _gold(cfg: GoldConfig) -> int:
 
 def _export_records(store: Any, cfg: ExportConfig) -> Any:
     """The records to export, with reliability applied when asked (says on stderr what it left out)."""
-    from rlhfkit.annotate.export import export_records, export_reliable
+    from rlhfkit.collect.annotate.export import export_records, export_reliable
 
     consensus = cfg.consensus_method if cfg.consensus else None
     if cfg.min_reliability is None and not cfg.weight_by_reliability:

@@ -42,7 +42,7 @@ class GoldConfig:
 
 
 def gold_main(cfg: GoldConfig, store: Any) -> int:
-    from rlhfkit.annotate.store import read_gold
+    from rlhfkit.collect.annotate.store import read_gold
 
     actions = [cfg.file is not None, cfg.item is not None, cfg.remove is not None, cfg.list]
     if sum(actions) != 1:

@@ -1,6 +1,6 @@
 """Annotator quality control: agreement with gold rankings, reliability against the other
 annotators, per-item disagreement and Kendall's W. Pure functions on plain lists, like
-:mod:`rlhfkit.annotate.agreement` (whose rankings, ``average_ranks`` and consensus they reuse).
+:mod:`rlhfkit.collect.annotate.agreement` (whose rankings, ``average_ranks`` and consensus they reuse).
 
 - **Kendall's τ-b** (Kendall 1945, "The treatment of ties in ranking problems"): over the n
   responses two rankings share, ``τ_b = (n_c − n_d) / √((n_0 − n_1)(n_0 − n_2))`` with n_c / n_d
@@ -29,7 +29,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rlhfkit.annotate.agreement import Ranking, _round, average_ranks, groups, ranked_pairs
+from rlhfkit.collect.annotate.agreement import Ranking, _round, average_ranks, groups, ranked_pairs
 
 
 def kendall_tau_b(a: Ranking, b: Ranking) -> float | None:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.annotate.agreement import CONSENSUS
-from rlhfkit.annotate.store import Store
+from rlhfkit.collect.annotate.agreement import CONSENSUS
+from rlhfkit.collect.annotate.store import Store
 from rlhfkit.errors import ConfigError
 
 FORMATS = ("rankings", "pairs")
@@ -113,7 +113,7 @@ def export_reliable(
     ``weight = max(0, reliability)`` (``train-rm`` weighs its loss by it); annotators of unknown
     reliability are left out, since no weight can be given to them.
     """
-    from rlhfkit.annotate.quality import annotator_quality
+    from rlhfkit.collect.annotate.quality import annotator_quality
 
     if min_reliability is not None and not -1.0 <= min_reliability <= 1.0:
         raise ConfigError(

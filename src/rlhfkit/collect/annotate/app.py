@@ -44,8 +44,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlhfkit.annotate.agreement import CONSENSUS, agreement_report
-from rlhfkit.annotate.api_schema import (
+from rlhfkit.collect.annotate.agreement import CONSENSUS, agreement_report
+from rlhfkit.collect.annotate.api_schema import (
     COOKIE,
     EXPORT_200,
     AdminItemOut,
@@ -61,11 +61,11 @@ from rlhfkit.annotate.api_schema import (
     cookie_scheme,
     errors,
 )
-from rlhfkit.annotate.export import export_lines, export_records, export_reliable
-from rlhfkit.annotate.http_errors import install_error_handlers, log_unhandled
-from rlhfkit.annotate.markdown import render_markdown
-from rlhfkit.annotate.quality import store_quality
-from rlhfkit.annotate.store import (
+from rlhfkit.collect.annotate.export import export_lines, export_records, export_reliable
+from rlhfkit.collect.annotate.http_errors import install_error_handlers, log_unhandled
+from rlhfkit.collect.annotate.markdown import render_markdown
+from rlhfkit.collect.annotate.quality import store_quality
+from rlhfkit.collect.annotate.store import (
     FLAG_REASONS,
     MAX_RESPONSES,
     Annotator,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhfkit.annotate.commit import GroupCommit
+from rlhfkit.collect.annotate.commit import GroupCommit
 from rlhfkit.errors import DataError, RlhfkitError
 
 SCHEMA_VERSION = 2
