@@ -363,7 +363,7 @@ def test_schema_migration_adds_gold_to_an_existing_database(tmp_path):
     assert fresh.counts() == before and fresh.gold() == {}
     with fresh.read() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert fresh.get_meta("schema_version") == "2"
+    assert fresh.get_meta("schema_version") == "3"
     fresh.set_gold(1, ["r2", "r1", "r0"])  # and it works
     assert fresh.gold() == {1: ["r2", "r1", "r0"]}
 

@@ -64,7 +64,10 @@ def export_records(
             }
             if len(item["rankings"]) < min_annotators:
                 continue
-        base = {"prompt": item["prompt"], "responses": item["responses"]}
+        base = {
+            "prompt": item.get("prompt_messages") or item["prompt"],
+            "responses": item["responses"],
+        }
         if consensus is not None:
             merged = CONSENSUS[consensus]([r["ranking"] for r in item["rankings"]])
             meta = {
