@@ -195,6 +195,16 @@ def gae(
     return advantages, returns * mask
 
 
+def _clip_terms(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log ρ``, ``ρ``, ``ρ·A`` and ``clip(ρ, 1−ε, 1+ε)·A``, each (B, R)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    return log_ratio, ratio, ratio * advantages, clipped
+
+
 def ppo_clip_objective(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -210,9 +220,7 @@ def ppo_clip_objective(
     smaller one, its gradient with respect to ``logprobs`` is zero: the update stops pushing ρ
     further outside the trust region.
     """
-    ratio = torch.exp(logprobs - old_logprobs)
-    surrogate = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    _, _, surrogate, clipped = _clip_terms(logprobs, old_logprobs, advantages, clip_range)
     objective = torch.minimum(surrogate, clipped)
     if mask is None:
         return objective.mean()
@@ -235,10 +243,9 @@ def ppo_clip_stats(
     """
     if mask is None:
         mask = torch.ones_like(logprobs)
-    log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    surrogate = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    log_ratio, ratio, surrogate, clipped = _clip_terms(
+        logprobs, old_logprobs, advantages, clip_range
+    )
     clipfrac = masked_mean((clipped < surrogate).float(), mask)
     approxkl = masked_mean((ratio - 1.0) - log_ratio, mask)
     ratio_mean = masked_mean(ratio, mask)
@@ -251,6 +258,14 @@ def ppo_clip_stats(
     }
 
 
+def _value_terms(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V − R)²`` and ``(V_clip − R)²`` with ``V_clip = V_old + clip(V − V_old, −ε, ε)``."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    return (values - returns) ** 2, (clipped_values - returns) ** 2
+
+
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
@@ -261,8 +276,8 @@ def value_loss(
     """Clipped value loss ``0.5·E[max((V − R)², (V_clip − R)²)]``,
     ``V_clip = V_old + clip(V − V_old, −ε, ε)`` (OpenAI baselines' PPO2; lm-human-preferences).
     """
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-    loss = torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
+    unclipped, clipped = _value_terms(values, old_values, returns, clip_range)
+    loss = torch.maximum(unclipped, clipped)
     if mask is None:
         return 0.5 * loss.mean()
     return 0.5 * masked_mean(loss, mask)
@@ -277,8 +292,8 @@ def value_clipfrac(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Share of tokens where the clipped value term was the larger (active) one."""
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-    active = ((clipped_values - returns) ** 2 > (values - returns) ** 2).float()
+    unclipped, clipped = _value_terms(values, old_values, returns, clip_range)
+    active = (clipped > unclipped).float()
     return active.mean() if mask is None else masked_mean(active, mask)
 
 
