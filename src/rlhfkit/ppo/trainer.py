@@ -80,7 +80,7 @@ class PPOTrainer:
         # Fail on a model path that cannot work before anything is read, loaded or written.
         check_model_source(cfg.policy, "--policy")
         if cfg.reward_model is not None and reward_model is None:
-            check_model_source(cfg.reward_model, "--reward-model")
+            check_model_source(cfg.reward_model, "--reward-model", allow_ensemble=True)
         self.accelerator = acc = make_accelerator()
         self.device = acc.device
         # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
@@ -101,14 +101,16 @@ class PPOTrainer:
         self._input_of_text = dict(zip(self.prompts, self.prompt_inputs, strict=True))
         self.sampler = PromptSampler(len(self.prompts), cfg.seed)
         if reward_model is None and cfg.reward_model is not None:
-            from rlhfkit.reward.model import RewardModel
+            from rlhfkit.reward.ensemble import load_reward
 
-            reward_model = RewardModel.from_pretrained(
-                cfg.reward_model, trained=True, option="--reward-model"
+            # a reward model, or an ensemble of them (train-rm --ensemble)
+            reward_model = load_reward(
+                cfg.reward_model, cfg.ensemble_objective, cfg.uwo_lambda, "--reward-model"
             )
-            fuse_activations(reward_model.model)  # ours: same function, one kernel
+            for member in getattr(reward_model, "members", [reward_model]):
+                fuse_activations(member.model)  # ours: same function, one kernel
         if reward_model is not None:
-            reward_model.model.to(self.device)
+            reward_model.to(self.device)
         self.rewards = RewardSources(
             reward_model=reward_model,
             reward_fn=reward_fn or (load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None),
@@ -147,6 +149,7 @@ class PPOTrainer:
                 self.prompts[: cfg.hacking_num_prompts], self._sample_texts,
                 reward_fn=self.rewards.as_reward_fn(self._input_of_text),
                 gold_fn=self.rewards.gold_fn, factory=hacking_monitor,
+                disagreement_fn=self.rewards.disagreement_fn(self._input_of_text),
             )  # fmt: skip
 
         self._resumed_from: Path | None = None
