@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from rlhfkit.hacking.probe import (
     proxy_gold_divergence,
 )
 from rlhfkit.hacking.text import Corpus
+from rlhfkit.hacking.verdict import judge
 
 
 @dataclass
@@ -36,7 +38,8 @@ class Disagreement:
     p_value: float
     """Welch's t-test, one-sided (rise), on the per-response stds."""
     flagged: bool
-    """The tuned answers' disagreement at least ``ratio`` × the base's, and significant."""
+    """The tuned answers' disagreement at least ``ratio`` × the base's, and significant, on at
+    least ``min_samples`` answers on each side."""
 
     def to_dict(self) -> dict:
         return {
@@ -48,7 +51,11 @@ class Disagreement:
 
 
 def disagreement_rise(
-    base_std: Sequence[float], tuned_std: Sequence[float], alpha: float = 0.05, ratio: float = 1.5
+    base_std: Sequence[float],
+    tuned_std: Sequence[float],
+    alpha: float = 0.05,
+    ratio: float = 1.5,
+    min_samples: int = 8,
 ) -> Disagreement:
     """Compare per-response member stds of the base and the tuned answers (see
     :class:`Disagreement`)."""
@@ -57,7 +64,8 @@ def disagreement_rise(
     b, t = np.asarray(base_std, dtype=float), np.asarray(tuned_std, dtype=float)
     mb, mt = float(b.mean()) if b.size else 0.0, float(t.mean()) if t.size else 0.0
     p = welch_test(b, t, "greater")
-    return Disagreement(mb, mt, p, bool(mt >= ratio * mb and mt > mb and p < alpha))
+    enough = min(b.size, t.size) >= min_samples
+    return Disagreement(mb, mt, p, bool(enough and mt >= ratio * mb and mt > mb and p < alpha))
 
 
 @dataclass
@@ -73,6 +81,8 @@ class MonitorResult:
     disagreement: Disagreement | None = None
     warning: str | None = None
     """One line for the console when anything is flagged, else None."""
+    verdict: Any = None
+    """healthy, suspicious or hacked (:func:`rlhfkit.hacking.verdict.judge`)."""
 
     @property
     def suspected(self) -> bool:
@@ -89,6 +99,7 @@ class MonitorResult:
             "divergence": self.divergence.to_dict() if self.divergence else None,
             "disagreement": self.disagreement.to_dict() if self.disagreement else None,
             "warning": self.warning,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
         }
 
 
@@ -255,8 +266,10 @@ class HackingMonitor:
 
         warning = _warning(step, result.flagged, drift, probes, divergence, disagreement)
         m["hacking/suspected"] = float(warning is not None)
+        verdict = judge(result.flagged, drift, probes, disagreement)
+        m["hacking/verdict"] = float(verdict.level)
         return MonitorResult(
-            step, m, result.flagged, drift, probes, divergence, disagreement, warning
+            step, m, result.flagged, drift, probes, divergence, disagreement, warning, verdict
         )
 
 

@@ -24,6 +24,7 @@ import torch
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.data.prompts import read_prompt_inputs
 from rlhfkit.errors import ConfigError
+from rlhfkit.hacking.overoptimization import LiveGaoFit
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import check_model_source, fuse_activations
 from rlhfkit.losses import gae, kl_estimate, per_token_rewards
@@ -139,6 +140,7 @@ class PPOTrainer:
             if cfg.kl_target is not None
             else FixedKLController(cfg.kl_coef)
         )
+        self.gao = LiveGaoFit()
         self.step = self.episode = 0
         self.bad_in_a_row = self.nonfinite_total = 0
         self.last_good_checkpoint: str | None = None
@@ -314,6 +316,13 @@ class PPOTrainer:
             metrics["objective/scores"] + metrics["objective/non_score_reward"]
         )
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        if "objective/gold_scores" in metrics:  # Gao et al.'s fit through the run so far
+            fitted, warning = self.gao.add(
+                metrics["objective/kl"], metrics["objective/gold_scores"]
+            )
+            metrics.update(fitted)
+            if warning is not None and self.is_main:
+                warnings.warn(f"update {self.step + 1}: {warning}", stacklevel=2)
 
         self.step += 1
         self.episode += cfg.batch_size
@@ -469,6 +478,7 @@ class PPOTrainer:
             "nonfinite_total": self.nonfinite_total,
             "world_size": self.accelerator.num_processes,
             "monitor": self.monitor.state if self.monitor is not None else None,
+            "gao": vars(self.gao),
             "config": self._settings_as_trained(),
         }
 
@@ -519,6 +529,8 @@ class PPOTrainer:
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.last_good_checkpoint = str(path)
+        if state.get("gao"):
+            vars(self.gao).update(state["gao"])
         if state.get("monitor") and self.monitor is not None:
             self.monitor.restore(state["monitor"])
         if self.is_main:
