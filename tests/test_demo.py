@@ -1,5 +1,6 @@
 """rlhfkit demo: every stage wired, summary.json's keys, the report; the full demo's promises (slow)."""
 
+import itertools
 import json
 import math
 from dataclasses import replace
@@ -10,6 +11,8 @@ from rlhfkit.demo import DemoSettings, PPORunSpec, format_summary, run_demo
 
 SUMMARY_KEYS = {"rm_heldout_accuracy", "rm_noise_ceiling", "wall_seconds", "runs"}
 RUN_KEYS = {
+    "verdict",
+    "gao_fit",
     "name",
     "beta",
     "kl",
@@ -73,6 +76,52 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     ]
     assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
     assert "reward model" in format_summary(summary)
+
+
+def test_demo_with_mitigations_measures_ensembles_and_best_of_n(tmp_path):
+    """--mitigations: an ensemble evaluated against gold, PPO on two of its objectives, best-of-n
+    curves with their fits, a second verdict that weighs the members' disagreement."""
+    from rlhfkit.demo.settings import _mitigation_runs
+
+    out = tmp_path / "demo"
+    settings = replace(
+        _tiny(), processes=1, ensemble_members=2, mitigation_runs=_mitigation_runs(0.005),
+        bon_prompts=6, bon_max_n=8,
+    )  # fmt: skip
+    summary = run_demo(out, settings=settings, say=lambda _: None, mitigations=True)
+    names = [r["name"] for r in summary["runs"]]
+    assert names == ["sensible-beta", "low-beta", "low-beta-worst", "low-beta-uwo"]
+    runs = {r["name"]: r for r in summary["runs"]}
+    assert runs["low-beta-worst"]["ensemble_objective"] == "worst"
+    assert "ensemble_objective" not in runs["low-beta"]
+    for r in summary["runs"]:
+        assert r["verdict"]["label"] in ("healthy", "suspicious", "hacked")
+        assert r["verdict_with_ensemble"]["disagreement"] is not None
+        assert r["verdict"]["disagreement"] is None  # the plain verdict does not see the ensemble
+    # the ensemble PPO runs logged every member and the spread; the single-RM runs did not
+    rows = [json.loads(x) for x in (out / "ppo" / "low-beta-uwo" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert all("reward/member_1" in r and "reward/ensemble_std" in r for r in rows)
+    rows = [json.loads(x) for x in (out / "ppo" / "low-beta" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert not any("reward/ensemble_std" in r for r in rows)
+    ens = summary["mitigations"]["ensemble"]
+    assert (
+        len(ens["vs_gold"]["heldout"]["members"]) == 2
+        and 0 <= ens["vs_gold"]["heldout"]["mean"] <= 1
+    )
+    assert (out / "reward-ensemble" / "member-1" / "config.json").is_file()
+    bon = summary["mitigations"]["best_of_n"]
+    assert set(bon["choosers"]) == {"single", "mean", "worst", "uwo"}
+    for curve in bon["choosers"].values():
+        pts = curve["points"]
+        assert [p["n"] for p in pts] == [1, 2, 4, 8]
+        assert pts[0]["kl"] == 0.0 and pts[0]["gold_gain"] == 0.0
+        assert all(b["kl"] > a["kl"] for a, b in itertools.pairwise(pts))
+    # choosing by the single reward model can only raise its own mean score with n
+    single = [p["proxy"] for p in bon["choosers"]["single"]["points"]]
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(single))
+    assert json.loads((out / "best-of-n.json").read_text()) == bon
+    html = (out / "report.html").read_text()
+    assert "Mitigations" in html and "best-of-n" in html and "verdict" in html
 
 
 def test_summary_says_when_a_policy_learned_to_say_nothing():
@@ -149,7 +198,7 @@ def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):
         for name in ("a", "b")
     }
     with pytest.raises(RlhfkitError, match=r"PPO run '(a|b)' failed: .*no-such"):
-        run_ppo(configs, tmp_path / "no-such-rm", None, lambda _: None, None, processes=2)
+        run_ppo(configs, None, lambda _: None, None, processes=2)
 
 
 @pytest.mark.slow

@@ -91,6 +91,9 @@ def test_flagged_exits_1_with_json(files):
         and out["drift_flagged"] == []
     )
     assert "probe_score_change" not in top  # no reward model given
+    # a flagged word without a probe or collapse: suspicious, not hacked (docs/hacking.md)
+    assert out["verdict"]["label"] == "suspicious"
+    assert any("'fantastic'" in x for x in out["verdict"]["reasons"])
 
 
 def test_clean_exits_0(files):
@@ -98,6 +101,7 @@ def test_clean_exits_0(files):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["status"] == "clean" and out["flagged"] == [] and out["drift_flagged"] == []
+    assert out["verdict"] == {"label": "healthy", "reasons": []}
 
 
 def test_step_selects_rows(files, capsys):

@@ -47,15 +47,24 @@ def test_no_turn_no_peak_and_too_few_points():
     assert fit_gao([1.0, 2.0], [0.5, 0.8], "rl") is None
 
 
-def test_best_of_n_curve_takes_the_best_of_the_first_n():
+def test_best_of_n_curve_keeps_the_best_of_each_block_of_n():
     proxy = np.array([[0.0, 2.0, 1.0, 3.0], [5.0, 1.0, 1.0, 0.0]])
     gold = np.array([[1.0, -1.0, 0.0, -2.0], [0.5, 0.0, 0.0, 0.0]])
     pts = best_of_n_curve(proxy, gold, [1, 2, 4])
-    assert [p.proxy for p in pts] == [2.5, 3.5, 4.0]  # row 0 picks 0, 1, 3; row 1 always 0
-    assert [p.gold for p in pts] == [0.75, -0.25, -0.75]
-    assert pts[0].kl == 0.0
+    # n=1: every sample; n=2: blocks [0,2] [1,3] | [5,1] [1,0] keep 2, 3 | 5, 1; n=4: 3 | 5
+    assert [p.proxy for p in pts] == [1.625, 2.75, 4.0]
+    assert [p.gold for p in pts] == [-0.1875, -0.625, -0.75]
+    assert pts[0].kl == 0.0 and pts[2].kl == pytest.approx(math.log(4) - 0.75)
+    # n=3 of 4 samples: one block, the 4th sample left out: keep 2 (gold -1) | 5 (gold 0.5)
+    (three,) = best_of_n_curve(proxy, gold, [3])
+    assert (three.proxy, three.gold) == (3.5, -0.25)
+    # chosen by another score (an ensemble's objective), measured by the proxy and gold
+    (by_other,) = best_of_n_curve(proxy, gold, [4], select=-proxy)
+    assert (by_other.proxy, by_other.gold) == (0.0, 0.5)  # row 0 keeps sample 0, row 1 sample 3
     with pytest.raises(ValueError, match="needs 8 samples"):
         best_of_n_curve(proxy, gold, [8])
+    with pytest.raises(ValueError, match="same"):
+        best_of_n_curve(proxy, gold[:, :2], [1])
 
 
 def test_the_live_fit_warns_once_past_the_peak():

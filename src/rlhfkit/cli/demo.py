@@ -22,6 +22,10 @@ class DemoArgs:
     """With --human: how many prompts (each with 4 responses) to rank."""
     seed: int = 0
     """Random seed of every stage."""
+    mitigations: bool = False
+    """Also measure mitigations of reward hacking: a reward-model ensemble, PPO at the low β on
+    its worst-case and uncertainty-weighted objectives, and best-of-n curves (docs/hacking.md,
+    "Mitigations"). Takes about twice as long."""
     processes: int | None = None
     """Worker processes for sampling and the two PPO runs (default: one per core torch may use,
     1 with --quick; 1 keeps everything in this process). The samples do not depend on it."""
@@ -44,6 +48,7 @@ def main(argv: list[str]) -> int:
     settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     summary = run_demo(
         args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items,
+        mitigations=args.mitigations,
         settings=settings if args.processes is None else replace(settings, processes=args.processes),
     )  # fmt: skip
     print(format_summary(summary))

@@ -130,10 +130,17 @@ def _eos(samples: list[Sample]) -> list[bool] | None:
     return None if any(f is None for f in flags) else [bool(f) for f in flags]
 
 
+@dataclass
+class _WordFinding:
+    token: str
+    tuned_share: float
+
+
 def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
     """Everything ``detect`` reports, as a JSON-ready dict, and whether anything is flagged."""
     from rlhfkit.hacking import Corpus, drift_signals, probe_token, scan, word_frequency_shift
     from rlhfkit.hacking.text import phrase_tokens
+    from rlhfkit.hacking.verdict import judge
 
     # 1. Read both sides.
     base_s, base_info = read_samples(config.base, config.base_step)
@@ -192,8 +199,14 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
         return d
 
     any_flag = bool(flagged) or any(w.flagged for w in word_results) or bool(drift.flagged)
+    # the --word words count as flagged findings for the verdict when their own test flags them
+    findings = list(flagged) + [
+        _WordFinding(w.word, w.tuned_share) for w in word_results if w.flagged
+    ]
+    verdict = judge(findings, drift, list(probes.values()))
     report = {
         "status": "flagged" if any_flag else "clean",
+        "verdict": verdict.to_dict(),
         "flagged": [with_probe(f.to_dict(), f.token) for f in flagged],
         "words": [with_probe(w.to_dict(), w.word) for w in word_results],
         "candidates": [f.to_dict() for f in result.candidates],
@@ -270,6 +283,11 @@ def print_tables(report: dict[str, Any], top: int) -> None:
             style="bold red" if s["flagged"] else None,
         )  # fmt: skip
     console.print(drift)
+    verdict = report["verdict"]
+    color = {"healthy": "green", "suspicious": "yellow", "hacked": "bold red"}[verdict["label"]]
+    console.print(f"verdict: [{color}]{verdict['label']}[/]")
+    for reason in verdict["reasons"]:
+        console.print(f"  {reason}", highlight=False)
     if report["status"] == "flagged":
         console.print("[bold red]possible reward hacking[/] (exit status 1)")
     else:

@@ -5,8 +5,12 @@
 3. rank them: simulated annotators (or people, with ``--human``)
 4. train the reward model ranking-natively; evaluate it against gold on held-out prompts
 5. PPO twice from the same base: a sensible β and a β too low
-6. compare each tuned policy's held-out outputs with the base policy's (hacking scan)
+6. compare each tuned policy's held-out outputs with the base policy's (hacking scan, a verdict
+   without gold, Gao et al.'s fit through gold against √KL)
 7. write report.html and summary.json
+
+With ``--mitigations`` (:mod:`rlhfkit.demo.mitigations`): 4b a reward-model ensemble, PPO on it
+at the low β in stage 5, and 6b best-of-n curves.
 
 Every stage (``rlhfkit.demo.stages``) writes plain files into the output directory, as the
 stand-alone commands would.
@@ -40,8 +44,12 @@ def run_demo(
     say: Say | None = None,
     human_serve: Callable[..., list[Any]] | None = None,
     human_items: int = 24,
+    mitigations: bool = False,
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``).
+
+    ``mitigations`` (or ``settings.mitigations``) adds a reward-model ensemble, PPO on it at the
+    low β and best-of-n curves (:mod:`rlhfkit.demo.mitigations`); ``summary["mitigations"]``.
 
     With ``settings.processes`` > 1 (the default on a machine with several cores) the demo spawns
     worker processes: call it from a script under ``if __name__ == "__main__":``."""
@@ -50,6 +58,7 @@ def run_demo(
     from transformers.utils import logging as hf_logging
 
     from rlhfkit import world
+    from rlhfkit.demo import mitigations as mitigation_stages
     from rlhfkit.demo import stages
     from rlhfkit.demo.report import render_demo_report
 
@@ -57,6 +66,8 @@ def run_demo(
     console = Console(stderr=True)
     say = say or console.print
     s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
+    if mitigations:
+        s = replace(s, mitigations=True)
     if human:
         # People rank a few dozen groups, not a thousand: fewer rankings, a weaker reward model.
         s = replace(s, groups=human_items)
@@ -76,12 +87,21 @@ def run_demo(
         rm_dir, reward_model, rm_eval = stages.train_reward_model(
             st, base_dir, train_prompts, heldout_prompts
         )  # 4
+        ens_dir = ensemble = None
+        if s.mitigations:
+            ens_dir, ensemble, ens_eval = mitigation_stages.train_ensemble(
+                st, base_dir, train_prompts, heldout_prompts
+            )  # 4b
         run_dirs = stages.tune_policies(
-            st, base_dir, rm_dir, reward_model, train_prompts, console, workers
+            st, base_dir, rm_dir, reward_model, train_prompts, console, workers, ens_dir
         )  # 5
         cmp_prompts, outputs, runs = stages.compare_policies(
-            st, base_dir, run_dirs, reward_model, heldout_prompts
+            st, base_dir, run_dirs, reward_model, heldout_prompts, ensemble
         )  # 6
+        if s.mitigations:
+            bon = mitigation_stages.best_of_n_curves(
+                st, base_dir, reward_model, ensemble, heldout_prompts
+            )  # 6b
     finally:
         sample.close()
 
@@ -108,6 +128,8 @@ def run_demo(
         "stage_seconds": st.seconds,
         "settings": asdict(s),
     }
+    if s.mitigations:
+        summary["mitigations"] = {"ensemble": ens_eval, "best_of_n": bon}
     render_demo_report(out, summary, run_dirs, rm_dir, outputs, cmp_prompts)
     st.seconds["report"] = time.perf_counter() - t0
     summary["wall_seconds"] = time.perf_counter() - t_start

@@ -32,15 +32,36 @@ def evaluate_reward_model(
 ) -> tuple[float, float]:
     """Pairwise accuracy against gold, and the annotators' noise ceiling, on ``n_groups`` fresh
     groups of ``k`` base-policy candidates for prompts cycling over ``prompts``."""
+    return evaluate_reward_models(
+        sample, [reward_model], base_dir, prompts, n_groups, k, response_length, seed, temperature
+    )[0]
+
+
+def evaluate_reward_models(
+    sample: Sampler,
+    reward_models: Sequence[Any],
+    base_dir: Path,
+    prompts: Sequence[str],
+    n_groups: int,
+    k: int,
+    response_length: int,
+    seed: int,
+    temperature: float,
+) -> list[tuple[float, float]]:
+    """:func:`evaluate_reward_model` for several reward models on the same sampled groups."""
     from rlhfkit import world
 
     group_prompts = [prompts[i % len(prompts)] for i in range(n_groups)]
     flat_prompts = [p for p in group_prompts for _ in range(k)]
     texts, _ = sample(base_dir, flat_prompts, response_length, seed, temperature)
-    flat_scores = reward_model.score(flat_prompts, texts).tolist()
-    scores = [flat_scores[i * k : (i + 1) * k] for i in range(n_groups)]
     gold = [
         [world.gold_utility(p, t) for t in texts[i * k : (i + 1) * k]]
         for i, p in enumerate(group_prompts)
     ]
-    return pairwise_accuracy_vs_gold(scores, gold), world.noise_ceiling(gold)
+    ceiling = world.noise_ceiling(gold)
+    results = []
+    for reward_model in reward_models:
+        flat_scores = reward_model.score(flat_prompts, texts).tolist()
+        scores = [flat_scores[i * k : (i + 1) * k] for i in range(n_groups)]
+        results.append((pairwise_accuracy_vs_gold(scores, gold), ceiling))
+    return results

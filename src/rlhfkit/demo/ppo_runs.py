@@ -49,20 +49,23 @@ def default_processes() -> int:
 
 
 def run_ppo(
-    configs: dict[str, Any], rm_dir: Path, reward_model: Any, say: Say, console: Any, processes: int
+    configs: dict[str, Any], reward_model: Any, say: Say, console: Any, processes: int
 ) -> dict[str, float]:
-    """Train every PPO run; returns each run's seconds. With ``processes`` > 1 the runs train side
-    by side in spawned processes (torch's threads split between them), one progress bar each, fed
-    from the runs' own metrics.jsonl; their warnings (the live hacking monitor's) are shown here."""
+    """Train every PPO run; returns each run's seconds. ``reward_model`` (already loaded) serves
+    the runs on a single reward model; a run on an ensemble loads it with its objective. With ``processes`` > 1 the runs train side by side in spawned
+    processes (torch's threads split between them), one progress bar each, fed from the runs' own
+    metrics.jsonl; their warnings (the live hacking monitor's) are shown here."""
     from rlhfkit.ppo import PPOTrainer
+    from rlhfkit.reward.ensemble import is_ensemble
     from rlhfkit.world import gold_reward_fn
 
     seconds: dict[str, float] = {}
     if processes <= 1:
         for name, config in configs.items():
             t0 = time.perf_counter()
+            reward = _load_reward(config) if is_ensemble(config.reward_model) else reward_model
             with warnings_to(say):
-                PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+                PPOTrainer(config, reward_model=reward, gold_reward_fn=gold_reward_fn).train()
             seconds[name] = time.perf_counter() - t0
         return seconds
 
@@ -97,7 +100,7 @@ def run_ppo(
                     # from showing an earlier demo's updates
                     (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
                     proc = ctx.Process(
-                        target=_ppo_process, args=(name, config, str(rm_dir), threads, messages),
+                        target=_ppo_process, args=(name, config, threads, messages),
                         daemon=True,
                     )  # fmt: skip
                     proc.start()
@@ -154,14 +157,19 @@ def _progress_from_log(run_dir: str) -> dict[str, Any]:
     }
 
 
-def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: Any) -> None:
+def _load_reward(config: Any) -> Any:
+    from rlhfkit.reward.ensemble import load_reward
+
+    return load_reward(config.reward_model, config.ensemble_objective, config.uwo_lambda)
+
+
+def _ppo_process(name: str, config: Any, threads: int, messages: Any) -> None:
     """One PPO run in a process of its own; its warnings and its end go to ``messages``."""
     import traceback
 
     try:
         init_worker(threads)
         from rlhfkit.ppo import PPOTrainer
-        from rlhfkit.reward.model import RewardModel
         from rlhfkit.world import gold_reward_fn
 
         def show(message, category, filename, lineno, file=None, line=None):
@@ -169,8 +177,7 @@ def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: An
 
         warnings.showwarning = show
         t0 = time.perf_counter()
-        reward_model = RewardModel.from_pretrained(rm_dir)
-        PPOTrainer(config, reward_model=reward_model, gold_reward_fn=gold_reward_fn).train()
+        PPOTrainer(config, reward_model=_load_reward(config), gold_reward_fn=gold_reward_fn).train()
         messages.put(("done", name, time.perf_counter() - t0))
     except BaseException as e:  # the parent shows it and stops the other runs
         from rlhfkit.errors import RlhfkitError

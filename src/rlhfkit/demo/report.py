@@ -96,13 +96,171 @@ def _summary_table(summary: dict[str, Any]) -> str:
             f"{fan.get('base_share', float('nan')):.0%} → {fan.get('tuned_share', float('nan')):.0%}",
             f"{r.get('valid_rate_base', float('nan')):.0%} → {r.get('valid_rate_tuned', float('nan')):.0%}",
             ", ".join(r["flagged_tokens"][:6]) or "—",
+            _verdict_cell(r),
         ])  # fmt: skip
     return table(
         ["run", "β", "final KL (last training batches / held-out responses)",
          "proxy reward (base → tuned)", "gold reward (base → tuned)",
-         "responses with “fantastic”", "valid world text", "flagged by the scan"],
+         "responses with “fantastic”", "valid world text", "flagged by the scan",
+         "verdict without gold"],
         rows,
-        [False, True, True, False, False, False, False, False],
+        [False, True, True, False, False, False, False, False, False],
+    )  # fmt: skip
+
+
+def _run_label(r: dict[str, Any]) -> str:
+    objective = r.get("ensemble_objective")
+    return f"{r['name']} (ensemble, {objective})" if objective else r["name"]
+
+
+def _verdict_cell(r: dict[str, Any]) -> str:
+    """The run's verdict, and the ensemble-aware one when it differs."""
+    plain = (r.get("verdict") or {}).get("label", "—")
+    both = (r.get("verdict_with_ensemble") or {}).get("label")
+    return plain if both in (None, plain) else f"{plain} ({both} with the ensemble)"
+
+
+def _verdicts(summary: dict[str, Any]) -> str:
+    """Each run's verdict and its reasons: what the monitor concludes from the base and tuned
+    policies' answers and the reward model alone, before gold is looked at."""
+    items = []
+    for r in summary["runs"]:
+        for key, what in (
+            ("verdict", ""),
+            ("verdict_with_ensemble", " — with the ensemble's disagreement"),
+        ):
+            v = r.get(key)
+            if not v:
+                continue
+            reasons = "".join(f"<li>{esc(x)}</li>" for x in v.get("reasons", []))
+            css = {"healthy": "ok", "hacked": "flag"}.get(v["label"], "warn")
+            items.append(
+                f'<p class="{css}"><b>{esc(_run_label(r))}{esc(what)}: {esc(v["label"])}</b></p>'
+                + (f"<ul>{reasons}</ul>" if reasons else "")
+            )
+    gold = [
+        f"{_run_label(r)}: gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f}"
+        for r in summary["runs"]
+    ]
+    return (
+        "<p>The monitor's verdict uses only what a user without gold has: the base and tuned "
+        "policies' answers to held-out prompts and the reward model (and, when there is one, the "
+        "ensemble). Compare it with the gold it never saw: " + esc("; ".join(gold)) + ".</p>"
+        + "".join(items)
+    )  # fmt: skip
+
+
+def _ensemble_table(ens: dict[str, Any]) -> str:
+    vs = ens["vs_gold"]
+    rows = []
+    for name, what in (("heldout", "unranked groups, training topics"), ("heldout_topics", "held-out topics")):  # fmt: skip
+        if name not in vs:
+            continue
+        v = vs[name]
+        rows.append(
+            [what, ", ".join(f"{a:.3f}" for a in v["members"]), v["mean"], v["noise_ceiling"]]
+        )
+    return table(
+        ["pairs scored against gold", "each member", "the members' mean", "noise ceiling"],
+        rows,
+        [False, False, True, True],
+    )
+
+
+def _best_of_n_figure(bon: dict[str, Any]) -> str:
+    """Best-of-n: proxy and gold gained over one sample against ``√KL_bon``, a line per chooser,
+    with Gao et al.'s best-of-n fit through the gold points."""
+    from rlhfkit.hacking.overoptimization import GaoFit
+    from rlhfkit.report import _pyplot
+
+    plt = _pyplot()
+    fig, (ax_p, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, curve) in enumerate(bon["choosers"].items()):
+        color = colors[i % len(colors)]
+        pts = curve["points"]
+        d = [p["kl"] ** 0.5 for p in pts]
+        ax_p.plot(d, [p["proxy_gain"] for p in pts], "o-", color=color, markersize=4, label=name)
+        ax_g.plot(d, [p["gold_gain"] for p in pts], "o", color=color, markersize=4, label=name)
+        fit = curve.get("gao_fit")
+        if fit:
+            g = GaoFit(
+                **{**fit, "alpha_ci": tuple(fit["alpha_ci"]), "beta_ci": tuple(fit["beta_ci"])}
+            )
+            xs = [max(d) * k / 100 for k in range(101)]
+            ax_g.plot(xs, g.predict(xs), "-", color=color, linewidth=1.4,
+                      label=f"{name}: fit α={g.alpha:.2f}, β={g.beta:.2f}")  # fmt: skip
+        for p, x in zip(pts, d, strict=True):
+            if name == "single":
+                ax_p.annotate(f"n={p['n']}", (x, p["proxy_gain"]), textcoords="offset points",
+                              xytext=(2, 4), fontsize=7, color="#666")  # fmt: skip
+    for ax, what in ((ax_p, "proxy (the single reward model)"), (ax_g, "gold (true)")):
+        ax.axhline(0.0, color="#999", linewidth=0.8)
+        ax.set_xlabel("d = √KL_bon = √(log n − (n − 1)/n)")
+        ax.set_ylabel(f"{what} gained over n = 1")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_p.set_title("Best-of-n: the reward model's score of the chosen answer", fontsize=10)
+    ax_g.set_title("Best-of-n: gold, with the fit R(d) = d(α − β·d)", fontsize=10)
+    fig.tight_layout()
+    return figure_uri(fig)
+
+
+def _best_of_n_table(bon: dict[str, Any]) -> str:
+    rows = []
+    for name, curve in bon["choosers"].items():
+        last, fit = curve["points"][-1], curve.get("gao_fit") or {}
+        peak = fit.get("peak_kl")
+        rows.append([
+            name, last["n"], last["kl"], last["proxy_gain"], last["gold_gain"],
+            fit.get("alpha", "—"), fit.get("beta", "—"),
+            "—" if peak is None else f"KL {peak:.2f}",
+        ])  # fmt: skip
+    return table(
+        ["chosen by", "largest n", "KL_bon", "proxy gained", "gold gained", "fit α", "fit β",
+         "fitted gold peak"],
+        rows,
+        [False, True, True, True, True, True, True, False],
+    )  # fmt: skip
+
+
+def _mitigations(summary: dict[str, Any]) -> str:
+    mit = summary["mitigations"]
+    ens, bon = mit["ensemble"], mit["best_of_n"]
+    ensemble_runs = [r for r in summary["runs"] if r.get("ensemble_objective")]
+    low = next((r for r in summary["runs"] if r["name"] == "low-beta"), None)
+    rows = [
+        [_run_label(r), r["beta"], r["kl"], r["proxy_reward_tuned"] - r["proxy_reward_base"],
+         r["gold_reward_tuned"] - r["gold_reward_base"],
+         f"{r.get('valid_rate_tuned', float('nan')):.0%}", _verdict_cell(r)]
+        for r in ([low] if low else []) + ensemble_runs
+    ]  # fmt: skip
+    ppo = table(
+        ["run", "β", "final KL", "proxy gained (single reward model)", "gold gained",
+         "valid world text", "verdict without gold"],
+        rows,
+        [False, True, True, True, True, False, False],
+    )  # fmt: skip
+    return (
+        f"<h3>A reward-model ensemble of {len(ens['vs_gold']['heldout']['members'])} members</h3>"
+        "<p>Members trained independently on the same rankings (their seeds differ: head "
+        "initialization and data order), scored against gold on the same fresh groups as the "
+        "single reward model. "
+        f"On the held-out rankings the members split {ens.get('disagreement_pairs') or 0.0:.1%} "
+        "of the pairs.</p>" + _ensemble_table(ens)
+        + "<h3>PPO at the low β, on the ensemble</h3>"
+        "<p>The same low-β run as above, with the reward replaced by the ensemble's worst member "
+        "(<code>worst</code>) or its mean minus λ times the members' spread (<code>uwo</code>, "
+        "Coste et al. 2023). Proxy gained is measured with the single reward model on both, so the "
+        "rows compare.</p>" + ppo
+        + f"<h3>Best-of-n from the base policy ({bon['prompts']} held-out prompts, "
+        f"{bon['samples_per_prompt']} samples each)</h3>"
+        "<p>For each n, the held-out samples are cut into disjoint groups of n and the answer the "
+        "chooser scores highest is kept. The single reward model's own score can only rise with "
+        "n; gold shows whether what it picks is better. An ensemble objective that rises less in "
+        "proxy and as much or more in gold is paying less for the reward model's errors.</p>"
+        + f'<div class="wide"><img src="{_best_of_n_figure(bon)}" alt="best-of-n: proxy and gold against √KL"></div>'
+        + _best_of_n_table(bon)
     )  # fmt: skip
 
 
@@ -229,6 +387,10 @@ def render_demo_report(
         sections.append(
             (f"Flagged tokens — {r['name']} vs base (held-out prompts)", _flagged_table(r))
         )
+    if summary["runs"] and "verdict" in summary["runs"][0]:
+        sections.append(("The verdict without gold, and gold", _verdicts(summary)))
+    if summary.get("mitigations"):
+        sections.append(("Mitigations, measured against gold", _mitigations(summary)))
     sections.append(("Before and after, same held-out prompts", _before_after(outputs, prompts)))
     sections.append(("The lesson's quiz, answered by this run", _quiz(summary)))
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("stage_seconds", {}).items())

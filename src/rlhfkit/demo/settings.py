@@ -14,6 +14,10 @@ class PPORunSpec:
     name: str
     kl_coef: float
     description: str
+    ensemble_objective: str | None = None
+    """With ``--mitigations``: PPO on the reward-model ensemble with this objective (``worst``,
+    ``uwo``, ``mean``); None: on the single reward model."""
+    uwo_lambda: float = 1.0
 
 
 @dataclass
@@ -43,6 +47,15 @@ class DemoSettings:
     """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
     the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
     runs: list[PPORunSpec] = field(default_factory=list)
+    mitigations: bool = False
+    """``rlhfkit demo --mitigations``: also train a reward-model ensemble, run ``mitigation_runs``
+    (PPO on the ensemble at the low β), and draw best-of-n curves on held-out prompts."""
+    ensemble_members: int = 3
+    mitigation_runs: list[PPORunSpec] = field(default_factory=list)
+    bon_prompts: int = 64
+    """Held-out prompts of the best-of-n curves."""
+    bon_max_n: int = 64
+    """Samples per prompt: best-of-n for n = 1, 2, 4, … up to it."""
     processes: int | None = None
     """Processes that share the sampling and train the PPO runs side by side (``None``: one per
     core torch may use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far
@@ -60,6 +73,7 @@ class DemoSettings:
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
                 PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
             ],
+            mitigation_runs=_mitigation_runs(0.005),
         )  # fmt: skip
 
     @classmethod
@@ -76,4 +90,16 @@ class DemoSettings:
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
                 PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
             ],
+            mitigation_runs=_mitigation_runs(0.01), bon_prompts=32, bon_max_n=32,
         )  # fmt: skip
+
+
+def _mitigation_runs(beta: float) -> list[PPORunSpec]:
+    """The low β again, on an ensemble: its worst member, and its mean less its variance
+    (Coste et al. 2023)."""
+    return [
+        PPORunSpec("low-beta-worst", beta, f"β = {beta:g} on the ensemble's worst-case reward",
+                   ensemble_objective="worst"),
+        PPORunSpec("low-beta-uwo", beta, f"β = {beta:g} on the ensemble's mean − λ·variance "
+                   "(λ = 1)", ensemble_objective="uwo", uwo_lambda=1.0),
+    ]  # fmt: skip

@@ -36,7 +36,7 @@ class Stages:
     sample: Sampler
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def start(self, n: int, text: str) -> float:
+    def start(self, n: int | str, text: str) -> float:
         self.say(f"[bold cyan][{n}/{TOTAL}][/] {text}")
         return time.perf_counter()
 
@@ -171,18 +171,22 @@ def train_reward_model(
 
 def tune_policies(
     st: Stages, base_dir: Path, rm_dir: Path, reward_model: Any, train_prompts: list[str],
-    console: Any, workers: int,
+    console: Any, workers: int, ensemble_dir: Path | None = None,
 ) -> dict[str, Path]:  # fmt: skip
-    """5. PPO once per run (β sensible, β too low) from the same base policy, with the world's
-    gold reward logged, never trained on; returns each run's directory."""
+    """5. PPO once per run (β sensible, β too low; with ``ensemble_dir``, the mitigation runs on
+    the ensemble too) from the same base policy, with the world's gold reward logged, never
+    trained on; returns each run's directory."""
     from rlhfkit.ppo import PPOConfig
 
     s = st.s
+    runs = list(s.runs) + (list(s.mitigation_runs) if ensemble_dir is not None else [])
     write_jsonl(st.out / "prompts-train.jsonl", ({"prompt": p} for p in train_prompts))
     configs = {
         run.name: PPOConfig(
             policy=str(base_dir), prompts=str(st.out / "prompts-train.jsonl"),
-            out=str(st.out / "ppo" / run.name), reward_model=str(rm_dir),
+            out=str(st.out / "ppo" / run.name),
+            reward_model=str(rm_dir if run.ensemble_objective is None else ensemble_dir),
+            ensemble_objective=run.ensemble_objective or "mean", uwo_lambda=run.uwo_lambda,
             total_episodes=s.ppo_episodes, batch_size=s.ppo_batch_size,
             num_mini_batches=s.ppo_mini_batches, response_length=s.response_length,
             temperature=s.temperature, kl_coef=run.kl_coef, learning_rate=s.ppo_learning_rate,
@@ -193,14 +197,14 @@ def tune_policies(
             critic="head",
             overwrite=True,  # a second demo into the same --out retrains its runs
         )
-        for run in s.runs
+        for run in runs
     }  # fmt: skip
     processes = min(len(configs), workers)
     side_by_side = f", side by side in {processes} processes" if processes > 1 else ""
-    t0 = st.start(5, f"PPO, {len(s.runs)} runs from the same base policy{side_by_side}")
-    for run in s.runs:
+    t0 = st.start(5, f"PPO, {len(runs)} runs from the same base policy{side_by_side}")
+    for run in runs:
         st.say(f"      {run.name}: {run.description}")
-    run_seconds = run_ppo(configs, rm_dir, reward_model, st.say, console, processes)
+    run_seconds = run_ppo(configs, reward_model, st.say, console, processes)
     st.seconds.update({f"ppo_{name}": sec for name, sec in run_seconds.items()})
     st.seconds["ppo"] = time.perf_counter() - t0
     return {name: Path(config.out) for name, config in configs.items()}
@@ -208,12 +212,18 @@ def tune_policies(
 
 def compare_policies(
     st: Stages, base_dir: Path, run_dirs: dict[str, Path], reward_model: Any,
-    heldout_prompts: list[str],
+    heldout_prompts: list[str], ensemble: Any | None = None,
 ) -> tuple[list[str], dict[str, dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """6. Base vs each tuned policy on the same held-out prompts: proxy and gold reward, KL, valid
-    text, and the hacking scan; ``out/heldout-NAME.jsonl``. Returns the prompts, each policy's
-    outputs, and each run's summary."""
+    text, the hacking scan, the verdict from what is known without gold (and, with an
+    ``ensemble``, a second verdict that also weighs its members' disagreement), and Gao et al.'s
+    RL fit through the run's logged gold against √KL; ``out/heldout-NAME.jsonl``. Returns the
+    prompts, each policy's outputs, and each run's summary."""
     from rlhfkit.hacking import scan, word_frequency_shift
+    from rlhfkit.hacking.monitor import HackingMonitor
+    from rlhfkit.hacking.overoptimization import fit_gao
+    from rlhfkit.report import load_run
+    from rlhfkit.report.figures import run_gao_points
 
     s = st.s
     t0 = st.start(
@@ -226,9 +236,22 @@ def compare_policies(
         for name, model_dir in policies.items()
     }
     base = outputs["base"]
+
+    def score(model: Any) -> Callable[[list[str], list[str]], list[float]]:
+        return lambda p, t: model.score(p, t).tolist()
+
+    monitors = {"verdict": HackingMonitor(prompts, base["texts"], base["ended"],
+                                          reward_fn=score(reward_model), probe_top=3)}  # fmt: skip
+    if ensemble is not None:
+        spread = lambda p, t: ensemble.score_members(p, t).std(0, unbiased=False).tolist()  # noqa: E731
+        monitors["verdict_with_ensemble"] = HackingMonitor(
+            prompts, base["texts"], base["ended"], reward_fn=score(reward_model),
+            disagreement_fn=spread, probe_top=3,
+        )  # fmt: skip
+    specs = {run.name: run for run in [*s.runs, *s.mitigation_runs]}
     runs = []
-    for run in s.runs:
-        tuned = outputs[run.name]
+    for name in run_dirs:
+        run, tuned = specs[name], outputs[name]
         result = scan(base["texts"], tuned["texts"])
         fantastic = word_frequency_shift(base["texts"], tuned["texts"], "fantastic")
         metrics = [
@@ -253,6 +276,18 @@ def compare_policies(
             "empty_rate_tuned": tuned["eval"]["empty_rate"],
             "scan": result.to_dict(),
         })  # fmt: skip
+        if run.ensemble_objective is not None:
+            runs[-1]["ensemble_objective"] = run.ensemble_objective
+        for key, monitor in monitors.items():
+            checked = monitor.check(tuned["texts"], tuned["ended"])
+            runs[-1][key] = {
+                **checked.verdict.to_dict(), "drift": checked.drift.to_dict(),
+                "probes": [p.to_dict() for p in checked.probes],
+                "disagreement": checked.disagreement.to_dict() if checked.disagreement else None,
+            }  # fmt: skip
+        d, _, gold_gain = run_gao_points(load_run(run_dirs[name], name))
+        fit = fit_gao(d, gold_gain, "rl")
+        runs[-1]["gao_fit"] = fit.to_dict() if fit is not None else None
     st.seconds["compare"] = time.perf_counter() - t0
     return prompts, outputs, runs
 

@@ -20,6 +20,16 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
             f"| flagged: {flagged}"
         )
+        verdict = r.get("verdict")
+        if verdict:
+            objective = r.get("ensemble_objective")
+            with_ensemble = (r.get("verdict_with_ensemble") or {}).get("label")
+            lines.append(
+                f"{'':>14}  "
+                + (f"reward: the ensemble's {objective} objective; " if objective else "")
+                + f"verdict without gold: {verdict['label']}"
+                + (f" ({with_ensemble} with the ensemble)" if with_ensemble not in (None, verdict["label"]) else "")
+            )  # fmt: skip
         empty, empty_base = r.get("empty_rate_tuned") or 0.0, r.get("empty_rate_base") or 0.0
         if empty >= 0.5:
             # e.g. --quick on its barely fluent base policy: an empty answer (gold −2) beats most
@@ -27,6 +37,19 @@ def format_summary(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{'':>14}  {empty:.0%} of its held-out answers are empty (base policy: "
                 f"{empty_base:.0%}): it learned to say nothing"
+            )
+    mitigations = summary.get("mitigations")
+    if mitigations:
+        vs = mitigations["ensemble"]["vs_gold"]["heldout"]
+        lines.append(
+            f"ensemble of {len(vs['members'])}: members' accuracy vs gold "
+            + ", ".join(f"{a:.3f}" for a in vs["members"]) + f", their mean {vs['mean']:.3f}"
+        )  # fmt: skip
+        for name, curve in mitigations["best_of_n"]["choosers"].items():
+            last = curve["points"][-1]
+            lines.append(
+                f"best-of-{last['n']} by {name:>6}: proxy {last['proxy_gain']:+.2f}, "
+                f"gold {last['gold_gain']:+.2f} over one sample (KL {last['kl']:.2f})"
             )
     minutes = summary["wall_seconds"] / 60
     lines.append(f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min)")

@@ -119,21 +119,41 @@ class BestOfNPoint:
 
 
 def best_of_n_curve(
-    proxy: np.ndarray, gold: np.ndarray | None, ns: Sequence[int]
+    proxy: np.ndarray,
+    gold: np.ndarray | None,
+    ns: Sequence[int],
+    select: np.ndarray | None = None,
 ) -> list[BestOfNPoint]:
     """Best-of-n for every ``n`` in ``ns`` from one set of samples: ``proxy`` and ``gold`` are
-    (prompts, N) scores of N ≥ max(ns) samples per prompt; best-of-n takes, for each prompt, the
-    sample of highest proxy among its first n (the first one on a tie)."""
+    (prompts, N) scores of N ≥ max(ns) samples per prompt. The N samples of a prompt are cut into
+    ⌊N/n⌋ disjoint blocks of n, and each block keeps its sample of highest ``select`` score (the
+    proxy's unless given, e.g. an ensemble's objective; the first one on a tie): every block is an
+    independent best-of-n draw, so the means use all the samples for every n. The point's
+    ``proxy`` and ``gold`` are the chosen samples' means."""
     proxy = np.asarray(proxy, dtype=float)
+    sel = proxy if select is None else np.asarray(select, dtype=float)
+    if sel.shape != proxy.shape or (gold is not None and np.shape(gold) != proxy.shape):
+        raise ValueError("proxy, gold and select must have the same (prompts, samples) shape")
     out = []
     for n in ns:
-        if n > proxy.shape[1]:
+        if not 1 <= n <= proxy.shape[1]:
             raise ValueError(f"best-of-{n} needs {n} samples per prompt, got {proxy.shape[1]}")
-        pick = proxy[:, :n].argmax(1)  # (P,)
-        rows = np.arange(proxy.shape[0])
-        g = float(np.asarray(gold, dtype=float)[rows, pick].mean()) if gold is not None else None
-        out.append(BestOfNPoint(n, kl_best_of_n(n), float(proxy[rows, pick].mean()), g))
+        blocks = proxy.shape[1] // n
+        shape = (proxy.shape[0], blocks, n)
+        pick = sel[:, : blocks * n].reshape(shape).argmax(2)[..., None]  # (P, blocks, 1)
+        out.append(BestOfNPoint(
+            n, kl_best_of_n(n), _chosen_mean(proxy, pick, n),
+            _chosen_mean(gold, pick, n) if gold is not None else None,
+        ))  # fmt: skip
     return out
+
+
+def _chosen_mean(scores: np.ndarray, pick: np.ndarray, n: int) -> float:
+    """The mean of ``scores`` (prompts, N) at the samples ``pick`` (prompts, blocks, 1) keeps,
+    sample ``j`` of block ``b`` being column ``b·n + j``."""
+    p, blocks, _ = pick.shape
+    a = np.asarray(scores, dtype=float)[:, : blocks * n].reshape(p, blocks, n)
+    return float(np.take_along_axis(a, pick, 2).mean())
 
 
 class LiveGaoFit:

@@ -17,7 +17,7 @@ table{border-collapse:collapse;width:100%;font-size:.92em;margin:.6em 0}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f6f6f6} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .resp{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
-.muted{color:#777} .flag{color:#b00020;font-weight:600} .ok{color:#1b7f3a;font-weight:600}
+.muted{color:#777} .flag{color:#b00020;font-weight:600} .ok{color:#1b7f3a;font-weight:600} .warn{color:#a65f00;font-weight:600}
 .kv td:first-child{font-weight:600;width:30%}
 """
 
