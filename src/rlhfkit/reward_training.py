@@ -45,6 +45,7 @@ from rlhfkit.runtime.io import (
 )
 from rlhfkit.runtime.optim import adamw
 from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.trackers import LOGGING_DIR, ReportTo, start_trackers, tracker_kwargs
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -132,6 +133,14 @@ class RewardConfig:
     """autocast on GPUs; keep "no" on CPU (bf16/fp16 are emulated and ~100× slower there)"""
     progress: bool = True
     """show a progress bar"""
+    report_to: list[ReportTo] = dataclasses.field(default_factory=lambda: ["none"])
+    """experiment trackers that also receive the rm/* metrics and these settings: none, or any of
+    tensorboard (OUT/runs), wandb, trackio, mlflow (docs/tracking.md)"""
+    run_name: str | None = None
+    """the run's name in the trackers (default: OUT's directory name)"""
+    push_to_hub: str | None = None
+    """after saving, upload OUT (model, model card, eval.json, metrics; not the checkpoints) to this
+    Hugging Face Hub repo, e.g. you/my-reward-model (docs/model-cards.md)"""
 
     def __post_init__(self) -> None:
         checks = [
@@ -614,7 +623,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     from rlhfkit.models import RewardModel
 
     check_model_source(config.model, "--model")  # before anything is read or written
-    accelerator = make_accelerator(mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(
+        mixed_precision=config.mixed_precision,
+        **tracker_kwargs(config.report_to, config.out, config.run_name),
+    )
     main = accelerator.is_main_process
     say = lambda msg: _log(main, msg)  # noqa: E731
     out = Path(config.out)
@@ -635,7 +647,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         )
     # Refuse to mix two runs in one OUT.
     clear_previous_run(
-        out, ("metrics.jsonl", CHECKPOINTS),
+        out, ("metrics.jsonl", CHECKPOINTS, LOGGING_DIR),
         resume=config.resume, overwrite=config.overwrite, delete=main,
     )  # fmt: skip
     accelerator.wait_for_everyone()
@@ -770,7 +782,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
 
     # 6. Train. Each step: the global batch of prompts, this process's share, split into
     # micro-batches; all responses of a micro-batch go through the model in one forward.
-    logger = MetricsLogger(out / "metrics.jsonl", enabled=main)
+    logger = MetricsLogger(
+        out / "metrics.jsonl", enabled=main, trackers=start_trackers(accelerator, config)
+    )
     sums = torch.zeros(
         6, device=accelerator.device
     )  # loss·G, G, correct, pairs, margin·P, responses

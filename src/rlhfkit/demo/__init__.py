@@ -15,7 +15,7 @@ stand-alone commands would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,11 @@ def run_demo(
     say: Say | None = None,
     human_serve: Callable[..., list[Any]] | None = None,
     human_items: int = 24,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``).
+    ``report_to``: experiment trackers for the reward model's and the PPO runs' metrics
+    (:mod:`rlhfkit.runtime.trackers`).
 
     With ``settings.processes`` > 1 (the default on a machine with several cores) the demo spawns
     worker processes: call it from a script under ``if __name__ == "__main__":``."""
@@ -66,7 +69,7 @@ def run_demo(
     t_start = time.perf_counter()
     workers = s.processes or default_processes()
     sample = Sampler(workers, threads=max(1, torch.get_num_threads() // workers))
-    st = stages.Stages(out, s, seed, say, sample)
+    st = stages.Stages(out, s, seed, say, sample, report_to=tuple(report_to))
     train_prompts = [world.make_prompt(t) for t in world.TRAIN_TOPICS]
     heldout_prompts = [world.make_prompt(t) for t in world.HELDOUT_TOPICS]
     try:

@@ -47,6 +47,7 @@ from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
 from rlhfkit.runtime.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
 from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.trackers import start_trackers, tracker_kwargs
 
 
 class PPOTrainer:
@@ -76,7 +77,9 @@ class PPOTrainer:
         check_model_source(cfg.policy, "--policy")
         if cfg.reward_model is not None and reward_model is None:
             check_model_source(cfg.reward_model, "--reward-model")
-        self.accelerator = acc = make_accelerator()
+        self.accelerator = acc = make_accelerator(
+            **tracker_kwargs(cfg.report_to, cfg.out, cfg.run_name)
+        )
         self.device = acc.device
         # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
         # whichever run wrote it), before any model is loaded.
@@ -173,7 +176,9 @@ class PPOTrainer:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
                     (self.out / name).unlink(missing_ok=True)
-        logger = MetricsLogger(self.out / "metrics.jsonl", enabled=self.is_main)
+        logger = MetricsLogger(
+            self.out / "metrics.jsonl", enabled=self.is_main, trackers=start_trackers(acc, cfg)
+        )
         if self.monitor is not None and self.monitor.state is None:
             self.monitor.start()
         progress, task = progress_bar(
