@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import torch
 
+from rlhfkit.cards import publish_reward_model
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import grouped_ranking_loss
@@ -985,6 +986,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         _save_final(rm, out, {"eval.json": _jsonable(results)})
         say(f"saved the reward model to {out}")
     accelerator.wait_for_everyone()
+    if main:  # OUT/README.md, the model card (and the upload with --push-to-hub)
+        publish_reward_model(config, _jsonable(results))
     return results
 
 

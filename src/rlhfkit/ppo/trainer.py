@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.cards import publish_policy
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.data.prompts import read_prompt_inputs
 from rlhfkit.errors import ConfigError
@@ -223,6 +224,8 @@ class PPOTrainer:
         else:
             self.save_policy(self.out / "policy")
         acc.wait_for_everyone()
+        if self.is_main and stopped is None:  # policy/README.md (and --push-to-hub)
+            publish_policy(cfg, len(self.prompts), self.last_hacking_warning)
         return {"stopped": stopped, "step": self.step, "episode": self.episode, **last_metrics}
 
     def _one_update(self) -> dict[str, Any]:
