@@ -21,7 +21,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from rlhfkit.runtime.io import (
     recover_interrupted_dir,
     write_json,
 )
+from rlhfkit.runtime.logs import get_logger
 from rlhfkit.runtime.optim import adamw
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.trackers import LOGGING_DIR, ReportTo, start_trackers, tracker_kwargs
@@ -608,7 +608,7 @@ def _link_or_copy(src: Any, dst: Any) -> None:
 
 def _log(enabled: bool, msg: str) -> None:
     if enabled:
-        print(f"rlhfkit train-rm: {msg}", file=sys.stderr, flush=True)
+        get_logger("train-rm").info(msg)
 
 
 # ------------------------------------------------------------------------------------ trainer

@@ -55,9 +55,11 @@ def run_demo(
     from rlhfkit import world
     from rlhfkit.demo import stages
     from rlhfkit.demo.report import render_demo_report
+    from rlhfkit.runtime.logs import info_enabled
 
     hf_logging.disable_progress_bar()
-    console = Console(stderr=True)
+    # --quiet: no stage lines or progress bars (the summary still tells what the monitor found)
+    console = Console(stderr=True, quiet=not info_enabled())
     say = say or console.print
     s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
     if human:

@@ -10,7 +10,8 @@ def progress_bar(
     label: str, total: int, completed: int = 0, enabled: bool = True
 ) -> tuple[Any, Any]:
     """``(progress, task)``: use ``with progress:`` (or ``start()`` / ``stop()``) and
-    ``progress.update(task, completed=..., info="loss 0.42")``. Disabled, it draws nothing."""
+    ``progress.update(task, completed=..., info="loss 0.42")``. Disabled (or with ``--quiet``,
+    ``--log-level warning``), it draws nothing."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -21,9 +22,11 @@ def progress_bar(
         TimeRemainingColumn,
     )
 
+    from rlhfkit.runtime.logs import info_enabled
+
     progress = Progress(
         TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=False,
+        console=Console(stderr=True), disable=not (enabled and info_enabled()), transient=False,
     )  # fmt: skip
     return progress, progress.add_task(label, total=total, completed=completed, info="")
