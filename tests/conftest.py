@@ -58,7 +58,9 @@ def quick_demo(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("quick-demo") / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "rlhfkit", "demo", "--quick", "--out", str(out)],
+        # with TensorBoard too: test_trackers reads every run of the demo back
+        [sys.executable, "-m", "rlhfkit", "demo", "--quick", "--out", str(out),
+         "--report-to", "tensorboard"],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

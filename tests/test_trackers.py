@@ -214,3 +214,22 @@ def test_trackers_keep_stdout_for_results(tracked_runs):
     (line,) = tracked_runs["rm"].stdout.strip().splitlines()
     assert "accuracy" in json.loads(line)
     assert tracked_runs["ppo"].stdout == ""
+
+
+@pytest.mark.slow
+def test_demo_reports_every_run_and_cards_every_model(quick_demo):
+    """``rlhfkit demo --quick --report-to tensorboard`` (conftest): the reward model and each PPO
+    run have their own event files holding their metrics.jsonl, and each saved model its card."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = quick_demo
+    runs = [out / "reward-model", *sorted((out / "ppo").iterdir())]
+    assert [r.name for r in runs] == ["reward-model", "low-beta", "sensible-beta"]
+    for run_dir in runs:
+        events = EventAccumulator(str(run_dir / "runs"), size_guidance={"scalars": 0}).Reload()
+        got = {t: {e.step: e.value for e in events.Scalars(t)} for t in events.Tags()["scalars"]}
+        _check(got, _expected(run_dir))
+    assert "reward-model" in (out / "reward-model" / "README.md").read_text()
+    for run_dir in runs[1:]:
+        card = (run_dir / "policy" / "README.md").read_text()
+        assert "library_name: rlhfkit" in card and "hacking monitor" in card

@@ -31,7 +31,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 GLOBAL_OPTIONS = """options of every command (before or after the command's name):
   -q, --quiet         no progress bars or informational lines: warnings, errors and results only
   --log-level LEVEL   debug, info (the default), warning or error
-  -V, --version       print the version
 
 Results go to stdout; messages, progress bars and errors to stderr. NO_COLOR=1 turns colour off.
 Exit status: 0 done, 1 detect found possible reward hacking, 2 bad input or options, 3 ppo stopped
@@ -43,7 +42,7 @@ def _usage() -> str:
     lines = [
         f"rlhfkit {__version__} — RLHF: rankings → reward model → PPO → hacking detection",
         "",
-        "usage: rlhfkit [--quiet] [--log-level LEVEL] COMMAND [options]",
+        "usage: rlhfkit [--quiet] [--log-level LEVEL] COMMAND [options]     rlhfkit --version",
         "       (rlhfkit COMMAND --help for a command's options)",
         "",
         "commands:",
