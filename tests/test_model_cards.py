@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from rlhfkit.cards import command_line, hub_id, push_to_hub, reward_model_card
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.ppo import PPOConfig, PPOTrainer
-from rlhfkit.reward_training import RewardConfig, train_reward_model
+from rlhfkit.reward import RewardConfig, train_reward_model
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -14,9 +14,9 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _API = {
-    "RewardConfig": "rlhfkit.reward_training",
-    "train_reward_model": "rlhfkit.reward_training",
-    "RewardModel": "rlhfkit.models",
+    "RewardConfig": "rlhfkit.reward",
+    "train_reward_model": "rlhfkit.reward",
+    "RewardModel": "rlhfkit.reward",
     "PPOConfig": "rlhfkit.ppo",
     "PPOTrainer": "rlhfkit.ppo",
     "generate_candidates": "rlhfkit.collect.generate",
@@ -51,9 +51,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from rlhfkit.collect.generate import generate_candidates
     from rlhfkit.data import Ranking, Response, read_preferences, write_rankings
     from rlhfkit.hacking import HackingMonitor, scan, word_frequency_shift
-    from rlhfkit.models import RewardModel
     from rlhfkit.ppo import PPOConfig, PPOTrainer
-    from rlhfkit.reward_training import RewardConfig, train_reward_model
+    from rlhfkit.reward import RewardConfig, RewardModel, train_reward_model
 
 
 def __getattr__(name: str) -> Any:

@@ -142,7 +142,7 @@ def reward_model_card(config: Any, results: dict[str, Any]) -> Any:
         ("", ""),
     )  # fmt: skip
     use = f"""```python
-from rlhfkit.models import RewardModel
+from rlhfkit.reward import RewardModel
 
 rm = RewardModel.from_pretrained("{name}")  # this directory, or its Hub repo
 print(rm.score(["Explain rainbows in simple terms."], ["Light bends in raindrops."]))

@@ -8,7 +8,7 @@
   and PPO pad with the tokenizer's pad token when it differs from every stop token, else with an
   existing special token that is not a stop token (BOS, UNK, ...); every mask is explicit, so
   nothing is added and nothing is resized. A reward model needs a pad id its score position can
-  never hold (see :func:`rlhfkit.models.RewardModel.from_pretrained`).
+  never hold (see :func:`rlhfkit.reward.model.RewardModel.from_pretrained`).
 - **Stop tokens.** EOS, plus the ids the model's ``generation_config`` stops at (an instruct
   model's end of turn, such as ``<|eot_id|>`` or ``<end_of_turn>``), plus ``--stop-token``.
 - **After loading**, for training: dropout off (:func:`disable_dropout`), and GPT-2's Python GELU

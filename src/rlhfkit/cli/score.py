@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
         prog="rlhfkit score",
         description="Add a reward-model score to every response of a JSONL file.",
     )
-    from rlhfkit.models import RewardModel
+    from rlhfkit.reward.model import RewardModel
     from rlhfkit.runtime.io import atomic_open
 
     records, pairs, slots = collect(Path(config.data))

@@ -8,7 +8,7 @@ from rlhfkit.cli._common import parse_config
 
 
 def main(argv: list[str]) -> int:
-    from rlhfkit.reward_training import RewardConfig, train_reward_model
+    from rlhfkit.reward import RewardConfig, train_reward_model
 
     config = parse_config(
         RewardConfig,

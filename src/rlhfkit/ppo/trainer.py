@@ -40,13 +40,18 @@ from rlhfkit.ppo.state import (
     restore_run_checkpoint,
     resume_mismatches,
     save_run_checkpoint,
-    truncate_log,
 )
 from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs
 from rlhfkit.runtime.checkpoint import TrainingStopped, latest_checkpoint, load_checkpoint
 from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
-from rlhfkit.runtime.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
+from rlhfkit.runtime.io import (
+    MetricsLogger,
+    atomic_dir,
+    clear_previous_run,
+    truncate_jsonl,
+    write_json,
+)
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.trackers import start_trackers, tracker_kwargs
 
@@ -100,7 +105,7 @@ class PPOTrainer:
         self._input_of_text = dict(zip(self.prompts, self.prompt_inputs, strict=True))
         self.sampler = PromptSampler(len(self.prompts), cfg.seed)
         if reward_model is None and cfg.reward_model is not None:
-            from rlhfkit.models import RewardModel
+            from rlhfkit.reward.model import RewardModel
 
             reward_model = RewardModel.from_pretrained(
                 cfg.reward_model, trained=True, option="--reward-model"
@@ -524,7 +529,7 @@ class PPOTrainer:
         if self.is_main:
             # Lines logged after the checkpoint belong to updates that will be redone.
             for name in ("metrics.jsonl", "samples.jsonl"):
-                truncate_log(self.out / name, self.step)
+                truncate_jsonl(self.out / name, self.step)
         self._resumed_from = path
 
 
