@@ -137,7 +137,7 @@ def reward_model_card(config: Any, results: dict[str, Any]) -> Any:
             ("training rankings", str(results.get("train_prompts", "–"))),
             ("ordered pairs per epoch", str(results.get("train_pairs_per_epoch", "–"))),
             ("epochs × steps", f"{config.epochs} epoch(s), {results.get('steps', '–')} steps of {config.batch_size} rankings"),
-            ("learning rate", f"{config.learning_rate:g} ({config.lr_scheduler})"),
+            ("learning rate", f"{config.learning_rate:g} ({config.lr_scheduler_type})"),
         ],
         ("", ""),
     )  # fmt: skip
