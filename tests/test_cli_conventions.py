@@ -66,6 +66,34 @@ def test_quiet_and_log_level_before_or_after_the_command(tracked_runs, tmp_path)
     )
 
 
+def test_best_of_n_and_generate_follow_the_conventions(tracked_runs, tmp_path):
+    """The sampling commands: a progress bar and a summary line on stderr, the written file's
+    line on stdout; with --quiet / --log-level warning only the result, the same file."""
+    root = tracked_runs["root"]
+    runs = {
+        "best-of-n": ["--policy", str(tracked_runs["lm"]), "--reward-model", str(root / "rm"),
+                      "--prompts", str(tracked_runs["prompts"]), "-n", "3",
+                      "--max-new-tokens", "6"],
+        "generate": ["--model", str(tracked_runs["lm"]), "--prompts", str(tracked_runs["prompts"]),
+                     "--k", "2", "--max-new-tokens", "6"],
+    }  # fmt: skip
+    for command, args in runs.items():
+        loud = _run(command, *args, "--out", str(tmp_path / f"{command}-loud.jsonl"))
+        assert loud.returncode == 0, loud.stderr
+        assert "━" in loud.stderr and "4/4" in loud.stderr  # the bar, over the 4 prompts
+        if command == "best-of-n":
+            assert "rlhfkit best-of-n: best-of-3 on 4 prompts: reward" in loud.stderr
+        (line,) = loud.stdout.splitlines()
+        assert line.startswith("wrote ")
+        for i, extra in enumerate((["--quiet"], ["--log-level", "warning"])):
+            out = tmp_path / f"{command}-quiet{i}.jsonl"
+            quiet = _run(*extra, command, *args, "--out", str(out))
+            assert quiet.returncode == 0, quiet.stderr
+            assert "━" not in quiet.stderr and f"rlhfkit {command}:" not in quiet.stderr
+            assert quiet.stdout.splitlines() == [line.replace(f"{command}-loud", out.stem)]
+            assert out.read_text() == (tmp_path / f"{command}-loud.jsonl").read_text()
+
+
 def test_errors_go_to_stderr_with_status_2(tmp_path):
     proc = _run("train-rm", "--model", str(tmp_path / "nowhere"), "--data", "x.jsonl",
                 "--out", str(tmp_path / "rm"))  # fmt: skip

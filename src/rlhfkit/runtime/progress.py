@@ -3,7 +3,10 @@ line of live figures, elapsed and remaining time, on stderr (results go to stdou
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def progress_bar(
@@ -30,3 +33,13 @@ def progress_bar(
         console=Console(stderr=True), disable=not (enabled and info_enabled()), transient=False,
     )  # fmt: skip
     return progress, progress.add_task(label, total=total, completed=completed, info="")
+
+
+def track(items: Iterable[T], label: str, total: int) -> Iterator[T]:
+    """Yield ``items`` while a :func:`progress_bar` counts them (``total`` expected), for a long
+    step that is a loop over prompts (``generate``, ``best-of-n``)."""
+    progress, task = progress_bar(label, total)
+    with progress:
+        for item in items:
+            yield item
+            progress.advance(task)
