@@ -73,6 +73,9 @@ def test_policy_card(tracked_runs):
     else:
         assert "nothing flagged" in card.text
     assert f"| divergence | {checks[-1]['hacking/divergence']:.4f} |" in card.text
+    from rlhfkit.hacking.verdict import LABELS
+
+    assert f"verdict **{LABELS[int(checks[-1]['hacking/verdict'])]}**" in card.text
     assert "(4 prompts)" in card.text  # prompts.txt has four
     # The command parses back into the run's settings (config.json holds them as trained).
     (command,) = [line for line in card.text.splitlines() if line.startswith("rlhfkit ppo")]
@@ -185,3 +188,53 @@ def test_a_failed_upload_says_where_the_model_is(tmp_path, monkeypatch):
         push_to_hub(tmp_path, "me/x")
     assert "upload failed (OSError: no network)" in str(e.value)
     assert f"saved in {tmp_path}" in str(e.value) and f"hf upload me/x {tmp_path}" in str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["members", "heads"])
+def test_an_ensemble_has_its_card_and_members_cards_and_is_uploaded_whole(
+    kind, tracked_runs, tmp_path, monkeypatch
+):
+    """train-rm --ensemble: OUT/README.md says how the members did and combine, every member is
+    a reward model with its own card, and --push-to-hub uploads OUT once (not each member to the
+    same repo), without the members' checkpoints or the copy of the training data."""
+    from rlhfkit.cards import policy_card
+    from rlhfkit.reward.ensemble import train_ensemble
+
+    hub = Recorder().install(monkeypatch)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "ens"
+    config = RewardConfig(
+        model=str(tracked_runs["lm"]), data=str(tracked_runs["data"]), out=str(out),
+        eval_split=0.25, batch_size=16, save_every=2, progress=False, ensemble=2,
+        ensemble_kind=kind, push_to_hub="me/ens", report_to=["mlflow"],
+    )  # fmt: skip
+    results = train_ensemble(config)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    (experiment,) = [e for e in client.search_experiments() if e.name == "rlhfkit"]
+    runs = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
+    assert runs == ({"ens"} if kind == "heads" else {"ens-member-0", "ens-member-1"})
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    upload = hub.calls[1][1]
+    assert upload["folder_path"] == str(out)
+    assert {"data/**", "*/checkpoints/**"} <= set(upload["ignore_patterns"])
+    assert {"README.md", "ensemble.json", "member-0/README.md", "member-1/model.safetensors"} <= set(upload["files"])  # fmt: skip
+    card = ModelCard.load(out / "README.md")
+    assert {"reward-model", "ensemble"} <= set(card.data.tags)
+    for i, accuracy in enumerate(results["member_accuracy"]):
+        assert f"| member-{i} pairwise accuracy | {accuracy:.4f} |" in card.text
+    assert f"| `worst` objective pairwise accuracy | {results['accuracy_worst']:.4f} |" in card.text
+    assert f"{results['disagreement_std']:.4f}" in card.text
+    for i in range(2):
+        member = ModelCard.load(out / f"member-{i}" / "README.md")
+        assert "reward-model" in member.data.tags and f"Reward model member-{i}" in member.text
+        ev = json.loads((out / f"member-{i}" / "eval.json").read_text())
+        assert f"(chosen scored above rejected) | {ev['accuracy']:.4f} |" in member.text
+        if kind == "heads":
+            assert "one member of an ensemble of 2 (heads)" in member.text
+    # A policy tuned against the ensemble says so, with the objective.
+    ppo = PPOConfig(policy="p", prompts="q", out=str(tmp_path / "run"), reward_model=str(out),
+                    ensemble_objective="worst", hacking_check_every=0)  # fmt: skip
+    assert "`" + str(out) + "` (an ensemble; objective `worst`)" in policy_card(ppo).text

@@ -108,14 +108,29 @@ def _card(metadata: dict[str, Any], title: str, sections: list[tuple[str, str]],
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def reward_model_card(config: Any, results: dict[str, Any]) -> Any:
-    """The card of a reward model trained with ``config`` (``RewardConfig``); ``results`` is its
+def _reward_datasets(config: Any) -> list[str]:
+    """The Hub data sets a reward model learned from and was evaluated on (none for local files)."""
+    return [d for d in (hub_id(config.data, "datasets"), hub_id(config.eval_data, "datasets")) if d]
+
+
+def reward_model_card(
+    config: Any, results: dict[str, Any], directory: str | Path | None = None
+) -> Any:
+    """The card of a reward model trained with ``config`` (``RewardConfig``) into ``directory``
+    (default ``config.out``; a member of an ensemble has its own); ``results`` is its
     ``eval.json``."""
     from rlhfkit import __version__
 
     base = hub_id(config.model)
-    datasets = [d for d in (hub_id(config.data, "datasets"), hub_id(config.eval_data, "datasets")) if d]  # fmt: skip
-    name = Path(config.out).resolve().name
+    datasets = _reward_datasets(config)
+    name = Path(directory or config.out).resolve().name
+    member = (
+        f" It is one member of an ensemble of {config.ensemble} ({config.ensemble_kind}) that the "
+        f"command below trained into `{Path(config.out).resolve().name}` (its card says how the "
+        "members combine)."
+        if config.ensemble > 1
+        else ""
+    )
     held_out = results.get("eval_data") or "none"
     if results.get("n_pairs"):
         metrics = _table(
@@ -170,7 +185,65 @@ format the model was trained on."""
         f"A reward model trained with [rlhfkit](https://pypi.org/project/rlhfkit/) {__version__} "
         f"from `{config.model}` on ranked responses, ranking-natively: every response of a ranking "
         "forwarded once, the Bradley-Terry loss over all its ordered pairs. It gives one scalar per "
-        "(prompt, response), higher for responses people prefer.",
+        "(prompt, response), higher for responses people prefer." + member,
+    )
+
+
+def ensemble_card(config: Any, results: dict[str, Any]) -> Any:
+    """The card of a reward-model ensemble (``train-rm --ensemble M``, ``config`` its
+    ``RewardConfig``); ``results`` is the ensemble's ``eval.json``: each member's accuracy, each
+    objective's, the members' disagreement."""
+    from rlhfkit import __version__
+
+    name = Path(config.out).resolve().name
+    if results.get("n_rankings"):
+        rows = [(f"member-{i} pairwise accuracy", _number(a)) for i, a in enumerate(results.get("member_accuracy") or [])]  # fmt: skip
+        rows += [(f"`{o}` objective pairwise accuracy", _number(results.get(f"accuracy_{o}"))) for o in ("mean", "worst", "uwo")]  # fmt: skip
+        rows += [
+            ("disagreement: members' score std, mean over responses", _number(results.get("disagreement_std"))),
+            ("disagreement: share of pairs the members order differently", _number(results.get("disagreement_pairs"))),
+            ("held-out rankings", str(results["n_rankings"])),
+        ]  # fmt: skip
+        metrics = _table(rows, ("held-out metric", "value"))
+    else:
+        metrics = f"No held-out evaluation: {results.get('note') or 'no held-out data'}."
+    kind = (
+        f"{config.ensemble} heads on one trunk, trained together"
+        if config.ensemble_kind == "heads"
+        else f"{config.ensemble} independently trained reward models (seeds {config.seed}…{config.seed + config.ensemble - 1})"
+    ) + (", each on its own bootstrap resample" if config.bootstrap else "")  # fmt: skip
+    members = (
+        f"{kind}; training data `{config.data}`, the same held-out rankings for every member "
+        "(`data/eval.jsonl`)."
+    )
+    use = f"""```python
+from rlhfkit.reward.ensemble import RewardEnsemble
+
+ens = RewardEnsemble.from_pretrained("{name}", objective="worst")  # or mean, uwo
+print(ens.score(["Explain rainbows in simple terms."], ["Light bends in raindrops."]))
+```
+
+or PPO against it: `rlhfkit ppo --reward-model {name} --ensemble-objective worst …`. Each
+`member-i/` is an ordinary reward model with its own card."""
+    return _card(
+        {
+            "library_name": "rlhfkit",
+            "base_model": hub_id(config.model),
+            "datasets": _reward_datasets(config),
+            "tags": ["rlhfkit", "rlhf", "reward-model", "bradley-terry", "ensemble"],
+        },
+        f"Reward-model ensemble {name}",
+        [
+            ("Training command", f"```bash\n{command_line('rlhfkit train-rm', config)}\n```"),
+            ("Members", members),
+            ("Evaluation", metrics),
+            ("Use", use),
+            ("Framework versions", _versions()),
+        ],
+        f"An ensemble of reward models trained with [rlhfkit](https://pypi.org/project/rlhfkit/) "
+        f"{__version__} from `{config.model}` (Coste et al. 2023): PPO against the members' "
+        "worst or uncertainty-weighted score over-optimizes less than against one model, and "
+        "the members' disagreement on a policy's answers is a sign of reward hacking.",
     )
 
 
@@ -191,6 +264,8 @@ def policy_card(
     """The card of the policy a PPO run with ``config`` (``PPOConfig``) saved: its metrics come
     from ``OUT/metrics.jsonl``; ``hacking_warning`` is the monitor's warning at its last check."""
     from rlhfkit import __version__
+    from rlhfkit.hacking.verdict import LABELS
+    from rlhfkit.reward.ensemble import is_ensemble
 
     out = Path(config.out)
     records = [r for r in _read_metrics(out / "metrics.jsonl") if "objective/kl" in r]
@@ -202,6 +277,7 @@ def policy_card(
         ("objective/kl", "KL(policy ‖ reference) per response"),
         ("objective/kl_coef", "β"),
         ("response/length_mean", "response length (tokens)"),
+        ("reward/ensemble_std", "ensemble disagreement (std of the members' scores)"),
     ):
         if key in last:
             rows.append((label, _number(first.get(key)), _number(last.get(key))))
@@ -226,6 +302,7 @@ def policy_card(
             f"{len(flagged)} flagged" + (f" (updates {', '.join(map(str, flagged))})" if flagged else "")
             + f". At the last check (update {checks[-1]['step']}): "
             + (f"**{hacking_warning}**" if hacking_warning else "nothing flagged")
+            + (f"; verdict **{LABELS[int(checks[-1]['hacking/verdict'])]}**" if "hacking/verdict" in checks[-1] else "")
             + ".\n\n"
             + _table(
                 [(k.split("/", 1)[1], _number(v)) for k, v in checks[-1].items() if k.startswith("hacking/")],
@@ -237,6 +314,8 @@ def policy_card(
         " and ".join(f"`{x}`" for x in (config.reward_model, config.reward_fn) if x)
         or "a reward given in Python"
     )
+    if config.reward_model and is_ensemble(config.reward_model):
+        rewards += f" (an ensemble; objective `{config.ensemble_objective}`)"
     data = _table(
         [
             ("prompts", f"`{config.prompts}`" + (f" ({n_prompts} prompts)" if n_prompts else "")),
@@ -320,10 +399,17 @@ def push_to_hub(
 
 
 def publish_reward_model(config: Any, results: dict[str, Any]) -> None:
-    """After ``train-rm`` saved OUT: its model card, and the upload with ``--push-to-hub``."""
-    write_card(config.out, reward_model_card(config, results))
+    """After ``train-rm`` saved OUT: its model card, and the upload with ``--push-to-hub``. An
+    ensemble (``--ensemble M``) is uploaded whole, its members' checkpoints and its copy of the
+    training data left out."""
+    if config.ensemble > 1:
+        write_card(config.out, ensemble_card(config, results))
+        ignore = ("checkpoints/**", "*/checkpoints/**", "data/**", ".*")
+    else:
+        write_card(config.out, reward_model_card(config, results))
+        ignore = ("checkpoints/**", ".*")
     if config.push_to_hub:
-        push_to_hub(config.out, config.push_to_hub)
+        push_to_hub(config.out, config.push_to_hub, ignore_patterns=ignore)
 
 
 def publish_policy(

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.cards import publish_reward_model
+from rlhfkit.cards import publish_reward_model, reward_model_card, write_card
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import grouped_ranking_loss
@@ -589,6 +589,8 @@ def _save_heads(
             with atomic_dir(Path(config.out) / f"member-{i}") as tmp:
                 member.save_pretrained(tmp)
                 write_json(tmp / "eval.json", jsonable(res))
+            path = Path(config.out) / f"member-{i}"
+            write_card(path, reward_model_card(config, jsonable(res), path))
         members.append(res)
         say(f"head {i}: held-out accuracy {res.get('accuracy', float('nan')):.4f}")
     accelerator.wait_for_everyone()
