@@ -35,6 +35,15 @@ def test_docs_site_builds_strict(tmp_path):
         assert built.is_file(), f"{page} was not built"
     ppo = (site / "reference" / "ppo" / "index.html").read_text(encoding="utf-8")
     assert "rlhfkit.ppo.PPOTrainer" in ppo and "Tune a causal LM with PPO" in ppo
+    # the modules #24 added: ensembles, best-of-n, the over-optimization fits and the verdict
+    for page, name in (
+        ("reward", "rlhfkit.reward.ensemble.RewardEnsemble"),
+        ("collect", "rlhfkit.collect.best_of_n.best_of_n"),
+        ("hacking", "rlhfkit.hacking.overoptimization.kl_best_of_n"),
+        ("hacking", "rlhfkit.hacking.verdict.judge"),
+    ):
+        html = (site / "reference" / page / "index.html").read_text(encoding="utf-8")
+        assert f'id="{name}"' in html, (page, name)
     home = (site / "index.html").read_text(encoding="utf-8")
     assert "train_reward_model" in home  # the README's Python example, included
 
