@@ -76,6 +76,7 @@ def test_policy_card(tracked_runs):
     from rlhfkit.hacking.verdict import LABELS
 
     assert f"verdict **{LABELS[int(checks[-1]['hacking/verdict'])]}**" in card.text
+    assert "| verdict |" not in card.text  # said in words, not as its level 0-2
     assert "(4 prompts)" in card.text  # prompts.txt has four
     # The command parses back into the run's settings (config.json holds them as trained).
     (command,) = [line for line in card.text.splitlines() if line.startswith("rlhfkit ppo")]

@@ -305,7 +305,7 @@ def policy_card(
             + (f"; verdict **{LABELS[int(checks[-1]['hacking/verdict'])]}**" if "hacking/verdict" in checks[-1] else "")
             + ".\n\n"
             + _table(
-                [(k.split("/", 1)[1], _number(v)) for k, v in checks[-1].items() if k.startswith("hacking/")],
+                [(k.split("/", 1)[1], _number(v)) for k, v in checks[-1].items() if k.startswith("hacking/") and k != "hacking/verdict"],
                 ("signal at the last check", "value"),
             )
             + "\n\nThe signals are explained in rlhfkit's docs/hacking.md."
