@@ -29,21 +29,65 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+GLOBAL_OPTIONS = """options of every command (before or after the command's name):
+  -q, --quiet         no progress bars or informational lines: warnings, errors and results only
+  --log-level LEVEL   debug, info (the default), warning or error
+
+Results go to stdout; messages, progress bars and errors to stderr. NO_COLOR=1 turns colour off.
+Exit status: 0 done, 1 detect found possible reward hacking, 2 bad input or options, 3 ppo stopped
+by the hacking monitor, 130 interrupted (docs/cli.md)."""
+
+
 def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = [
         f"rlhfkit {__version__} — RLHF: rankings → reward model → PPO → hacking detection",
         "",
-        "usage: rlhfkit COMMAND [options]     (rlhfkit COMMAND --help for a command's options)",
+        "usage: rlhfkit [--quiet] [--log-level LEVEL] COMMAND [options]     rlhfkit --version",
+        "       (rlhfkit COMMAND --help for a command's options)",
         "",
         "commands:",
     ]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", GLOBAL_OPTIONS])
+
+
+def _global_options(argv: list[str]) -> tuple[str | None, bool, list[str]]:
+    """Take ``--quiet``/``-q`` and ``--log-level LEVEL`` out of ``argv`` wherever they stand
+    (up to a ``--``): ``(level, quiet, the rest)``."""
+    level: str | None = None
+    quiet = False
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in ("-q", "--quiet"):
+            quiet = True
+        elif arg == "--log-level":
+            if i + 1 >= len(argv):
+                raise RlhfkitError("--log-level needs a value: debug, info, warning or error")
+            level, i = argv[i + 1], i + 1
+        elif arg.startswith("--log-level="):
+            level = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return level, quiet, rest
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlhfkit.runtime.logs import configure
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        level, quiet, argv = _global_options(argv)
+        configure(level, quiet)
+    except RlhfkitError as e:
+        print(f"rlhfkit: error: {e}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import sys
 from typing import Annotated, Literal
 
 import tyro
@@ -64,6 +63,8 @@ def main(argv: list[str]) -> int:
     from rlhfkit.ppo.rewards import load_reward_fn
     from rlhfkit.reward.ensemble import load_reward
     from rlhfkit.runtime.io import write_jsonl
+    from rlhfkit.runtime.logs import get_logger
+    from rlhfkit.runtime.progress import track
 
     check_model_source(cfg.policy, "--policy")
     check_model_source(cfg.reward_model, "--reward-model", allow_ensemble=True)
@@ -77,17 +78,17 @@ def main(argv: list[str]) -> int:
             rows.append(row)
             yield row
 
-    write_jsonl(cfg.out, keep(best_of_n(
+    write_jsonl(cfg.out, track(keep(best_of_n(
         cfg.policy, reward, prompts, cfg.n, max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed, batch_size=cfg.batch_size,
         chat_template=cfg.chat_template, gold_fn=gold,
-    )))  # fmt: skip
+    )), f"best-of-{cfg.n}", len(prompts)))  # fmt: skip
     chosen = statistics.fmean(r["score"] for r in rows)
     first = statistics.fmean(r["scores"][0] for r in rows)
     line = (f"best-of-{cfg.n} on {len(rows)} prompts: reward {first:+.3f} (one sample) -> "
             f"{chosen:+.3f}; KL from the policy {kl_best_of_n(cfg.n):.3f} nats")  # fmt: skip
     if gold is not None:
         line += f"; gold of the chosen {statistics.fmean(r['gold'] for r in rows):+.3f}"
-    print(line, file=sys.stderr)
+    get_logger("best-of-n").info(line)
     print(f"wrote {len(rows)} responses to {cfg.out}")
     return 0

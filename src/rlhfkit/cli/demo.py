@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rlhfkit.cli._common import parse_config
+from rlhfkit.runtime.trackers import ReportTo, resolve_report_to
 
 
 @dataclass
@@ -29,12 +30,16 @@ class DemoArgs:
     processes: int | None = None
     """Worker processes for sampling and the two PPO runs (default: one per core torch may use,
     1 with --quick; 1 keeps everything in this process). The samples do not depend on it."""
+    report_to: list[ReportTo] = field(default_factory=lambda: ["none"])
+    """Experiment trackers for the reward model's and each PPO run's metrics and settings: none,
+    or any of tensorboard (each run's runs/ directory), wandb, trackio, mlflow."""
 
 
 def main(argv: list[str]) -> int:
     args = parse_config(
         DemoArgs, argv, prog="rlhfkit demo", description=DemoArgs.__doc__, yaml_config=False
     )
+    report_to = resolve_report_to(args.report_to)  # a missing package stops us before any work
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,6 +55,7 @@ def main(argv: list[str]) -> int:
         args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items,
         mitigations=args.mitigations,
         settings=settings if args.processes is None else replace(settings, processes=args.processes),
+        report_to=report_to,
     )  # fmt: skip
     print(format_summary(summary))
     print(f"report: {os.path.join(args.out, 'report.html')}")

@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     from rlhfkit.generate import generate_candidates
     from rlhfkit.loading import check_model_source
     from rlhfkit.runtime.io import write_jsonl
+    from rlhfkit.runtime.progress import track
 
     prompts = read_prompt_inputs(cfg.prompts)
     check_model_source(cfg.model, "--model")
@@ -74,6 +75,6 @@ def main(argv: list[str]) -> int:
         batch_size=cfg.batch_size,
         chat_template=cfg.chat_template,
     )
-    n = write_jsonl(cfg.out, records)
+    n = write_jsonl(cfg.out, track(records, "generate", len(prompts)))
     print(f"wrote {n} prompts x {cfg.k} responses to {cfg.out}")
     return 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rlhfkit.cli._common import eprint, parse_config
+from rlhfkit.cli._common import parse_config
+from rlhfkit.runtime.logs import get_logger
 
 
 def main(argv: list[str]) -> int:
@@ -22,14 +23,15 @@ def main(argv: list[str]) -> int:
     result = trainer.train()
     if not trainer.is_main:
         return 0
+    log = get_logger("ppo")
     if result["stopped"] == "hacking":
-        eprint(
-            f"rlhfkit ppo: stopped at update {result['step']} by the hacking monitor "
+        log.warning(
+            f"stopped at update {result['step']} by the hacking monitor "
             f"(--stop-on-hacking); see {config.out}/stopped.json"
         )
         return 3
-    eprint(
-        f"rlhfkit ppo: {result['step']} updates, {result['episode']} episodes; "
+    log.info(
+        f"{result['step']} updates, {result['episode']} episodes; "
         f"final score {result.get('objective/scores', float('nan')):.4f}, "
         f"KL {result.get('objective/kl', float('nan')):.4f}; policy saved to {config.out}/policy"
     )

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from rlhfkit.cli._common import parse_config
 from rlhfkit.errors import DataError
+from rlhfkit.runtime.logs import get_logger
 
 
 @dataclass
@@ -122,5 +123,5 @@ def main(argv: list[str]) -> int:
     else:
         with atomic_open(config.out) as f:
             f.writelines(lines)
-        print(f"rlhfkit score: scored {len(pairs)} responses -> {config.out}", file=sys.stderr)
+        get_logger("score").info(f"scored {len(pairs)} responses -> {config.out}")
     return 0

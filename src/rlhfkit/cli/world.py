@@ -18,6 +18,7 @@ from typing import Literal
 
 from rlhfkit.cli._common import eprint, parse_config
 from rlhfkit.errors import ConfigError, DataError
+from rlhfkit.runtime.logs import info_enabled
 
 Split = Literal["all", "train", "heldout"]
 
@@ -186,7 +187,7 @@ def _build(cfg: BuildConfig) -> int:
         TextColumn("{task.completed}/{task.total} steps  loss {task.fields[loss]}"),
         TimeElapsedColumn(),
         console=Console(stderr=True),
-        disable=not sys.stderr.isatty(),
+        disable=not (sys.stderr.isatty() and info_enabled()),
         transient=True,
     ) as bar:
         task = bar.add_task("train", total=settings.steps, loss="-")

@@ -19,7 +19,7 @@ stand-alone commands would.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ def run_demo(
     human_serve: Callable[..., list[Any]] | None = None,
     human_items: int = 24,
     mitigations: bool = False,
+    report_to: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run every stage into ``out``; returns the summary (also written to ``out/summary.json``).
+    ``report_to``: experiment trackers for the reward model's and the PPO runs' metrics
+    (:mod:`rlhfkit.runtime.trackers`).
 
     ``mitigations`` (or ``settings.mitigations``) adds a reward-model ensemble, PPO on it at the
     low β and best-of-n curves (:mod:`rlhfkit.demo.mitigations`); ``summary["mitigations"]``.
@@ -61,9 +64,11 @@ def run_demo(
     from rlhfkit.demo import mitigations as mitigation_stages
     from rlhfkit.demo import stages
     from rlhfkit.demo.report import render_demo_report
+    from rlhfkit.runtime.logs import info_enabled
 
     hf_logging.disable_progress_bar()
-    console = Console(stderr=True)
+    # --quiet: no stage lines or progress bars (the summary still tells what the monitor found)
+    console = Console(stderr=True, quiet=not info_enabled())
     say = say or console.print
     s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
     if mitigations:
@@ -77,7 +82,7 @@ def run_demo(
     t_start = time.perf_counter()
     workers = s.processes or default_processes()
     sample = Sampler(workers, threads=max(1, torch.get_num_threads() // workers))
-    st = stages.Stages(out, s, seed, say, sample)
+    st = stages.Stages(out, s, seed, say, sample, report_to=tuple(report_to))
     train_prompts = [world.make_prompt(t) for t in world.TRAIN_TOPICS]
     heldout_prompts = [world.make_prompt(t) for t in world.HELDOUT_TOPICS]
     try:

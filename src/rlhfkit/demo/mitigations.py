@@ -43,6 +43,7 @@ def train_ensemble(
             eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
             learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed, overwrite=True,
             max_length=128, logging_steps=5, ensemble=s.ensemble_members,
+            report_to=list(st.report_to),
         )
     )  # fmt: skip
     ensemble = RewardEnsemble.from_pretrained(ens_dir)

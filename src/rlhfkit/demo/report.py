@@ -250,7 +250,7 @@ def _mitigations(summary: dict[str, Any]) -> str:
         "of the pairs.</p>" + _ensemble_table(ens)
         + "<h3>PPO at the low β, on the ensemble</h3>"
         "<p>The same low-β run as above, with the reward replaced by the ensemble's worst member "
-        "(<code>worst</code>) or its mean minus λ times the members' spread (<code>uwo</code>, "
+        "(<code>worst</code>) or its mean minus λ times the members' variance (<code>uwo</code>, "
         "Coste et al. 2023). Proxy gained is measured with the single reward model on both, so the "
         "rows compare.</p>" + ppo
         + f"<h3>Best-of-n from the base policy ({bon['prompts']} held-out prompts, "

@@ -35,6 +35,7 @@ class Stages:
     say: Say
     sample: Sampler
     seconds: dict[str, float] = field(default_factory=dict)
+    report_to: tuple[str, ...] = ()  # experiment trackers of the reward model and the PPO runs
 
     def start(self, n: int | str, text: str) -> float:
         self.say(f"[bold cyan][{n}/{TOTAL}][/] {text}")
@@ -149,7 +150,7 @@ def train_reward_model(
             model=str(base_dir), data=str(st.out / "rankings.jsonl"), out=str(rm_dir),
             eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
             learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed, overwrite=True,
-            max_length=128, logging_steps=5,
+            max_length=128, logging_steps=5, report_to=list(st.report_to),
         )
     )  # fmt: skip
     reward_model = RewardModel.from_pretrained(rm_dir)
@@ -196,6 +197,7 @@ def tune_policies(
             # policy trunk; "auto" would add the reward model's frozen trunk here.
             critic="head",
             overwrite=True,  # a second demo into the same --out retrains its runs
+            report_to=list(st.report_to),
         )
         for run in runs
     }  # fmt: skip

@@ -3,11 +3,15 @@ command line, ``rlhfkit ppo --help``, and can come from YAML), and what resuming
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhfkit.runtime.trackers import LOGGING_DIR, ReportTo
+
 # What a run leaves in its --out (besides config.json and report.html, which a new run rewrites).
-RUN_DIR_ENTRIES = ("metrics.jsonl", "samples.jsonl", "checkpoints", "policy", "stopped.json")
+RUN_DIR_ENTRIES = (
+    "metrics.jsonl", "samples.jsonl", "checkpoints", "policy", "stopped.json", LOGGING_DIR,
+)  # fmt: skip
 
 # The learning rate of a critic that is only a value head (on the policy trunk, or on the reward
 # model's frozen trunk), as a multiple of the policy's, unless --value-head-lr-scale says
@@ -164,6 +168,15 @@ class PPOConfig:
     """Stop when the monitor flags something; the last clean check's checkpoint is kept."""
     progress: bool = True
     """Show a progress bar with reward and KL."""
+    report_to: list[ReportTo] = field(default_factory=lambda: ["none"])
+    """Experiment trackers that also receive the metrics (metrics.jsonl's names and steps) and
+    these settings: none, or any of tensorboard (OUT/runs), wandb, trackio, mlflow
+    (docs/tracking.md)."""
+    run_name: str | None = None
+    """The run's name in the trackers (default: OUT's directory name)."""
+    push_to_hub: str | None = None
+    """After training, upload OUT/policy (the tuned model and its model card) and OUT/runs to this
+    Hugging Face Hub repo, e.g. you/my-policy (docs/model-cards.md)."""
 
     def __post_init__(self) -> None:
         checks = [

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.cards import publish_policy
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.data.prompts import read_prompt_inputs
 from rlhfkit.errors import ConfigError
@@ -53,6 +54,7 @@ from rlhfkit.runtime.io import (
     write_json,
 )
 from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.trackers import start_trackers, tracker_kwargs
 
 
 class PPOTrainer:
@@ -82,7 +84,9 @@ class PPOTrainer:
         check_model_source(cfg.policy, "--policy")
         if cfg.reward_model is not None and reward_model is None:
             check_model_source(cfg.reward_model, "--reward-model", allow_ensemble=True)
-        self.accelerator = acc = make_accelerator()
+        self.accelerator = acc = make_accelerator(
+            **tracker_kwargs(cfg.report_to, cfg.out, cfg.run_name)
+        )
         self.device = acc.device
         # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
         # whichever run wrote it), before any model is loaded.
@@ -183,7 +187,9 @@ class PPOTrainer:
                 # A fresh run into a used directory starts its own logs (they are appended to).
                 for name in ("metrics.jsonl", "samples.jsonl"):
                     (self.out / name).unlink(missing_ok=True)
-        logger = MetricsLogger(self.out / "metrics.jsonl", enabled=self.is_main)
+        logger = MetricsLogger(
+            self.out / "metrics.jsonl", enabled=self.is_main, trackers=start_trackers(acc, cfg)
+        )
         if self.monitor is not None and self.monitor.state is None:
             self.monitor.start()
         progress, task = progress_bar(
@@ -228,6 +234,8 @@ class PPOTrainer:
         else:
             self.save_policy(self.out / "policy")
         acc.wait_for_everyone()
+        if self.is_main and stopped is None:  # policy/README.md (and --push-to-hub)
+            publish_policy(cfg, len(self.prompts), self.last_hacking_warning)
         return {"stopped": stopped, "step": self.step, "episode": self.episode, **last_metrics}
 
     def _one_update(self) -> dict[str, Any]:

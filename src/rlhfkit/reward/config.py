@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rlhfkit.runtime.renamed import upgrade_settings
+from rlhfkit.runtime.trackers import ReportTo
 
 
 @dataclass
@@ -100,6 +101,13 @@ class RewardConfig:
     """Autocast on GPUs; keep "no" on CPU (bf16/fp16 are emulated and ~100× slower there)."""
     progress: bool = True
     """Show a progress bar."""
+    report_to: list[ReportTo] = dataclasses.field(default_factory=lambda: ["none"])
+    """Experiment trackers that also receive the rm/* metrics and these settings: none, or any of
+    tensorboard (OUT/runs), wandb, trackio, mlflow (docs/tracking.md)."""
+    run_name: str | None = None
+    """The run's name in the trackers (default: OUT's directory name)."""
+    push_to_hub: str | None = None
+    """After saving, upload OUT (model, card, eval.json, metrics; no checkpoints) to this Hub repo."""
 
     def __post_init__(self) -> None:
         checks = [

@@ -142,7 +142,10 @@ def train_ensemble(config: Any) -> dict[str, Any]:
     else:
         train, held = split_by_prompt(prefs, config.eval_split, config.seed)
     write_rankings(data / "eval.jsonl", held)
-    common = dict(eval_data=str(data / "eval.jsonl") if held else None, eval_split=0.0, format="rankings")  # fmt: skip
+    # The members are uploaded with the ensemble (below), not each on its own to the same repo;
+    # each reports to the trackers as a run of its own.
+    common = dict(eval_data=str(data / "eval.jsonl") if held else None, eval_split=0.0, format="rankings", push_to_hub=None)  # fmt: skip
+    run = config.run_name or out.resolve().name
     if config.ensemble_kind == "heads":
         # one trunk, M heads (reward/training.py), saved as OUT/member-i by the trainer; each
         # head's bootstrap is a weight per ranking (the online bootstrap)
@@ -156,14 +159,21 @@ def train_ensemble(config: Any) -> dict[str, Any]:
             write_rankings(data / f"train-{i}.jsonl", rows)
             train_reward_model(dataclasses.replace(
                 config, data=str(data / f"train-{i}.jsonl"), out=str(out / f"member-{i}"),
-                seed=config.seed + i, ensemble=1, **common,
+                seed=config.seed + i, ensemble=1, run_name=f"{run}-member-{i}", **common,
             ))  # fmt: skip
     names = [f"member-{i}" for i in range(m)]
     write_json(out / ENSEMBLE_FILE, {
         "kind": config.ensemble_kind, "members": names, "seeds": [config.seed + i for i in range(m)],
         "bootstrap": config.bootstrap, "format_version": FORMAT_VERSION,
     })  # fmt: skip
-    return evaluate_ensemble(out, config)
+    results = evaluate_ensemble(out, config)
+    from accelerate import PartialState
+
+    from rlhfkit.cards import publish_reward_model
+
+    if PartialState().is_main_process:  # OUT/README.md (and the upload with --push-to-hub)
+        publish_reward_model(config, results)
+    return results
 
 
 def evaluate_ensemble(out: Path, config: Any) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.cards import publish_reward_model, reward_model_card, write_card
 from rlhfkit.errors import ConfigError, DataError
 from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import grouped_ranking_loss
@@ -71,15 +71,17 @@ from rlhfkit.runtime.io import (
     truncate_jsonl,
     write_json,
 )
+from rlhfkit.runtime.logs import get_logger
 from rlhfkit.runtime.optim import adamw
 from rlhfkit.runtime.progress import progress_bar
+from rlhfkit.runtime.trackers import LOGGING_DIR, start_trackers, tracker_kwargs
 
 CHECKPOINTS = "checkpoints"
 
 
 def _log(enabled: bool, msg: str) -> None:
     if enabled:
-        print(f"rlhfkit train-rm: {msg}", file=sys.stderr, flush=True)
+        get_logger("train-rm").info(msg)
 
 
 @dataclass
@@ -136,7 +138,10 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     from rlhfkit.loading import check_model_source
 
     check_model_source(config.model, "--model")  # before anything is read or written
-    accelerator = make_accelerator(mixed_precision=config.mixed_precision)
+    accelerator = make_accelerator(
+        mixed_precision=config.mixed_precision,
+        **tracker_kwargs(config.report_to, config.out, config.run_name),
+    )
     main = accelerator.is_main_process
     say = lambda msg: _log(main, msg)  # noqa: E731
     out = Path(config.out)
@@ -206,7 +211,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         and accelerator.unwrap_model(model) is model
         and can_share_prompt(model, rm.settings.max_length),
     )  # fmt: skip
-    logger = MetricsLogger(out / "metrics.jsonl", enabled=main)
+    logger = MetricsLogger(
+        out / "metrics.jsonl", enabled=main, trackers=start_trackers(accelerator, config)
+    )
     totals = Totals.zeros(accelerator.device)
     t_start, pairs_done, last_logged = time.perf_counter(), 0.0, run.step
     progress, task = progress_bar("train-rm", total_steps, run.step, main and config.progress)
@@ -304,6 +311,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         _save_final(rm, out, {"eval.json": jsonable(results)})
         say(f"saved the reward model to {out}")
     accelerator.wait_for_everyone()
+    if main:  # OUT/README.md, the model card (and the upload with --push-to-hub)
+        publish_reward_model(config, jsonable(results))
     return results
 
 
@@ -318,7 +327,7 @@ def _prepare_out(out: Path, config: RewardConfig, main: bool) -> None:
             f"{out}: --resume given but there is no checkpoint in {out / CHECKPOINTS}"
         )
     clear_previous_run(
-        out, ("metrics.jsonl", CHECKPOINTS),
+        out, ("metrics.jsonl", CHECKPOINTS, LOGGING_DIR),
         resume=config.resume, overwrite=config.overwrite, delete=main,
     )  # fmt: skip
 
@@ -580,6 +589,8 @@ def _save_heads(
             with atomic_dir(Path(config.out) / f"member-{i}") as tmp:
                 member.save_pretrained(tmp)
                 write_json(tmp / "eval.json", jsonable(res))
+            path = Path(config.out) / f"member-{i}"
+            write_card(path, reward_model_card(config, jsonable(res), path))
         members.append(res)
         say(f"head {i}: held-out accuracy {res.get('accuracy', float('nan')):.4f}")
     accelerator.wait_for_everyone()

@@ -155,11 +155,14 @@ class MetricsLogger:
     """Append-only ``metrics.jsonl`` writer: one JSON object per line, flushed every write.
 
     ``enabled=False`` (non-main processes) makes every call a no-op, so callers need no ``if``.
+    ``trackers`` (:func:`rlhfkit.runtime.trackers.start_trackers`) receive every record too, at
+    its ``step``, and are finished by :meth:`close`: one place writes every metric everywhere.
     """
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, trackers: Any = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.trackers = trackers if enabled else None
         self._f: IO[str] | None = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,11 +173,16 @@ class MetricsLogger:
             return
         self._f.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
         self._f.flush()
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self.trackers is not None:
+            trackers, self.trackers = self.trackers, None
+            trackers.finish()
 
     def __enter__(self) -> MetricsLogger:
         return self
