@@ -28,16 +28,19 @@ from rlhfkit.errors import ConfigError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
-def check_model_source(name: str | Path, option: str) -> str:
+def check_model_source(name: str | Path, option: str, allow_ensemble: bool = False) -> str:
     """Check a model option's value before anything loads; returns it as a string.
 
-    A local directory must hold ``config.json``; a value that names no directory must look like a
-    Hub id (``name`` or ``namespace/name``), else it is a path that does not exist."""
+    A local directory must hold ``config.json`` (or, with ``allow_ensemble``, ``ensemble.json``: a
+    reward-model ensemble); a value that names no directory must look like a Hub id (``name`` or
+    ``namespace/name``), else it is a path that does not exist."""
     name = str(name)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{option} {name}: not a directory (give a save_pretrained directory or a Hub name)")  # fmt: skip
+        if allow_ensemble and (path / "ensemble.json").is_file():
+            return str(path)
         if not (path / "config.json").is_file():
             hint = ""
             for sub in ("policy", "model"):

@@ -2,8 +2,9 @@
 
 1. Reward model: Bradley-Terry over pairs, and its ranking-native form over K responses
    (InstructGPT): :func:`bradley_terry_loss`, :func:`ranking_loss`, :func:`grouped_ranking_loss`.
-2. The reward PPO maximizes: KL estimators (:func:`kl_estimate`), ``r − β·KL``
-   (:func:`kl_penalized_reward`) and its per-token form (:func:`per_token_rewards`).
+2. The reward PPO maximizes: an ensemble's combined score (:func:`ensemble_reward`), KL
+   estimators (:func:`kl_estimate`), ``r − β·KL`` (:func:`kl_penalized_reward`) and its per-token
+   form (:func:`per_token_rewards`).
 3. Advantages: generalized advantage estimation (:func:`gae`).
 4. The PPO update: the clipped surrogate (:func:`ppo_clip_objective`, :func:`policy_loss`), the
    clipped value loss (:func:`value_loss`), and the whole minibatch loss with its named terms
@@ -120,6 +121,30 @@ def kl_penalized_reward(reward, kl, beta):
     Works on floats and tensors: ``kl_penalized_reward(2.5, 3.0, 0.1) == 2.2``.
     """
     return reward - beta * kl
+
+
+ENSEMBLE_OBJECTIVES = ("mean", "worst", "uwo")
+
+
+def ensemble_reward(
+    member_scores: torch.Tensor, objective: str = "mean", uwo_lambda: float = 1.0
+) -> torch.Tensor:
+    """One reward from an ensemble's M members, each normalized to the same scale:
+    member_scores (M, N) -> (N,). Coste et al. 2023 ("Reward Model Ensembles Help Mitigate
+    Overoptimization"):
+
+    - ``mean``: ``(1/M) Σ_m r_m``;
+    - ``worst`` (worst-case optimization): ``min_m r_m``;
+    - ``uwo`` (uncertainty-weighted optimization): ``mean − λ·Var_m(r_m)``, the members'
+      variance (population, over m) as the penalty for disagreement.
+    """
+    if objective == "mean":
+        return member_scores.mean(0)
+    if objective == "worst":
+        return member_scores.min(0).values
+    if objective == "uwo":
+        return member_scores.mean(0) - uwo_lambda * member_scores.var(0, unbiased=False)
+    raise ValueError(f"ensemble objective must be one of {', '.join(ENSEMBLE_OBJECTIVES)}")
 
 
 def kl_estimate(

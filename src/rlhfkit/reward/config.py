@@ -61,6 +61,12 @@ class RewardConfig:
     """Use a record's margin (TRL's "margin" field) in the loss: −log σ(r_w − r_l − margin)."""
     use_weight: bool = True
     """Weigh each record's loss by its "weight" (e.g. annotator reliability): the loss is the batch's weighted mean."""
+    ensemble: int = 1
+    """Train an ensemble of this many reward models (Coste et al. 2023) into OUT (docs/hacking.md, "Mitigations"); 1: one reward model."""
+    ensemble_kind: Literal["members", "heads"] = "members"
+    """Ensemble kind: independent members (seeds seed, seed+1, ...: M times the cost), or M heads on one shared trunk (about the cost of one)."""
+    bootstrap: bool = False
+    """Each ensemble member (or head) learns from its own bootstrap resample of the training rankings."""
     center_rewards_coefficient: float = 0.0
     """Add coef · mean(r²) over the batch's responses to keep rewards centred at 0 (TRL, Eisenstein et al. 2023; 0.01 is typical)."""
     normalize: bool = True
@@ -117,6 +123,7 @@ class RewardConfig:
                 "save_total_limit must be > 0 (None keeps every checkpoint)",
             ),
             (self.max_bad_steps >= 1, "max_bad_steps must be >= 1"),
+            (self.ensemble >= 1, "ensemble must be >= 1 (1: one reward model)"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.normalize_samples >= 2, "normalize_samples must be >= 2"),
             (self.center_rewards_coefficient >= 0, "center_rewards_coefficient must be >= 0"),
@@ -132,7 +139,10 @@ class RewardConfig:
 
 
 # How a run trained before the setting existed (plain-text data reads the same under "auto").
-_SETTINGS_BEFORE_THEY_EXISTED = {"chat_template": "auto", "fsdp": False}
+_SETTINGS_BEFORE_THEY_EXISTED = {
+    "ensemble": 1, "ensemble_kind": "members", "bootstrap": False, "chat_template": "auto",
+    "fsdp": False,
+}  # fmt: skip
 
 # Fields that must not change between a run and its --resume (the rest may, e.g. logging).
 _RESUME_KEYS = (
@@ -140,7 +150,7 @@ _RESUME_KEYS = (
     "chat_template",
     "overlong", "epochs", "batch_size", "learning_rate", "lr_scheduler_type", "warmup_ratio",
     "weight_decay", "adam_epsilon", "max_grad_norm", "use_margin", "use_weight", "center_rewards_coefficient", "seed",
-    "fsdp",
+    "fsdp", "ensemble", "ensemble_kind", "bootstrap",
 )  # fmt: skip
 
 

@@ -294,6 +294,38 @@ class RewardModel:
         feats, _ = self.encode(["a"], ["b"])
         return feats[0]["input_ids"][-1]
 
+    def score_layer(self) -> tuple[str, torch.nn.Linear]:
+        """The output layer (``score`` of causal LMs, ``classifier`` of encoders): name, module."""
+        for name in ("score", "classifier"):
+            layer = getattr(self.model, name, None)
+            if isinstance(layer, torch.nn.Linear):
+                return name, layer
+        raise ConfigError(f"{type(self.model).__name__}: no linear score or classifier layer")
+
+    def with_heads(self, n: int) -> None:
+        """Replace the one-output head by ``n`` fresh heads ``N(0, 1/√(d+1))`` on the same trunk
+        (a multi-head ensemble: raw rewards become (N, n))."""
+        name, layer = self.score_layer()
+        heads = torch.nn.Linear(layer.in_features, n, bias=layer.bias is not None)
+        init_reward_head(heads)
+        setattr(self.model, name, heads.to(layer.weight.device, layer.weight.dtype))
+        self.model.config.num_labels = n
+
+    def single_head(self, i: int) -> RewardModel:
+        """Head ``i`` of a multi-head model with a copy of the trunk: an ordinary reward model."""
+        import copy
+
+        name, layer = self.score_layer()
+        model = copy.deepcopy(self.model)
+        head = torch.nn.Linear(layer.in_features, 1, bias=layer.bias is not None)
+        with torch.no_grad():
+            head.weight.copy_(layer.weight[i : i + 1])
+            if layer.bias is not None:
+                head.bias.copy_(layer.bias[i : i + 1])
+        setattr(model, name, head.to(layer.weight.device, layer.weight.dtype))
+        model.config.num_labels = 1
+        return RewardModel(model, self.tokenizer, copy.deepcopy(self.settings))
+
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Write model, tokenizer and ``config.rlhfkit`` into ``out_dir`` (plain HF layout)."""
         out_dir = Path(out_dir)

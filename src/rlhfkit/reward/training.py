@@ -169,6 +169,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     # 2. Model: head init N(0, 1/√(d+1)) is random, so seed first (same on every process).
     set_seed(config.seed)
     rm = _load_model(config, train_rankings + eval_rankings, say)
+    heads = config.ensemble if config.ensemble_kind == "heads" and config.ensemble > 1 else 1
+    if heads > 1:
+        rm.with_heads(heads)  # an ensemble of heads on one trunk (reward/ensemble.py)
     rm.to(accelerator.device)
 
     # 3. Tokenize every response once; over-long items truncated from the left or dropped.
@@ -215,6 +218,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     # micro-batches; all responses of a micro-batch go through the model in one forward.
     trainer = _StepRunner(
         config, accelerator, rm, model, optimizer, train_items, weighted,
+        _bootstrap_weights(len(train_items), heads, config.seed) if config.bootstrap and heads > 1 else None,
         # Each ranking's prompt forwarded once (the same rewards; see shared_prompt_rewards).
         share_prompt=config.share_prompt and n_proc == 1 and not config.fsdp
         and rm.settings.input_format == "template"
@@ -284,6 +288,9 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t_start
     rm.model = accelerator.unwrap_model(model)
     rm.model.eval()
+    logger.close()
+    if heads > 1:  # 7.-9. for each head: a member of the ensemble in OUT/member-i
+        return _save_heads(rm, heads, config, accelerator, train_rankings, eval_items, say)
 
     # 7. Normalize: gain/bias so scores of the reference responses have mean 0, std 1.
     if config.normalize:
@@ -311,7 +318,6 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     })  # fmt: skip
 
     # 9. Save: OUT becomes the reward model directory, atomically, by the main process.
-    logger.close()
     accelerator.wait_for_everyone()
     if config.fsdp:  # gathered onto the main process (None elsewhere), as one plain model
         rm = _with_model(rm, full_copy(rm.model))
@@ -413,11 +419,12 @@ class _StepRunner:
 
     def __init__(
         self, config: RewardConfig, accelerator: Any, rm: Any, model: Any, optimizer: Any,
-        items: list[Item], weighted: bool, share_prompt: bool,
+        items: list[Item], weighted: bool, boot: torch.Tensor | None, share_prompt: bool,
     ):  # fmt: skip
         self.config, self.acc, self.rm, self.model = config, accelerator, rm, model
         self.optimizer, self.items = optimizer, items
         self.weighted, self.share_prompt = weighted, share_prompt
+        self.boot = boot  # (items, heads) bootstrap counts of a multi-head ensemble, or None
         self.accum = config.gradient_accumulation_steps
         self.micro = config.batch_size // (accelerator.num_processes * self.accum)
         self.pad_id = rm.tokenizer.pad_token_id
@@ -435,17 +442,22 @@ class _StepRunner:
         totals = Totals.zeros(acc.device)
         local_finite = True
         for m in range(accum):
-            items = [self.items[i] for i in share[m * micro : (m + 1) * micro]]
+            idx = share[m * micro : (m + 1) * micro]
+            items = [self.items[i] for i in idx]
             with nullcontext() if m == accum - 1 else acc.no_sync(self.model):
-                rewards, group_ids, ranks, margins = self._rewards(items)  # (N,), ...
-                weighting = (
-                    loss_weights(items, batch_weight, acc.num_processes * accum, ranks.device)
-                    if self.weighted
-                    else {}
-                )
-                loss, stats = grouped_ranking_loss(
-                    rewards, group_ids, ranks, margins if cfg.use_margin else None, **weighting
-                )
+                rewards, group_ids, ranks, margins = self._rewards(items)  # (N,) or (N, heads)
+                margins = margins if cfg.use_margin else None
+                if rewards.dim() == 2:  # heads: the mean of the heads' losses
+                    loss, stats = self._heads_loss(rewards, group_ids, ranks, margins, idx, glob)
+                else:
+                    weighting = (
+                        loss_weights(items, batch_weight, acc.num_processes * accum, ranks.device)
+                        if self.weighted
+                        else {}
+                    )
+                    loss, stats = grouped_ranking_loss(
+                        rewards, group_ids, ranks, margins, **weighting
+                    )
                 if cfg.center_rewards_coefficient > 0:
                     loss = loss + cfg.center_rewards_coefficient * (rewards**2).mean()
                 if inject_nan("loss", step):
@@ -476,6 +488,31 @@ class _StepRunner:
             self.optimizer.step()
             kill_point("update", step)  # crash tests: weights changed, nothing saved
         return totals, grad_norm, applied
+
+    def _heads_loss(
+        self, rewards: torch.Tensor, group_ids: torch.Tensor, ranks: torch.Tensor,
+        margins: torch.Tensor | None, idx: list[int], glob: list[int],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """A multi-head ensemble's loss: the mean over heads of each head's loss, each weighing a
+        ranking by its weight times that head's bootstrap count (a weighted mean over the whole
+        global batch, as for one head); stats of the heads' mean reward."""
+        parts = self.acc.num_processes * self.config.gradient_accumulation_steps
+        losses = []
+        for h in range(rewards.shape[1]):
+            weighting: dict[str, Any] = {}
+            if self.boot is not None or self.weighted:
+                count = [1.0] * len(self.items) if self.boot is None else self.boot[:, h].tolist()
+                weight = [it.weight * c for it, c in zip(self.items, count, strict=True)]
+                weighting = {
+                    "weights": torch.tensor([weight[i] for i in idx], device=rewards.device),
+                    "weight_total": sum(weight[i] for i in glob) / parts,
+                }
+            losses.append(
+                grouped_ranking_loss(rewards[:, h], group_ids, ranks, margins, **weighting)[0]
+            )
+        with torch.no_grad():
+            _, stats = grouped_ranking_loss(rewards.mean(1), group_ids, ranks, margins)
+        return torch.stack(losses).mean(), stats
 
     def _rewards(self, items: list[Item]) -> tuple[torch.Tensor, ...]:
         """Raw rewards (N,) of the items' responses, their group ids and ranks (N,), margins (G,)."""
@@ -537,6 +574,40 @@ def _normalize(
         say(f"normalized on {len(pick)} reference responses: gain {gain:.4g}, bias {bias:.4g}")
     except ValueError as e:
         say(f"normalization skipped: {e}")
+
+
+# ------------------------------------------------------------------ a multi-head ensemble
+
+
+def _bootstrap_weights(n_items: int, heads: int, seed: int) -> torch.Tensor:
+    """Poisson(1) counts (items, heads): each head's bootstrap resample of the training rankings
+    (the online bootstrap), fixed by the seed."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    return torch.poisson(torch.ones(n_items, heads), generator=g)
+
+
+def _save_heads(
+    rm: Any, heads: int, config: RewardConfig, accelerator: Any, train_rankings: list[Any],
+    eval_items: list[Item], say: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Each head with the trunk becomes an ordinary reward model in ``OUT/member-i/``: normalized
+    on the reference responses, evaluated on the held-out rankings (its ``eval.json``)."""
+    members = []
+    for i in range(heads):
+        member = rm.single_head(i)
+        if config.normalize:
+            _normalize(member, config, accelerator, train_rankings, say)
+        res = (
+            evaluate(member, eval_items, accelerator, config.eval_batch_size) if eval_items else {}
+        )
+        if accelerator.is_main_process:
+            with atomic_dir(Path(config.out) / f"member-{i}") as tmp:
+                member.save_pretrained(tmp)
+                write_json(tmp / "eval.json", jsonable(res))
+        members.append(res)
+        say(f"head {i}: held-out accuracy {res.get('accuracy', float('nan')):.4f}")
+    accelerator.wait_for_everyone()
+    return {"members": members}
 
 
 # ------------------------------------------------------------------------- checkpoint and save
