@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from test_multiprocess import assets, metrics, rm_args, run, single, torchrun  # noqa: F401
 
 pytestmark = pytest.mark.multiprocess
@@ -66,7 +67,7 @@ dist.destroy_process_group()
 """
 
 
-def test_fsdp_really_shards_each_parameter(assets, tmp_path):
+def test_fsdp_really_shards_each_parameter(assets, tmp_path):  # noqa: F811 (the fixture imported above)
     script = tmp_path / "shards.py"
     script.write_text(SHARD_CHECK)
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2",
@@ -91,7 +92,7 @@ def test_fsdp_really_shards_each_parameter(assets, tmp_path):
     assert results[0]["copy"] == results[0]["full"] and results[1]["copy"] is None
 
 
-def test_train_rm_fsdp_on_two_processes_matches_one_process(assets):
+def test_train_rm_fsdp_on_two_processes_matches_one_process(assets):  # noqa: F811 (the fixture imported above)
     from transformers import AutoModelForSequenceClassification
 
     root = assets["root"]
@@ -123,8 +124,8 @@ def test_train_rm_fsdp_on_two_processes_matches_one_process(assets):
     assert model.config.num_labels == 1
 
 
-def ppo_args(assets, out: Path, *extra: str) -> list[str]:
-    p = assets["policy"]
+def ppo_args(a: dict, out: Path, *extra: str) -> list[str]:
+    p = a["policy"]
     return ["ppo", "--policy", p["path"], "--prompts", p["prompts"], "--reward-fn", p["reward"],
             "--out", str(out), "--total-episodes", "64", "--batch-size", "16",
             "--num-mini-batches", "1", "--response-length", "8", "--learning-rate", "1e-3",
@@ -132,7 +133,7 @@ def ppo_args(assets, out: Path, *extra: str) -> list[str]:
             "--critic", "head", *extra]  # fmt: skip
 
 
-def test_ppo_fsdp_matches_one_process_and_resumes_bit_identical(assets):
+def test_ppo_fsdp_matches_one_process_and_resumes_bit_identical(assets):  # noqa: F811 (the fixture imported above)
     from transformers import AutoModelForCausalLM
 
     root = assets["root"]
@@ -164,12 +165,14 @@ def test_ppo_fsdp_matches_one_process_and_resumes_bit_identical(assets):
     assert untimed(metrics(killed)) == untimed(metrics(two))
 
 
-def test_ppo_fsdp_with_lora_trains_adapters_and_saves_a_merged_model(assets):
+def test_ppo_fsdp_with_lora_trains_adapters_and_saves_a_merged_model(assets):  # noqa: F811 (the fixture imported above)
     from transformers import AutoModelForCausalLM
 
     root = assets["root"]
     out = root / "ppo-fsdp-lora"
-    proc = run(torchrun(*ppo_args(assets, out, "--fsdp", "--lora-r", "4", "--total-episodes", "32")))
+    proc = run(
+        torchrun(*ppo_args(assets, out, "--fsdp", "--lora-r", "4", "--total-episodes", "32"))
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in metrics(out)] == [1, 2]
     tuned = weights(out / "policy")

@@ -45,7 +45,13 @@ def test_parameters_are_counted_from_the_config_as_the_real_models_have_them(lla
     real = AutoModelForCausalLM.from_pretrained(llama)
     shape = read_shape(str(llama), "--model", lora_r=4)
     assert shape.params == sum(p.numel() for p in real.parameters())
-    assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.vocab) == (3, 64, 4, 2, 512)
+    assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.vocab) == (
+        3,
+        64,
+        4,
+        2,
+        512,
+    )
     # the blocks hold everything but the (tied) embedding and the final norm
     assert shape.embedding_params == 512 * 64 + 64
     lora = get_peft_model(real, LoraConfig(r=4, task_type="CAUSAL_LM"))
@@ -70,7 +76,12 @@ def test_fsdp_divides_weights_gradients_and_optimizer_by_the_processes(llama):
     one = plan_memory(PlanInput(policy, rm, processes=4, fsdp=False, critic="head"))
     four = plan_memory(PlanInput(policy, rm, processes=4, fsdp=True, critic="head"))
     c = one.components
-    assert (c["policy"], c["reference"], c["reward_model"], c["critic"]) == (4 * P, 4 * P, 4 * R, 4 * (h + 1))
+    assert (c["policy"], c["reference"], c["reward_model"], c["critic"]) == (
+        4 * P,
+        4 * P,
+        4 * R,
+        4 * (h + 1),
+    )
     assert c["gradients"] == 4 * (P + h + 1) and c["optimizer"] == 2 * c["gradients"]
     f = four.components
     assert f["policy"] == 4 * math.ceil(P / 4) and f["reward_model"] == 4 * math.ceil(R / 4)
@@ -119,7 +130,10 @@ def test_plan_cli_table_and_json(llama, capsys):
         (["--model", "/nonexistent/model"], "--model /nonexistent/model"),
         (["--processes", "0"], "--processes must be ≥ 1"),
         (["--model", "/etc/hostname"], "--model /etc/hostname"),
-        (["--processes", "3", "--batch-size", "64"], "--batch-size 64 is not divisible by --processes 3"),
+        (
+            ["--processes", "3", "--batch-size", "64"],
+            "--batch-size 64 is not divisible by --processes 3",
+        ),
         (["--stage", "train-rm", "--lora-r", "4"], "--lora-r applies to --stage ppo only"),
         (["--reward-model", "/nonexistent/rm"], "--reward-model /nonexistent/rm"),
     ],

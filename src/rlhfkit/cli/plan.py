@@ -86,8 +86,8 @@ def main(argv: list[str]) -> int:
         policy = read_shape(cfg.model, "--model", cfg.lora_r, cfg.lora_target_modules)
         rm = None
         if (cfg.reward_model or "").lower() != "none":
-            name, option = (cfg.reward_model, "--reward-model") if cfg.reward_model else (
-                cfg.model, "--model"
+            name, option = (
+                (cfg.reward_model, "--reward-model") if cfg.reward_model else (cfg.model, "--model")
             )
             rm = read_shape(name, option, head="score")
     inp = PlanInput(

@@ -14,11 +14,14 @@ on each process:
   parameter's dtype).
 - **activations** of one training micro-batch (Korthikanti et al. 2022, "Reducing Activation
   Recomputation in Large Transformer Models", section 4: ``17·h`` values per token and layer, plus
-  ``2·a·s`` for the attention scores and probabilities), the response logits and their gradient.
+  ``2·a·s`` for the attention scores and probabilities under eager attention; SDPA keeps none),
+  the response logits and their gradient.
 - **generation**: the KV cache of a rollout and, with ``--fsdp``, the rest of the policy, which is
   gathered for the whole rollout (:func:`rlhfkit.runtime.fsdp.gathered`).
-- **FSDP working set** in training: two gathered blocks (the one running and the next, prefetched)
-  and one block's unsharded gradients.
+- **FSDP working set** in training: the largest unit gathered (a block, or the root with the
+  embedding), the next one prefetched, and one unit's unsharded gradients with their
+  reduce-scatter buffer; without FSDP on several processes, DDP's gradient buckets (a second copy
+  of the gradients).
 - **load**: models are loaded whole on each process and sharded right after, so loading holds the
   whole policy and its reference copy for a moment.
 - **runtime**: what a process holds before any model (Python, torch, transformers; the CUDA
@@ -56,6 +59,9 @@ class ModelShape:
     vocab: int
     lora_params: int = 0
     """Adapter parameters for the requested LoRA rank (0 without LoRA)."""
+    eager_attention: bool = False
+    """Attention that keeps its (heads × tokens × tokens) scores for the backward pass; SDPA, the
+    default, keeps only its output and log-sum-exp."""
 
     @property
     def block_params(self) -> int:
@@ -123,6 +129,7 @@ def read_shape(
         kv_heads=getattr(text, "num_key_value_heads", None) or heads,
         vocab=_config_value(text, "vocab_size"),
         lora_params=lora,
+        eager_attention=getattr(model.config, "_attn_implementation", "eager") == "eager",
     )
 
 
@@ -254,9 +261,11 @@ def plan_memory(p: PlanInput) -> Plan:
     grads = share(trained)
     optimizer = 2 * share(trained)
     # Activations of one micro-batch: 17·h values per token and layer (inputs of the norms,
-    # projections, MLP and its activation) + 2·a·s attention scores and probabilities; with
+    # projections, MLP and its activation) + 2·a·s attention scores and probabilities (eager
+    # attention only); with
     # gradient checkpointing only each block's input is kept (plus one block recomputed).
-    per_token_layer = 17 * act_model.hidden + 2 * act_model.heads * seq
+    scores = 2 * act_model.heads * seq if act_model.eager_attention else 0
+    per_token_layer = 17 * act_model.hidden + scores
     layers_kept = (
         act_model.layers * act_model.hidden + per_token_layer
         if p.gradient_checkpointing
@@ -267,7 +276,17 @@ def plan_memory(p: PlanInput) -> Plan:
     activations += 3 * micro * logit_tokens * logit_width * b
     if p.stage == "ppo" and p.critic in ("policy", "reward-model"):
         activations *= 2  # a second trunk runs forward and backward
-    working = 3 * act_model.block_params * b if p.fsdp and n > 1 else 0
+    # FSDP's working set in training: a unit gathered, the next prefetched, and one unit's
+    # unsharded gradients with their reduce-scatter buffer; the largest unit is a block or the root
+    # (embedding, final norm, untied head). DDP instead keeps a second copy of every gradient in
+    # its all-reduce buckets.
+    largest_unit = max(act_model.block_params, act_model.embedding_params)
+    if p.fsdp and n > 1:
+        working = (3 * largest_unit + act_model.block_params) * b
+    elif p.processes > 1:
+        working = trained * b
+    else:
+        working = 0
 
     components = {
         **weights,
@@ -275,7 +294,7 @@ def plan_memory(p: PlanInput) -> Plan:
         "optimizer": optimizer,
         "activations": activations,
         "generation": generation,
-        "fsdp_working_set": working,
+        "fsdp_or_ddp_buffers": working,
         "runtime": p.runtime_bytes,
     }
     stored = sum(weights.values()) + p.runtime_bytes
