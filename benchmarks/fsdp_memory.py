@@ -40,7 +40,7 @@ SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermed
 # glibc serves allocations below its mmap threshold from the heap, and raises that threshold (up to
 # 32 MiB) each time a larger mmapped block is freed; freed heap memory mostly stays in the process.
 # Loading a model whole and sharding it frees hundreds of MiB of such blocks, which then count in
-# RSS for the rest of the run (PPO --fsdp: 2336 MiB peak with glibc's defaults, 1305 MiB with a
+# RSS for the rest of the run (PPO --fsdp: 2308-2336 MiB peak with glibc's defaults, 1305 MiB with a
 # fixed threshold, measured here). A fixed threshold makes RSS measure what the run holds.
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 WORDS = ["light", "water", "energy", "plants", "sun", "leaves", "sugar", "air", "roots", "grow", "green", "cells", "food", "make", "use", "simple", "think", "like", "kitchen", "recipe", "factory"]  # fmt: skip
