@@ -51,8 +51,8 @@ class PlanConfig:
     gradient_checkpointing: bool = False
     """ppo --gradient-checkpointing"""
     runtime_gb: float = 0.45
-    """what a process holds before any model: Python, torch, transformers (≈0.45 GB measured on CPU
-    here); add the CUDA context (≈0.5-1 GB) on a GPU"""
+    """GiB a process holds besides the models: Python, torch, transformers, the process group (0.37
+    measured on CPU here, ~0.45 in a run of a tiny model); add the CUDA context (~0.5-1) on a GPU"""
     json: bool = False
     """print one JSON document instead of the table"""
 
