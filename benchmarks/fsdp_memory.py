@@ -92,7 +92,7 @@ def predicted_mb(stage: str, fsdp: bool, model: Path, runtime_mb: float, **kw) -
     rm = read_shape(str(model), "--reward-model", head="score")
     inp = PlanInput(
         policy=policy, reward_model=rm, processes=2, fsdp=fsdp, stage=stage,
-        runtime_bytes=int(runtime_mb * 2**20), **kw,
+        runtime_bytes=int(runtime_mb * 2**20), device="cpu", **kw,
     )  # fmt: skip
     plan = plan_memory(inp)
     return plan.peak / 2**20

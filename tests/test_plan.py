@@ -98,6 +98,17 @@ def test_fsdp_divides_weights_gradients_and_optimizer_by_the_processes(llama):
     assert half.components["activations"] * 2 == c["activations"]
 
 
+def test_loading_holds_two_whole_policies_on_a_cpu_and_one_on_a_gpu(llama):
+    policy = read_shape(str(llama), "--model")
+    rm = read_shape(str(llama), "--model", head="score")
+    gpu = plan_memory(PlanInput(policy, rm, processes=2, fsdp=True))
+    cpu = plan_memory(PlanInput(policy, rm, processes=2, fsdp=True, device="cpu"))
+    sharded = gpu.components["reward_model"]
+    assert cpu.moments["load"] == 2 * 4 * policy.params + sharded
+    assert gpu.moments["load"] == 4 * policy.params + gpu.components["reference"] + sharded
+    assert any("host memory per process at load" in n for n in gpu.notes)
+
+
 def test_lora_keeps_no_reference_and_trains_only_adapters(llama):
     policy = read_shape(str(llama), "--model", lora_r=8)
     plan = plan_memory(PlanInput(policy, None, critic="head"))

@@ -50,6 +50,8 @@ class PlanConfig:
     """weights' dtype (ppo --dtype); gradients and Adam moments follow it"""
     gradient_checkpointing: bool = False
     """ppo --gradient-checkpointing"""
+    device: Literal["cuda", "cpu"] = "cuda"
+    """where the run trains: on a cpu, host and device memory are one (loading counts in full)"""
     runtime_gb: float = 0.45
     """GiB a process holds besides the models: Python, torch, transformers, the process group (0.37
     measured on CPU here, ~0.45 in a run of a tiny model); add the CUDA context (~0.5-1) on a GPU"""
@@ -97,6 +99,7 @@ def main(argv: list[str]) -> int:
         prompt_length=cfg.prompt_length, response_length=cfg.response_length,
         dtype=cfg.dtype, gradient_checkpointing=cfg.gradient_checkpointing,
         responses_per_prompt=cfg.responses_per_prompt, runtime_bytes=int(cfg.runtime_gb * 1024**3),
+        device=cfg.device,
     )  # fmt: skip
     plan = plan_memory(inp)
     if cfg.json:

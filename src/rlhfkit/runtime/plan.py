@@ -23,7 +23,8 @@ on each process:
   reduce-scatter buffer; without FSDP on several processes, DDP's gradient buckets (a second copy
   of the gradients).
 - **load**: models are loaded whole on each process and sharded right after, so loading holds the
-  whole policy and its reference copy for a moment.
+  whole policy and its reference copy in host memory for a moment, and one whole model at a time
+  on a GPU (on a CPU, host and device are one memory).
 - **runtime**: what a process holds before any model (Python, torch, transformers; the CUDA
   context on a GPU), a constant given with ``--runtime-gb``.
 
@@ -158,6 +159,8 @@ class PlanInput:
     gradient_checkpointing: bool = False
     responses_per_prompt: int = 2
     runtime_bytes: int = 0
+    device: str = "cuda"
+    """cuda (host and device memory are separate) or cpu (one memory: what is loaded counts)."""
 
 
 @dataclass
@@ -220,7 +223,7 @@ def plan_memory(p: PlanInput) -> Plan:
         weights = {"reward_model": share(rm.params)}
         seq, act_model, logit_tokens, logit_width = p.prompt_length + p.response_length, rm, 0, 0
         generation = 0
-        load = rm.params * b
+        load = host_load = rm.params * b
     else:
         critic = p.critic
         if critic == "auto":
@@ -251,12 +254,13 @@ def plan_memory(p: PlanInput) -> Plan:
         kv = 2 * pol.layers * local * seq * pol.kv_heads * (pol.hidden // pol.heads) * b
         gathered = (pol.params + pol.lora_params) * b - weights["policy"] if p.fsdp else 0
         generation = kv + gathered + local * pol.vocab * b
-        # Loading: the whole policy and, without LoRA, its reference copy, before sharding.
-        load = pol.params * b * (1 if lora else 2)
-        if p.fsdp and rm is not None:
-            load += weights["reward_model"]
-        elif rm is not None:
-            load += rm.params * b
+        # Loading (ppo/setup.py: build_policy): the whole policy is read into host memory and,
+        # without LoRA, copied for the reference; each goes to the device whole and is sharded
+        # there. On a CPU host and device are one memory and both copies count; on a GPU the
+        # device holds one whole model at a time (and the host both).
+        host_load = pol.params * b * (1 if lora else 2)
+        on_device = host_load if p.device == "cpu" else pol.params * b + weights["reference"]
+        load = on_device + weights["reward_model"]
 
     grads = share(trained)
     optimizer = 2 * share(trained)
@@ -313,6 +317,8 @@ def plan_memory(p: PlanInput) -> Plan:
         )
     if p.fsdp and p.stage == "ppo":
         notes.append("the policy is gathered whole for each rollout (counted under generation)")
+    if p.device != "cpu":
+        notes.append(f"host memory per process at load: {host_load / GiB:.3f} GiB")
     return Plan(components, moments, notes)
 
 
