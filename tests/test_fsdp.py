@@ -54,13 +54,18 @@ model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
 full = {n: tuple(p.shape) for n, p in model.named_parameters()}
 shard(model, device_mesh(torch.device("cpu")), FsdpSettings())
 local = {n: tuple(p.to_local().shape) for n, p in model.named_parameters()}
+def whole():  # the parameters the modules hold now, that are whole plain tensors
+    return {n: tuple(p.shape) for n, p in model.named_parameters() if not hasattr(p, "to_local")}
+
 with gathered(model):
-    inside = {n: tuple(p.shape) for n, p in model.named_parameters()
-              if not hasattr(p, "to_local")}
+    before = whole()
     ids = torch.tensor([[1, 2, 3]])
     out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    after = whole()  # 4 forwards later: still gathered, so nothing was gathered again per token
+resharded = whole()
 plain = full_copy(model)
 result = {"rank": dist.get_rank(), "full": full, "local": local, "generated": out.tolist(),
+          "before": before, "after": after, "resharded": resharded,
           "copy": None if plain is None else {n: tuple(p.shape) for n, p in plain.named_parameters()}}
 print("RESULT " + json.dumps(result))
 dist.destroy_process_group()
@@ -85,6 +90,10 @@ def test_fsdp_really_shards_each_parameter(assets, tmp_path):  # noqa: F811 (the
             # dim 0 split in two (FSDP2's Shard(0)); rank 1 takes the smaller half of an odd size
             half = (shape[0] + 1) // 2 if r["rank"] == 0 else shape[0] // 2
             assert tuple(r["local"][name]) == (half, *shape[1:]), name
+    # gathered() makes every parameter whole for a whole generation (not per token), then
+    # shards them again
+    for r in results:
+        assert r["before"] == r["after"] == r["full"] and r["resharded"] == {}
     # the tokens generated with the gathered model are the same on both processes
     assert results[0]["generated"] == results[1]["generated"]
     assert len(results[0]["generated"][0]) == 3 + 4
