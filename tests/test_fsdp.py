@@ -4,15 +4,14 @@
 - 2 FSDP processes and 1 plain process on the same global batch give the same losses and final
   weights within 1e-4, for ``train-rm`` and for 4 PPO updates (``--sample-chunk`` makes the samples
   independent of the number of processes);
-- SIGKILL in the middle of an update, then ``--resume`` from the sharded checkpoint, ends
-  bit-identical to the uninterrupted run;
+- SIGKILL in the middle of a step or update, then ``--resume`` from the sharded checkpoint, ends
+  bit-identical to the uninterrupted run (``train-rm`` and ``ppo``);
 - LoRA trains under FSDP; the final directories load with ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_multiprocess import assets, metrics, rm_args, run, single, torchrun  # noqa: F401
+from test_multiprocess import assets, env, metrics, rm_args, run, single, torchrun  # noqa: F401
 
 pytestmark = pytest.mark.multiprocess
 
@@ -132,6 +131,17 @@ def test_train_rm_fsdp_on_two_processes_matches_one_process(assets):  # noqa: F8
     model = AutoModelForSequenceClassification.from_pretrained(two)
     assert model.config.num_labels == 1
 
+    # SIGKILL in the middle of step 5, then --resume from the sharded step-3 checkpoint
+    killed = root / "rm-fsdp-killed"
+    args = torchrun(*rm_args(assets, killed, "--fsdp", *lr))
+    crash = subprocess.run(args, capture_output=True, text=True, timeout=400,
+                           env={**env(), "RLHFKIT_FAULTS": "kill@update:5"})  # fmt: skip
+    assert crash.returncode != 0 and not (killed / "model.safetensors").exists()
+    resumed = run(torchrun(*rm_args(assets, killed, "--fsdp", "--resume", *lr)))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert largest_difference(weights(killed), weights(two)) == 0.0
+    assert [r["rm/loss"] for r in metrics(killed)] == [r["rm/loss"] for r in metrics(two)]
+
 
 def ppo_args(a: dict, out: Path, *extra: str) -> list[str]:
     p = a["policy"]
@@ -160,10 +170,9 @@ def test_ppo_fsdp_matches_one_process_and_resumes_bit_identical(assets):  # noqa
     AutoModelForCausalLM.from_pretrained(two / "policy")  # an ordinary model directory
 
     # SIGKILL in the middle of update 3 (after the checkpoint of update 2), then --resume
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = torchrun(*ppo_args(assets, killed, "--fsdp"))
     crash = subprocess.run(cmd, capture_output=True, text=True, timeout=400,
-                           env={**env, "RLHFKIT_FAULTS": "kill@update:3"})  # fmt: skip
+                           env={**env(), "RLHFKIT_FAULTS": "kill@update:3"})  # fmt: skip
     assert crash.returncode != 0 and not (killed / "policy").exists()
     assert (killed / "checkpoints" / "step-2" / "sharded").is_dir()
     resumed = run(torchrun(*ppo_args(assets, killed, "--fsdp", "--resume")))
