@@ -35,6 +35,7 @@ policy) and a training step (weights + gradients + optimizer + activations + FSD
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +116,10 @@ def read_shape(
             r=lora_r, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
             target_modules=default_targets(lora_targets, config.model_type),
         )  # fmt: skip
-        with torch.device("meta"):
+        # (PEFT warns that GPT-2's Conv1D layers are transposed, which it handles, and transformers
+        # about a deprecated name PEFT calls: nothing for the user)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             peft_model = get_peft_model(model, lora_config)
         lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
