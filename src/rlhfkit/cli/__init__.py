@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect", "compare tuned vs base outputs and flag reward hacking"),
     "report": ("report", "render report.html for a PPO run directory"),
     "world": ("world", "the synthetic demo world: build the base policy"),
+    "plan": ("plan", "predict memory per device of a ppo or train-rm run (before renting GPUs)"),
 }
 
 

@@ -141,9 +141,17 @@ class PPOConfig:
     """Weights dtype: keep float32 on CPU (bf16/fp16 are emulated there and ~100× slower)."""
     gradient_checkpointing: bool = False
     """Trade compute for memory (slower; off by default)."""
+    fsdp: bool = False
+    """Shard the policy, critic, reference and reward model across the processes with FSDP2 (each
+    holds 1/N of the weights, gradients and Adam state; docs/scaling.md). Implied by an Accelerate
+    FSDP config."""
 
     seed: int = 0
-    """Random seed (each process samples with seed + rank)."""
+    """Random seed (each process samples with seed + rank, unless --sample-chunk is set)."""
+    sample_chunk: int = 0
+    """Sample each update's global batch in chunks of this many rows, each chunk from its own seed
+    (seed, update, chunk), so that the samples do not depend on the number of processes (each
+    process's share must be a multiple of it). 0: each process draws from its own stream."""
     save_every: int = 0
     """Checkpoint every N updates in OUT/checkpoints/step-N (0 = no intermediate checkpoints)."""
     save_total_limit: int | None = 2
@@ -201,6 +209,7 @@ class PPOConfig:
                 "--value-head-lr-scale must be > 0",
             ),
             (self.max_bad_steps > 0, "--max-bad-steps must be > 0"),
+            (self.sample_chunk >= 0, "--sample-chunk must be ≥ 0"),
             (
                 self.save_total_limit is None or self.save_total_limit > 0,
                 "--save-total-limit must be > 0 (None keeps every checkpoint)",
@@ -229,7 +238,8 @@ class PPOConfig:
 # (Conversational prompts were rendered as plain text before chat templates were applied.)
 _SETTINGS_BEFORE_THEY_EXISTED = {
     "ensemble_objective": "mean", "uwo_lambda": 1.0,
-    "value_norm": False, "value_head_lr_scale": 1.0, "chat_template": False,
+    "value_norm": False, "value_head_lr_scale": 1.0, "chat_template": False, "fsdp": False,
+    "sample_chunk": 0,
 }  # fmt: skip
 
 # Settings that must not change when a run resumes (anything that changes what is trained).
@@ -239,7 +249,7 @@ _RESUME_MUST_MATCH = (
     "temperature", "top_k", "top_p", "stop_token", "critic", "lora_r", "lora_alpha",
     "lora_target_modules", "dtype", "seed", "kl_estimator", "kl_in_loss", "total_episodes",
     "learning_rate", "lr_scheduler_type", "value_norm", "value_head_lr_scale", "chat_template",
-    "ensemble_objective", "uwo_lambda",
+    "fsdp", "sample_chunk", "ensemble_objective", "uwo_lambda",
 )  # fmt: skip
 
 

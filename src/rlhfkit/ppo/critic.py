@@ -221,10 +221,15 @@ def value_head_from_score(
     score = getattr(seq_model, "score", None) or getattr(seq_model, "classifier", None)
     if isinstance(score, nn.Linear) and score.weight.shape == head.linear.weight.shape:
         with torch.no_grad():
-            head.linear.weight.copy_(score.weight)
+            head.linear.weight.copy_(_whole(score.weight))
             if score.bias is not None:
-                head.linear.bias.copy_(score.bias)
+                head.linear.bias.copy_(_whole(score.bias))
     return head
+
+
+def _whole(param: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a parameter, gathered if it is a shard (an FSDP-sharded reward model)."""
+    return param.full_tensor() if hasattr(param, "full_tensor") else param
 
 
 def trunk_of(seq_model: nn.Module) -> nn.Module:

@@ -82,6 +82,28 @@ def sample_rollout(
     )
 
 
+def concat_rollouts(rolls: list[Rollout], pad_id: int) -> Rollout:
+    """Rollouts sampled separately (each padded to ``response_length``), as one batch: their prompts
+    left-padded to the widest one (masked out, at position 0, as :func:`sample_rollout` pads)."""
+    if len(rolls) == 1:
+        return rolls[0]
+    width = max(r.query_responses.shape[1] for r in rolls)  # P + R of the widest prompt
+
+    def left(t: torch.Tensor, value: int) -> torch.Tensor:  # (b, P_i + R) -> (b, P + R)
+        return torch.nn.functional.pad(t, (width - t.shape[1], 0), value=value)
+
+    return Rollout(
+        prompts=[p for r in rolls for p in r.prompts],
+        texts=[t for r in rolls for t in r.texts],
+        query_responses=torch.cat([left(r.query_responses, pad_id) for r in rolls]),
+        attention_mask=torch.cat([left(r.attention_mask, 0) for r in rolls]),
+        position_ids=torch.cat([left(r.position_ids, 0) for r in rolls]),
+        responses=torch.cat([r.responses for r in rolls]),  # (B, R)
+        response_mask=torch.cat([r.response_mask for r in rolls]),
+        has_stop=torch.cat([r.has_stop for r in rolls]),
+    )
+
+
 @dataclass(frozen=True)
 class RolloutForward:
     """What the frozen models say about a rollout's tokens: logprobs under the policy and the

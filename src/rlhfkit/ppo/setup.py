@@ -4,6 +4,7 @@ config asks for, and the optimizer with its learning-rate schedule."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +70,14 @@ def resolve_critic(kind: str, tokenizer: Any, reward_model: Any | None) -> str:
 
 
 def build_policy(
-    cfg: PPOConfig, prompts: list[Prompt], reward_model: Any | None, device: Any
-) -> PolicySetup:
+    cfg: PPOConfig, prompts: list[Prompt], reward_model: Any | None, device: Any,
+    shard: Callable[..., Any] | None = None,
+) -> PolicySetup:  # fmt: skip
     """Load the policy, choose how it reads prompts (chat template, stop and pad ids), add LoRA or
-    copy the reference, and build the critic. Seed the RNG before: value heads start random."""
+    copy the reference, and build the critic. Seed the RNG before: value heads start random.
+
+    ``shard(module, units=...)`` (``--fsdp``): applied to the reference as soon as it is copied and
+    to policy + critic once built, so that no process holds more than two whole models at once."""
     dtype = getattr(torch, cfg.dtype)
     policy, tokenizer = load_causal_lm(cfg.policy, "--policy", dtype=dtype)
     who = f"--policy {cfg.policy}"
@@ -104,6 +109,8 @@ def build_policy(
         policy, ref_model = get_peft_model(policy, lora), None
     else:
         ref_model = copy.deepcopy(policy).to(device).eval().requires_grad_(False)
+        if shard is not None:
+            shard(ref_model)
 
     critic_kind = resolve_critic(cfg.critic, tokenizer, reward_model)
     critic_trunk = None
@@ -116,8 +123,11 @@ def build_policy(
         value_head, critic_backbone = build_critic(
             critic_kind, policy, cfg.policy, cfg.reward_model, dtype
         )
+    model = ActorCritic(policy, value_head, critic_backbone)
+    if shard is not None:  # policy and critic backbone are called on their own too: own units
+        shard(model, units=[policy, critic_backbone])
     return PolicySetup(
-        model=ActorCritic(policy, value_head, critic_backbone),
+        model=model,
         ref_model=ref_model,
         tokenizer=tokenizer,
         chat=chat,

@@ -11,7 +11,13 @@ import torch
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
-from rlhfkit.runtime.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from rlhfkit.runtime.checkpoint import (
+    capture_rng_state,
+    restore_rng_state,
+    save_checkpoint,
+    stage_shards,
+)
+from rlhfkit.runtime.fsdp import is_sharded, read_shards
 from rlhfkit.runtime.renamed import upgrade_settings
 
 
@@ -86,13 +92,21 @@ def save_run_checkpoint(
     """``OUT/checkpoints/step-N/`` with everything needed to resume (see
     :mod:`rlhfkit.runtime.checkpoint`): the policy (its adapters under LoRA) and tokenizer, the
     critic, optimizer and scheduler states, every process's RNG state, and ``state``. Written by
-    the main process; returns its path there (None elsewhere)."""
+    the main process; returns its path there (None elsewhere). A sharded model and its optimizer
+    are written by every process, its own shard each (``sharded/``)."""
     from accelerate.utils import gather_object
 
     rng = gather_object([capture_rng_state()])  # one entry per process, rank order
     accelerator.wait_for_everyone()
     path = None
-    if accelerator.is_main_process:
+    if is_sharded(model):
+        shards = stage_shards(accelerator, out, step, model, optimizer)
+        if accelerator.is_main_process:
+            path = save_checkpoint(
+                out, step, state=state, directories={"sharded": shards},
+                objects={"scheduler": scheduler.state_dict(), "rng": rng}, keep_last=keep,
+            )  # fmt: skip
+    elif accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         path = save_checkpoint(
             out, step, state=state,
@@ -112,10 +126,14 @@ def restore_run_checkpoint(
 ) -> None:  # fmt: skip
     """Put a checkpoint's weights, critic, optimizer and scheduler states and this process's RNG
     state back (the counters and data position are the caller's, in ``ckpt.state``)."""
-    unwrapped = accelerator.unwrap_model(model)
-    load_policy_weights(unwrapped.policy, ckpt.model_dir("policy"), lora, dtype)
-    device = accelerator.device
-    unwrapped.load_critic_state_dict({k: v.to(device) for k, v in ckpt.tensors("critic").items()})
-    optimizer.load_state_dict(ckpt.object("optimizer"))
+    if is_sharded(model):
+        read_shards(ckpt.model_dir("sharded"), model, optimizer)
+    else:
+        unwrapped = accelerator.unwrap_model(model)
+        load_policy_weights(unwrapped.policy, ckpt.model_dir("policy"), lora, dtype)
+        device = accelerator.device
+        critic = {k: v.to(device) for k, v in ckpt.tensors("critic").items()}
+        unwrapped.load_critic_state_dict(critic)
+        optimizer.load_state_dict(ckpt.object("optimizer"))
     scheduler.load_state_dict(ckpt.object("scheduler"))
     restore_rng_state(ckpt.object("rng")[accelerator.process_index])

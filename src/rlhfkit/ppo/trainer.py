@@ -29,12 +29,18 @@ from rlhfkit.hacking.overoptimization import LiveGaoFit
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import check_model_source, fuse_activations
 from rlhfkit.losses import gae, kl_estimate, per_token_rewards
-from rlhfkit.ops import explained_variance, masked_whiten
+from rlhfkit.ops import explained_variance
 from rlhfkit.ppo.config import RUN_DIR_ENTRIES, PPOConfig
-from rlhfkit.ppo.critic import ActorCritic
+from rlhfkit.ppo.critic import ActorCritic, trunk_of
 from rlhfkit.ppo.monitoring import LiveMonitor
 from rlhfkit.ppo.rewards import RewardFn, RewardSources, load_reward_fn
-from rlhfkit.ppo.rollout import Rollout, RolloutForward, rollout_forward, sample_rollout
+from rlhfkit.ppo.rollout import (
+    Rollout,
+    RolloutForward,
+    concat_rollouts,
+    rollout_forward,
+    sample_rollout,
+)
 from rlhfkit.ppo.setup import build_optimizer, build_policy
 from rlhfkit.ppo.state import (
     PromptSampler,
@@ -42,10 +48,18 @@ from rlhfkit.ppo.state import (
     resume_mismatches,
     save_run_checkpoint,
 )
-from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs
+from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs, whiten_across
 from rlhfkit.runtime.checkpoint import TrainingStopped, latest_checkpoint, load_checkpoint
 from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.fsdp import (
+    device_mesh,
+    fsdp_settings,
+    full_copy,
+    gathered,
+    launched_with_fsdp,
+    shard,
+)
 from rlhfkit.runtime.io import (
     MetricsLogger,
     atomic_dir,
@@ -78,6 +92,8 @@ class PPOTrainer:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        if launched_with_fsdp() and not config.fsdp:  # an Accelerate FSDP config means --fsdp
+            config = dataclasses.replace(config, fsdp=True)
         self.config = cfg = config
         self.out = Path(cfg.out)
         # Fail on a model path that cannot work before anything is read, loaded or written.
@@ -97,6 +113,13 @@ class PPOTrainer:
         acc.wait_for_everyone()
         self.is_main = acc.is_main_process
         self.local_batch, self.mini_batch, self.micro_batch = _batch_sizes(cfg, acc.num_processes)
+        if cfg.fsdp and cfg.hacking_check_every > 0:
+            raise ConfigError(
+                "--hacking-check-every is not supported with --fsdp yet (the monitor samples on "
+                "the main process only); run `rlhfkit detect` on the samples after training"
+            )
+        # --fsdp: each model sharded as soon as it is loaded (rlhfkit.runtime.fsdp)
+        shard_now = self._sharder() if cfg.fsdp else None
 
         # Prompts and reward sources (fail on bad input before loading any model). A prompt is
         # text or a conversation: the policy and a reward model each render it their own way
@@ -116,6 +139,9 @@ class PPOTrainer:
                 fuse_activations(member.model)  # ours: same function, one kernel
         if reward_model is not None:
             reward_model.to(self.device)
+            if shard_now is not None:  # each trunk is called on its own by the frozen critics
+                for member in getattr(reward_model, "members", [reward_model]):
+                    shard_now(member.model, units=[trunk_of(member.model)])
         self.rewards = RewardSources(
             reward_model=reward_model,
             reward_fn=reward_fn or (load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None),
@@ -129,15 +155,17 @@ class PPOTrainer:
 
         # Models: same seed on every process so value heads start identical.
         set_seed(cfg.seed)
-        setup = build_policy(cfg, self.prompt_inputs, reward_model, self.device)
+        setup = build_policy(cfg, self.prompt_inputs, reward_model, self.device, shard_now)
         self.tokenizer, self.chat = setup.tokenizer, setup.chat
         self.stop_ids, self.pad_id = setup.stop_ids, setup.pad_id
         self.ref_model, self.critic_kind = setup.ref_model, setup.critic_kind
         self.critic_trunk = setup.critic_trunk
         optimizer, self.scheduler = build_optimizer(cfg, setup.model, self.critic_kind)
         # The scheduler is stepped once per update by us (not prepared: Accelerate would step
-        # it once per process).
-        self.model, self.optimizer = acc.prepare(setup.model, optimizer)
+        # it once per process). Sharded models are not prepared: Accelerate would wrap them in DDP.
+        self.model, self.optimizer = (
+            (setup.model, optimizer) if cfg.fsdp else acc.prepare(setup.model, optimizer)
+        )
 
         self.kl_ctl = (
             AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
@@ -168,6 +196,17 @@ class PPOTrainer:
     @property
     def reward_model(self) -> Any | None:
         return self.rewards.reward_model
+
+    def _sharder(self) -> Callable[..., Any]:
+        """``shard(module, units=())``: moves a module to this process's device and shards it
+        (``--fsdp``); its sub-models in ``units`` become units of their own."""
+        settings = fsdp_settings(self.accelerator.mixed_precision)
+        mesh = device_mesh(self.device)
+
+        def shard_now(module: Any, units: list[Any] | tuple[Any, ...] = ()) -> Any:
+            return shard(module.to(self.device), mesh, settings, units)
+
+        return shard_now
 
     # ---------------------------------------------------------------------------- main loop
 
@@ -251,9 +290,11 @@ class PPOTrainer:
         local_idx = global_idx[rank * self.local_batch : (rank + 1) * self.local_batch]
         prompts = [self.prompt_inputs[i] for i in local_idx]
 
-        # 2. generate responses (KV cache, temperature sampling) and truncate after the stop token
+        # 2. generate responses (KV cache, temperature sampling) and truncate after the stop token;
+        #    a sharded policy is gathered once for the whole rollout, not once per token
         t0 = time.perf_counter()
-        roll = self._sample(unwrapped.policy, prompts)
+        with gathered(unwrapped.policy):
+            roll = self._sample_batch(unwrapped.policy, prompts, rank * self.local_batch)
         times["time/generate"] = time.perf_counter() - t0
 
         # 3. score: reward model and/or reward function, missing-EOS penalty, optional clipping
@@ -279,13 +320,13 @@ class PPOTrainer:
             scores, kl, mask, beta, kl_in_reward=not cfg.kl_in_loss
         )  # (B, R)
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, mask, shift_mean=False)
+            rewards = whiten_across(rewards, mask, acc, shift_mean=False)
 
         # 5. GAE (γ, λ) and advantages whitened under the mask
         advantages, returns = gae(rewards, fwd.values, mask, cfg.gamma, cfg.lam)  # (B, R)
         batch = Batch(
             roll, scores, fwd.logprobs, fwd.ref_logprobs, fwd.values,
-            masked_whiten(advantages, mask), returns, fwd.critic_hidden,
+            whiten_across(advantages, mask, acc), returns, fwd.critic_hidden,
         )  # fmt: skip
         value_scale = normalize_returns(
             unwrapped.value_head, returns, mask, self.accelerator, self.config.value_norm
@@ -359,6 +400,20 @@ class PPOTrainer:
             temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
             max_prompt_length=cfg.max_prompt_length, device=self.device,
         )  # fmt: skip
+
+    def _sample_batch(self, policy: Any, prompts: list[Prompt], first_row: int) -> Rollout:
+        """This process's share of the global batch (which starts at row ``first_row`` of it); with
+        ``--sample-chunk C`` sampled C rows at a time, each chunk from its own seed, so the samples
+        do not depend on how the batch is split across processes."""
+        chunk = self.config.sample_chunk
+        if chunk <= 0:
+            return self._sample(policy, prompts)
+        rolls = []
+        for start in range(0, len(prompts), chunk):
+            index = (first_row + start) // chunk
+            torch.manual_seed(_chunk_seed(self.config.seed, self.step + 1, index))
+            rolls.append(self._sample(policy, prompts[start : start + chunk]))
+        return concat_rollouts(rolls, self.pad_id)
 
     def _score(
         self, prompts: list[Prompt], texts: list[str], has_stop: torch.Tensor
@@ -465,12 +520,15 @@ class PPOTrainer:
     # ------------------------------------------------------------------------- saving / resume
 
     def save_policy(self, path: str | Path) -> None:
-        """The tuned policy as a plain model (LoRA adapters merged) + tokenizer, atomically."""
+        """The tuned policy as a plain model (LoRA adapters merged) + tokenizer, atomically. A
+        sharded policy is gathered onto the main process first."""
         self.accelerator.wait_for_everyone()
+        policy = self.accelerator.unwrap_model(self.model).policy
+        if self.config.fsdp:
+            policy = full_copy(policy)  # every process takes part; None but on the main one
         if not self.is_main:
             return
-        policy = self.accelerator.unwrap_model(self.model).policy
-        if self.config.lora_r > 0:
+        if self.config.lora_r > 0 and not self.config.fsdp:
             policy = _merged_copy(policy)
         with atomic_dir(path) as tmp:
             policy.save_pretrained(tmp)
@@ -548,6 +606,12 @@ class PPOTrainer:
         self._resumed_from = path
 
 
+def _chunk_seed(seed: int, update: int, chunk: int) -> int:
+    """The seed of one sampling chunk (``--sample-chunk``): a function of the run's seed, the update
+    and the chunk's place in the global batch only."""
+    return ((seed * 1_000_003 + update) * 1_000_033 + chunk) % 2**63
+
+
 def _batch_sizes(cfg: PPOConfig, world: int) -> tuple[int, int, int]:
     """Global batch -> per process -> minibatch -> micro-batch, each dividing exactly (the error
     says which does not)."""
@@ -557,6 +621,10 @@ def _batch_sizes(cfg: PPOConfig, world: int) -> tuple[int, int, int]:
     if local % cfg.num_mini_batches:
         raise ConfigError(
             f"per-process batch {local} is not divisible by --num-mini-batches {cfg.num_mini_batches}"
+        )
+    if cfg.sample_chunk and local % cfg.sample_chunk:
+        raise ConfigError(
+            f"per-process batch {local} is not divisible by --sample-chunk {cfg.sample_chunk}"
         )
     mini = local // cfg.num_mini_batches
     if mini % cfg.gradient_accumulation_steps:

@@ -97,6 +97,9 @@ class RewardConfig:
     """Continue from the newest checkpoint in OUT/checkpoints (same data and settings required)."""
     overwrite: bool = False
     """Start afresh in an OUT that holds a previous run (its metrics and checkpoints are removed)."""
+    fsdp: bool = False
+    """Shard the reward model across the processes with FSDP2 (each holds 1/N of the weights,
+    gradients and Adam state; docs/scaling.md). Implied by an Accelerate FSDP config."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Autocast on GPUs; keep "no" on CPU (bf16/fp16 are emulated and ~100× slower there)."""
     progress: bool = True
@@ -146,6 +149,7 @@ class RewardConfig:
 # How a run trained before the setting existed (plain-text data reads the same under "auto").
 _SETTINGS_BEFORE_THEY_EXISTED = {
     "ensemble": 1, "ensemble_kind": "members", "bootstrap": False, "chat_template": "auto",
+    "fsdp": False,
 }  # fmt: skip
 
 # Fields that must not change between a run and its --resume (the rest may, e.g. logging).
@@ -154,7 +158,7 @@ _RESUME_KEYS = (
     "chat_template",
     "overlong", "epochs", "batch_size", "learning_rate", "lr_scheduler_type", "warmup_ratio",
     "weight_decay", "adam_epsilon", "max_grad_norm", "use_margin", "use_weight", "center_rewards_coefficient", "seed",
-    "ensemble", "ensemble_kind", "bootstrap",
+    "fsdp", "ensemble", "ensemble_kind", "bootstrap",
 )  # fmt: skip
 
 

@@ -56,14 +56,24 @@ def score_sharded(
     """Raw scores of already-tokenized inputs, each process scoring every N-th one; gathered."""
     from accelerate.utils import gather_object
 
-    mine = list(range(accelerator.process_index, len(features), accelerator.num_processes))
+    from rlhfkit.runtime.fsdp import is_sharded
+
+    n_proc = accelerator.num_processes
+    mine = list(range(accelerator.process_index, len(features), n_proc))
     mine.sort(key=lambda i: len(features[i]["input_ids"]))  # batch similar lengths together
     pairs: list[tuple[int, float]] = []
     was_training = rm.model.training
     rm.model.eval()
+    # The same number of forwards on every process: each forward of a sharded model gathers its
+    # weights from all of them (a process with fewer inputs scores a throwaway one).
+    n_batches = math.ceil(math.ceil(len(features) / n_proc) / batch_size)
     with torch.no_grad():
-        for s in range(0, len(mine), batch_size):
+        for s in range(0, n_batches * batch_size, batch_size):
             idx = mine[s : s + batch_size]
+            if not idx:
+                if is_sharded(rm.model):
+                    rm.raw_rewards(rm.collate(features[:1]))
+                continue
             out = rm.raw_rewards(rm.collate([features[i] for i in idx])).cpu().tolist()
             pairs.extend(zip(idx, out, strict=True))
     rm.model.train(was_training)

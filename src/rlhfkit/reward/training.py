@@ -15,6 +15,7 @@ prompt, at K forwards instead of K(K−1).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -59,9 +60,20 @@ from rlhfkit.runtime.checkpoint import (
     load_checkpoint,
     restore_rng_state,
     save_checkpoint,
+    stage_shards,
 )
 from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
+from rlhfkit.runtime.fsdp import (
+    clip_grad_norm,
+    device_mesh,
+    fsdp_settings,
+    full_copy,
+    is_sharded,
+    launched_with_fsdp,
+    read_shards,
+    shard,
+)
 from rlhfkit.runtime.io import (
     MetricsLogger,
     atomic_dir,
@@ -138,6 +150,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     from rlhfkit.loading import check_model_source
 
     check_model_source(config.model, "--model")  # before anything is read or written
+    if launched_with_fsdp() and not config.fsdp:  # an Accelerate FSDP config means --fsdp
+        config = dataclasses.replace(config, fsdp=True)
     accelerator = make_accelerator(
         mixed_precision=config.mixed_precision,
         **tracker_kwargs(config.report_to, config.out, config.run_name),
@@ -187,8 +201,13 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
 
     # 4. Optimizer, schedule, Accelerate. The scheduler is stepped once per optimizer step and is
     # not passed to prepare() (which would step it once per process); it is checkpointed instead.
+    if config.fsdp:  # sharded before the optimizer sees its parameters (rlhfkit.runtime.fsdp)
+        settings = fsdp_settings(accelerator.mixed_precision)
+        shard(rm.model, device_mesh(accelerator.device), settings)
     optimizer, scheduler = _optimizer(config, rm.model, total_steps)
-    model, optimizer = accelerator.prepare(rm.model, optimizer)
+    model, optimizer = (
+        (rm.model, optimizer) if config.fsdp else accelerator.prepare(rm.model, optimizer)
+    )
     model.train()
 
     # 5. Resume: model/optimizer/scheduler/RNG from the newest checkpoint; the data position is
@@ -206,7 +225,7 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         config, accelerator, rm, model, optimizer, train_items, weighted,
         _bootstrap_weights(len(train_items), heads, config.seed) if config.bootstrap and heads > 1 else None,
         # Each ranking's prompt forwarded once (the same rewards; see shared_prompt_rewards).
-        share_prompt=config.share_prompt and n_proc == 1
+        share_prompt=config.share_prompt and n_proc == 1 and not config.fsdp
         and rm.settings.input_format == "template"
         and accelerator.unwrap_model(model) is model
         and can_share_prompt(model, rm.settings.max_length),
@@ -307,6 +326,8 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
 
     # 9. Save: OUT becomes the reward model directory, atomically, by the main process.
     accelerator.wait_for_everyone()
+    if config.fsdp:  # gathered onto the main process (None elsewhere), as one plain model
+        rm = _with_model(rm, full_copy(rm.model))
     if main:
         _save_final(rm, out, {"eval.json": jsonable(results)})
         say(f"saved the reward model to {out}")
@@ -457,16 +478,19 @@ class _StepRunner:
                 Totals.of_micro_batch(loss.item(), len(items), stats, rewards.numel(), acc.device)
             )
         params = self.model.parameters
-        grad_norm = (
-            acc.clip_grad_norm_(params(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        )
+        sharded = is_sharded(self.model)
+        clip = clip_grad_norm if sharded else acc.clip_grad_norm_
+        grad_norm = clip(params(), cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
         # The clipped norm is non-finite exactly when a gradient is: one check instead of one
-        # per parameter tensor.
-        finite = local_finite and (
-            bool(torch.isfinite(grad_norm))
-            if grad_norm is not None
-            else all(torch.isfinite(p.grad).all() for p in params() if p.grad is not None)
-        )
+        # per parameter tensor (of a sharded model, the norm of all shards).
+        if grad_norm is None and sharded:
+            finite = local_finite and bool(torch.isfinite(clip(params(), math.inf)))
+        else:
+            finite = local_finite and (
+                bool(torch.isfinite(grad_norm))
+                if grad_norm is not None
+                else all(torch.isfinite(p.grad).all() for p in params() if p.grad is not None)
+            )
         flag = torch.tensor(float(finite), device=acc.device)
         applied = acc.reduce(flag, reduction="sum").item() >= acc.num_processes
         if applied:
@@ -609,6 +633,10 @@ def _save_checkpoint(
     rng = _gather([capture_rng_state()])  # one entry per process, rank order
     accelerator.wait_for_everyone()
     path = out / CHECKPOINTS / f"step-{run.step}"
+    # A sharded model and its optimizer: every process writes its shard (sharded/).
+    shards = (
+        stage_shards(accelerator, out, run.step, model, optimizer) if is_sharded(model) else None
+    )
     if accelerator.is_main_process:
         state = {
             "step": run.step,
@@ -620,12 +648,16 @@ def _save_checkpoint(
             "nonfinite_total": run.nonfinite_total,
             "config": fingerprint(config),
         }
+        objects = {"scheduler": scheduler.state_dict(), "rng": rng}
+        tensors, directories = {}, {}
+        if shards is None:
+            tensors["reward_model"] = accelerator.unwrap_model(model).state_dict()
+            objects["optimizer"] = optimizer.state_dict()
+        else:
+            directories["sharded"] = shards
         path = save_checkpoint(
-            out, run.step, state=state,
-            tensors={"reward_model": accelerator.unwrap_model(model).state_dict()},
-            objects={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rng},
-            keep_last=config.save_total_limit,
+            out, run.step, state=state, tensors=tensors, objects=objects,
+            directories=directories, keep_last=config.save_total_limit,
         )  # fmt: skip
     accelerator.wait_for_everyone()
     return str(path)
@@ -657,13 +689,16 @@ def _resume(
         raise ConfigError(
             f"{path}: the training data changed ({state['n_train']} -> {n_train} prompts)"
         )
-    if not ckpt.has("reward_model"):
+    if is_sharded(model):
+        read_shards(ckpt.model_dir("sharded"), model, optimizer)
+    elif not ckpt.has("reward_model"):
         raise ConfigError(
             f"{path}: written by an older rlhfkit (before reward-model checkpoints used the common "
             "format); start afresh with --overwrite"
         )
-    accelerator.unwrap_model(model).load_state_dict(ckpt.tensors("reward_model"))
-    optimizer.load_state_dict(ckpt.object("optimizer"))
+    else:
+        accelerator.unwrap_model(model).load_state_dict(ckpt.tensors("reward_model"))
+        optimizer.load_state_dict(ckpt.object("optimizer"))
     scheduler.load_state_dict(ckpt.object("scheduler"))
     restore_rng_state(ckpt.object("rng")[accelerator.process_index])
     step = int(state["step"])
@@ -675,6 +710,13 @@ def _resume(
         nonfinite_total=int(state.get("nonfinite_total", 0)),
         last_good=str(path),
     )
+
+
+def _with_model(rm: Any, model: Any) -> Any:
+    """The same reward model (tokenizer, settings) around another copy of its weights."""
+    from rlhfkit.reward.model import RewardModel
+
+    return RewardModel(model, rm.tokenizer, rm.settings) if model is not None else rm
 
 
 def _save_final(rm: Any, out: Path, extra_json: dict[str, Any]) -> None:

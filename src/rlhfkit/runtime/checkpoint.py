@@ -8,15 +8,19 @@ any moment leaves the previous checkpoint intact and never a half-written one):
 - ``<name>.safetensors``    extra tensors (the critic: value head and separate backbone);
 - ``<name>.pt``             ``torch.save`` objects: ``optimizer``, ``scheduler``, ``rng`` (python,
                             numpy, torch CPU and CUDA generator states, one entry per process);
+- ``sharded/``              with ``--fsdp``: the sharded model and optimizer states, one file per
+                            process (``torch.distributed.checkpoint``; :func:`stage_shards`);
 - ``trainer_state.json``    step, episode, data position, KL-controller state, counters, config.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +97,7 @@ def save_checkpoint(
     tokenizers: dict[str, Any] | None = None,
     tensors: dict[str, dict[str, torch.Tensor]] | None = None,
     objects: dict[str, Any] | None = None,
+    directories: dict[str, Path] | None = None,
     keep_last: int | None = None,
 ) -> Path:
     """Write ``OUT/checkpoints/step-<step>/`` atomically, then delete all but the ``keep_last``
@@ -100,13 +105,16 @@ def save_checkpoint(
 
     ``models``: name -> object with ``save_pretrained``; ``tokenizers``: name -> tokenizer saved
     into the same-named directory; ``tensors``: name -> state dict (safetensors); ``objects``:
-    name -> anything ``torch.save`` takes; ``state``: a JSON-able dict.
+    name -> anything ``torch.save`` takes; ``directories``: name -> a directory already written
+    (:func:`stage_shards`), moved in; ``state``: a JSON-able dict.
     """
     from safetensors.torch import save_file
 
     final = checkpoints_root(out_dir) / f"step-{step}"
-    remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir, keep=(directories or {}).values())
     with atomic_dir(final) as tmp:
+        for name, directory in (directories or {}).items():
+            os.replace(directory, tmp / name)
         for name, model in (models or {}).items():
             model.save_pretrained(tmp / name)
         for name, tok in (tokenizers or {}).items():
@@ -126,18 +134,39 @@ def save_checkpoint(
     return final
 
 
-def remove_stale_temporaries(out_dir: str | Path) -> list[Path]:
-    """Delete what a save killed half-way left behind (``.step-N.*.tmp``, ``.step-N.old``).
+def remove_stale_temporaries(out_dir: str | Path, keep: Iterable[Path] = ()) -> list[Path]:
+    """Delete what a save killed half-way left behind (``.step-N.*.tmp``, ``.step-N.old``), except
+    ``keep`` (the staged shards of the save in progress).
 
-    Call on the main process only, when no save is in progress.
+    Call on the main process only, when no other save is in progress.
     """
     root = checkpoints_root(out_dir)
     if not root.is_dir():
         return []
-    stale = [p for p in root.iterdir() if p.name.startswith(".step-")]
+    kept = {Path(p).resolve() for p in keep}
+    stale = [p for p in root.iterdir() if p.name.startswith(".step-") and p.resolve() not in kept]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     return stale
+
+
+def stage_shards(
+    accelerator: Any, out_dir: str | Path, step: int, model: Any, optimizer: Any
+) -> Path:
+    """Every process writes its shard of a sharded model and its optimizer into
+    ``OUT/checkpoints/.step-N.sharded.tmp`` (``torch.distributed.checkpoint``), for the main
+    process's :func:`save_checkpoint` to move into ``step-N/sharded``. Collective; ``OUT`` must be on
+    a filesystem every process sees. A kill leaves only a temporary that the next save removes."""
+    from rlhfkit.runtime.fsdp import write_shards
+
+    staging = checkpoints_root(out_dir) / f".step-{step}.sharded.tmp"
+    if accelerator.is_main_process:
+        remove_stale_temporaries(out_dir)
+        staging.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    write_shards(staging, model, optimizer)
+    accelerator.wait_for_everyone()
+    return staging
 
 
 def prune_checkpoints(out_dir: str | Path, keep_last: int) -> list[Path]:
