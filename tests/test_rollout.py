@@ -191,9 +191,9 @@ def test_our_loop_feeds_the_model_what_transformers_generate_does(arch, tiny_mod
     """With transformers' draw put back in, our sampling loop gives ``model.generate``'s very
     samples for the same seed: the cache, the growing mask and the position ids are the ones
     ``generate`` feeds (gemma3: a sliding window of 16, crossed by the 24 tokens)."""
-    import rlhfkit.collect.generate as gen
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    import rlhfkit.collect.generate as gen
     from rlhfkit.loading import stop_token_ids
 
     model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
