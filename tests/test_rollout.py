@@ -17,14 +17,12 @@ from rlhfkit.rollout import (
 )
 from rlhfkit.tiny import build_tiny_causal_lm
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
-
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_lm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = build_tiny_causal_lm(tmp_path_factory.mktemp("lm"), WORDS, n_layer=2, n_embd=32)
+    path = tiny_lm(n_layer=2, n_embd=32)
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -58,7 +56,7 @@ def test_left_padded_prompt_logprobs_equal_unpadded(tiny):
     prompts = ["the cat sat on a mat and the dog", "a dog"]
     ids, mask = encode_prompts(tok, prompts, pad)  # the short prompt gets left padding
     assert mask[1, 0] == 0 and mask[0].all()
-    cont = torch.tensor([tok.convert_tokens_to_ids(["ran", "far", "the"])] * 2)  # (2, 3)
+    cont = torch.tensor([tok.convert_tokens_to_ids(["ran", "big", "the"])] * 2)  # (2, 3)
     full = torch.cat([ids, cont], 1)
     full_mask = torch.cat([mask, torch.ones_like(cont)], 1)
     with torch.no_grad():
@@ -92,7 +90,8 @@ def test_generation_stops_at_eos_and_masks_the_rest(tiny):
     pad, eos = choose_pad_id(tok), tok.eos_token_id
     torch.manual_seed(0)
     ids, mask = encode_prompts(tok, ["the cat"] * 64, pad)
-    # at temperature 3 the random tiny model emits EOS (1 token in 14) often within 12 tokens
+    # at temperature 3 the random tiny model emits EOS (about 1 token in 37) in some of 64 rows
+    # of 12 tokens, not in all
     raw = generate(model, ids, mask, 12, 3.0, pad, [eos])
     assert raw.shape == (64, 12)
     responses, rmask, has_stop = truncate_after_stop(raw, [eos], pad)
@@ -224,7 +223,7 @@ def test_sampled_tokens_logprobs_equal_the_full_forward_within_1e_5(tiny, monkey
 
     model, tok = tiny
     pad, T = choose_pad_id(tok), 0.7
-    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog", "far"] * 8, pad)
+    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog", "big"] * 8, pad)
     steps: list[torch.Tensor] = []  # (B, V) log-softmax of every step
 
     def recording(logits, temperature, top_k=0, top_p=1.0):
