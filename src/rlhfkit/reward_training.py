@@ -484,21 +484,10 @@ def _read_reference(path: str, fmt: str) -> tuple[list[Any], list[Any]]:
     if p.suffix == ".jsonl" and p.is_file():
         first = next(iter_jsonl(p), None)
         if first is not None and isinstance(first[1], dict) and "response" in first[1]:
-            from rlhfkit.data.messages import parse_messages
+            from rlhfkit.data.candidates import read_response_rows
 
-            prompts: list[Any] = []
-            responses: list[Any] = []
-            for line, obj in iter_jsonl(p):
-                if not isinstance(obj, dict) or not isinstance(obj.get("response"), str):
-                    raise DataError("expected an object with a string 'response'", p, line)
-                prompt = obj.get("prompt", "")
-                if isinstance(prompt, list):
-                    prompt = parse_messages(prompt, "prompt", p, line)
-                elif not isinstance(prompt, str):
-                    raise DataError("'prompt' must be a string or a list of messages", p, line)
-                prompts.append(prompt)
-                responses.append(obj["response"])
-            return prompts, responses
+            rows = read_response_rows(p)
+            return [r.prompt for r in rows], [r.response for r in rows]
     from rlhfkit.data import read_preferences
 
     rankings = read_preferences(p, format=fmt)

@@ -87,50 +87,27 @@ class Sample:
     has_eos: bool | None
 
 
-def _text(x: Any, what: str, path: Path, line: int) -> str:
-    if isinstance(x, str):
-        return x
-    if isinstance(x, list):  # chat messages
-        from rlhfkit.data import messages_to_text
-        from rlhfkit.data.messages import parse_messages
-
-        return messages_to_text(parse_messages(x, what, path, line))
-    raise DataError(f"'{what}' must be a string, got {type(x).__name__}", path, line)
-
-
 def read_samples(path: str | Path, step: str = "all") -> tuple[list[Sample], dict[str, Any]]:
     """Read response rows or candidate lists; select rows by ``step`` when rows carry one."""
-    from rlhfkit.runtime.io import iter_jsonl
+    from rlhfkit.data.candidates import (
+        iter_records,
+        parse_candidate,
+        parse_response_row,
+        step_and_eos,
+    )
 
     path = Path(path)
     rows: list[tuple[int | None, Sample]] = []
-    for line, obj in iter_jsonl(path):
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line)
-        prompt = _text(obj.get("prompt", ""), "prompt", path, line)
-        has_eos = obj.get("has_eos")
-        if has_eos is not None and not isinstance(has_eos, bool):
-            raise DataError("'has_eos' must be true or false", path, line)
-        row_step = obj.get("step")
-        if row_step is not None and (not isinstance(row_step, int) or isinstance(row_step, bool)):
-            raise DataError(f"'step' must be an integer, got {row_step!r}", path, line)
-        if "response" in obj:
-            rows.append(
-                (row_step, Sample(prompt, _text(obj["response"], "response", path, line), has_eos))
-            )
-        elif "responses" in obj:
-            resps = obj["responses"]
-            if not isinstance(resps, list) or not resps:
-                raise DataError("'responses' must be a non-empty list", path, line)
-            for i, r in enumerate(resps):
-                text = r.get("text") if isinstance(r, dict) else r
-                if not isinstance(text, str):
-                    raise DataError(
-                        f"responses[{i}] must be a string or an object with a string 'text'",
-                        path,
-                        line,
-                    )
-                rows.append((row_step, Sample(prompt, text, has_eos)))
+    for line, obj in iter_records(path):
+        if isinstance(obj, dict) and "response" in obj:
+            row = parse_response_row(obj, path, line)
+            rows.append((row.step, Sample(row.prompt_text, row.response_text, row.has_eos)))
+        elif isinstance(obj, dict) and "responses" in obj:
+            group = parse_candidate(obj, path, line, allow_empty_prompt=True)
+            row_step, has_eos = step_and_eos(obj, path, line)
+            rows += [
+                (row_step, Sample(group.prompt_text, r.text, has_eos)) for r in group.responses
+            ]
         else:
             raise DataError("expected a 'response' string or a 'responses' list", path, line)
     if not rows:

@@ -38,48 +38,32 @@ class ScoreConfig:
     """write raw scores instead of normalized ones (gain/bias not applied)"""
 
 
-def _prompt_input(x: Any, path: Path, line: int) -> Any:
-    """A record's prompt as a model reads it: text, or a conversation (kept as messages, so a
-    reward model trained on conversations renders it with its chat template)."""
-    from rlhfkit.data.messages import parse_messages
-
-    if isinstance(x, str):
-        return x
-    if isinstance(x, list):
-        return parse_messages(x, "prompt", path, line)
-    raise DataError("'prompt' must be a string or a list of messages", path, line)
-
-
 def collect(path: Path) -> tuple[list[Any], list[tuple[Any, Any]], list[tuple[int, Any, str]]]:
     """Read records; return them, the (prompt, response) pairs to score, and where each score goes
-    as ``(record index, target dict, key)``."""
+    as ``(record index, target dict, key)``. A conversational prompt stays a list of messages, so
+    a reward model trained on conversations renders it with its chat template."""
     from rlhfkit.data import parse_hh, parse_pair
-    from rlhfkit.runtime.io import iter_jsonl
+    from rlhfkit.data.candidates import iter_records, parse_candidate, parse_response_row
 
     records: list[Any] = []
     pairs: list[tuple[Any, Any]] = []
     slots: list[tuple[int, Any, str]] = []
-    for line, obj in iter_jsonl(path):
+    for line, obj in iter_records(path):
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path, line)
         idx = len(records)
         records.append(obj)
         if "responses" in obj:
-            prompt = _prompt_input(obj.get("prompt", ""), path, line)
-            resps = obj["responses"]
-            if not isinstance(resps, list) or not resps:
-                raise DataError("'responses' must be a non-empty list", path, line)
-            for i, r in enumerate(resps):
-                if not isinstance(r, dict) or not isinstance(r.get("text"), str):
-                    raise DataError(
-                        f"responses[{i}] must be an object with a string 'text'", path, line
-                    )
-                pairs.append((prompt, r["text"]))
-                slots.append((idx, r, "score"))
+            group = parse_candidate(obj, path, line, allow_empty_prompt=True)
+            for j, r in enumerate(group.responses):
+                target = obj["responses"][j]
+                if not isinstance(target, dict):  # a bare string: written back as an object
+                    target = obj["responses"][j] = {"id": r.id, "text": r.text}
+                pairs.append((group.prompt, r.text))
+                slots.append((idx, target, "score"))
         elif "response" in obj:
-            if not isinstance(obj["response"], str):
-                raise DataError("'response' must be a string", path, line)
-            pairs.append((_prompt_input(obj.get("prompt", ""), path, line), obj["response"]))
+            row = parse_response_row(obj, path, line)
+            pairs.append((row.prompt, row.response))
             slots.append((idx, obj, "score"))
         elif "chosen" in obj and "rejected" in obj:
             hh = (

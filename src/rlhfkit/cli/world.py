@@ -257,42 +257,18 @@ def _prompts(cfg: PromptsConfig) -> int:
 
 
 def read_candidates(path: Path) -> list[tuple[str | list, list]]:
-    """``(prompt, [Response, ...])`` per line of a candidates JSONL (``rlhfkit generate`` output);
-    a conversational prompt stays a list of messages."""
-    from rlhfkit.data import Response
-    from rlhfkit.data.messages import messages_to_text, parse_messages
-    from rlhfkit.runtime.io import iter_jsonl
+    """``(prompt, [Response, ...])`` per line of a candidates JSONL (``rlhfkit generate`` output),
+    each prompt one of the world's; a conversational prompt stays a list of messages."""
+    from rlhfkit.data.candidates import read_candidates as read
     from rlhfkit.world.gold import topic_of_prompt
 
     out = []
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), (str, list)):
-            raise DataError(
-                'expected an object with a "prompt" string or list of messages', path, line
-            )
-        prompt = rec["prompt"]
-        if isinstance(prompt, list):
-            prompt = parse_messages(prompt, "prompt", path, line)
-        responses = rec.get("responses")
-        if not isinstance(responses, list) or len(responses) < 2:
-            raise DataError(
-                'expected "responses": a list of at least 2 {"id", "text"} objects', path, line
-            )
-        items = []
-        for i, r in enumerate(responses):
-            if isinstance(r, str):
-                items.append(Response(id=f"r{i}", text=r))
-            elif isinstance(r, dict) and isinstance(r.get("text"), str):
-                items.append(Response(id=str(r.get("id", f"r{i}")), text=r["text"]))
-            else:
-                raise DataError(f'response {i}: expected {{"id", "text"}} or a string', path, line)
+    for group in read(path, min_responses=2):
         try:
-            topic_of_prompt(messages_to_text(prompt) if isinstance(prompt, list) else prompt)
+            topic_of_prompt(group.prompt_text)
         except DataError as e:
-            raise DataError(e.message, path, line) from None
-        out.append((prompt, items))
-    if not out:
-        raise DataError("no candidates in the file", path)
+            raise DataError(e.message, path, group.line) from None
+        out.append((group.prompt, group.responses))
     return out
 
 
