@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhfkit.annotate.app import COOKIE, create_app, load_secret
-from rlhfkit.annotate.store import Store
+from rlhfkit.collect.annotate.api_schema import COOKIE
+from rlhfkit.collect.annotate.app import create_app
+from rlhfkit.collect.annotate.auth import load_secret
+from rlhfkit.collect.annotate.store import Store
 from rlhfkit.errors import ConfigError
 
 SECRET = b"s" * 48
@@ -77,7 +79,8 @@ def test_next_submit_and_done(env):
             break
         assert r.status_code == 200
         item = r.json()
-        assert set(item) == {"item_id", "prompt", "responses"}
+        assert set(item) == {"item_id", "prompt", "prompt_html", "responses"}
+        assert all(set(r) == {"id", "text", "html"} for r in item["responses"])
         # the same open item comes back until it is finished
         assert client.get("/api/next", headers=h).json() == item
         ids = order(item)
@@ -418,35 +421,52 @@ def test_logout_revokes_the_session_on_the_server(env):
 
 
 def test_a_version_1_database_is_upgraded_in_place(tmp_path):
-    """Schema version 2 only adds tables: a version-1 file (no sessions, released_assignments,
-    ranking_requests tables) opens, keeps its data and gets them."""
+    """Schema versions 2 and 3 only add tables and a nullable column: a version-1 file (no
+    sessions, released_assignments, ranking_requests, gold tables, no items.prompt_messages)
+    opens, keeps its data and gets them."""
     import sqlite3
 
-    from rlhfkit.annotate.store import SCHEMA, SCHEMA_VERSION
+    from rlhfkit.collect.annotate.store import SCHEMA_VERSION
+    from rlhfkit.collect.annotate.store.schema import SCHEMA
 
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
     conn.executescript(SCHEMA)  # exactly what version 1 created
     conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '1')")
+    responses = json.dumps([{"id": f"r{j}", "text": f"answer {j}"} for j in range(3)])
+    conn.execute(
+        "INSERT INTO items(prompt, responses, content_hash, source, created_at) "
+        "VALUES ('Explain tides.', ?, 'h1', 'c.jsonl:1', 0)",
+        (responses,),
+    )
     conn.commit()
     conn.close()
     store = Store(db)
-    store.import_candidates(write_candidates(tmp_path / "c.jsonl", 2))
     token = store.add_annotator("alice")
     aid = store.annotator_by_token(token).id
-    item = store.next_item(aid, overlap=1)["item_id"]
-    store.submit_ranking(aid, item, ["r0", "r1", "r2"])
+    with store.write() as conn:  # a ranking as version 1 stored it (its next_item knew no gold)
+        conn.execute(
+            "INSERT INTO assignments(item_id, annotator_id, response_order, status, assigned_at, "
+            """finished_at) VALUES (1, ?, '["r0", "r1", "r2"]', 'submitted', 0, 0)""",
+            (aid,),
+        )
+        conn.execute(
+            "INSERT INTO rankings(assignment_id, item_id, annotator_id, ranking, created_at) "
+            """VALUES (last_insert_rowid(), 1, ?, '["r0", "r1", "r2"]', 0)""",
+            (aid,),
+        )
 
     client = TestClient(create_app(db, secret=SECRET))  # runs Store.init: the upgrade
-    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
-    assert store.counts()["rankings"] == 1
+    assert store.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+    assert store.get_item(1)["prompt_messages"] is None
+    assert store.counts()["rankings"] == 1 and store.gold() == {}
     assert client.post("/api/login", json={"token": token}).status_code == 200
     assert client.get("/api/me").json()["progress"]["done"] == 1
     # and a file from a newer rlhfkit is refused, not misread
-    store.set_meta("schema_version", "3")
+    store.set_meta("schema_version", "4")
     from rlhfkit.errors import DataError
 
-    with pytest.raises(DataError, match="schema version 3 is newer than this rlhfkit reads"):
+    with pytest.raises(DataError, match="schema version 4 is newer than this rlhfkit reads"):
         Store(db).init()
 
 
@@ -736,7 +756,7 @@ def test_huge_repeated_id_ranking_is_rejected_fast_without_stalling_others(tmp_p
     seconds. The check is now linear, capped, and runs before the lock."""
     import time
 
-    from rlhfkit.annotate.store import InvalidRanking
+    from rlhfkit.collect.annotate.store import InvalidRanking
 
     db = tmp_path / "a.db"
     store = Store(db)
@@ -786,7 +806,7 @@ def test_import_refuses_items_with_more_responses_than_a_ranking_may_hold(tmp_pa
     from rlhfkit.errors import DataError
 
     path = write_candidates(tmp_path / "c.jsonl", 2, k=65)
-    with pytest.raises(DataError, match=r"c.jsonl:1: 65 responses: an item holds at most 64"):
+    with pytest.raises(DataError, match=r"c\.jsonl:1: 65 responses: a record holds at most 64"):
         Store(tmp_path / "a.db").import_candidates(path)
 
 

@@ -3,6 +3,7 @@ uvicorn server on loopback. Screenshots go to test-artifacts/annotate/ (look at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -43,10 +44,9 @@ def free_port() -> int:
 def server():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    import uvicorn
 
-    from rlhfkit.annotate.app import create_app
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-"))
     cands = tmp / "c.jsonl"
@@ -78,6 +78,16 @@ def server():
     alice = store.add_annotator("alice")
     admin = store.add_annotator("owner", is_admin=True)
     app = create_app(tmp / "ann.db", overlap=1, secret=b"k" * 48)
+    with serve_in_thread(app) as url:
+        yield {"url": url, "store": store, "alice": alice, "admin": admin, "tmp": tmp}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app):
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
+    import uvicorn
+
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -86,16 +96,11 @@ def server():
     while not srv.started:
         assert time.time() < deadline, "server did not start"
         time.sleep(0.05)
-    yield {
-        "url": f"http://127.0.0.1:{port}",
-        "store": store,
-        "alice": alice,
-        "admin": admin,
-        "tmp": tmp,
-    }
-    srv.should_exit = True
-    thread.join(timeout=10)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

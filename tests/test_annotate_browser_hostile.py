@@ -32,8 +32,8 @@ def server():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     import uvicorn
 
-    from rlhfkit.annotate.app import create_app
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-hostile-"))
     cands = tmp / "c.jsonl"

@@ -19,9 +19,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from rlhfkit.annotate.api_schema import COOKIE
-from rlhfkit.annotate.app import SECURITY_HEADERS, create_app
-from rlhfkit.annotate.store import Store
+from rlhfkit.collect.annotate.api_schema import COOKIE
+from rlhfkit.collect.annotate.app import create_app
+from rlhfkit.collect.annotate.guard import SECURITY_HEADERS
+from rlhfkit.collect.annotate.store import Store
 from test_annotate_api import bearer, write_candidates
 
 IDENTITIES = ["admin", "annotator", "cookie", "bogus", "nobody"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlhfkit.annotate.store import Store
+from rlhfkit.collect.annotate.store import Store
 from test_annotate_api import write_candidates
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhfkit.annotate.agreement import (
+from rlhfkit.collect.annotate.agreement import (
     agreement_report,
     average_ranks,
     borda,
@@ -19,7 +19,7 @@ from rlhfkit.annotate.agreement import (
     ranked_pairs,
     ranking_units,
 )
-from rlhfkit.annotate.store import InvalidRanking, Store, normalize_ranking
+from rlhfkit.collect.annotate.store import InvalidRanking, Store, normalize_ranking
 from rlhfkit.errors import DataError, RlhfkitError
 
 # ---- Krippendorff's alpha ------------------------------------------------------------------------

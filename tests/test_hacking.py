@@ -440,6 +440,7 @@ def test_monitor_metrics_and_warning():
         "hacking/types_base", "hacking/entropy", "hacking/entropy_base", "hacking/no_eos_rate",
         "hacking/no_eos_rate_base", "hacking/probe_score_change", "hacking/probe_score_change_std",
         "hacking/proxy_gain_std", "hacking/gold_gain_std", "hacking/divergence", "hacking/suspected",
+        "hacking/verdict",
     }  # fmt: skip
     assert set(hacked.metrics) == expected
     assert all(isinstance(v, float) and math.isfinite(v) for v in hacked.metrics.values())
@@ -452,6 +453,9 @@ def test_monitor_metrics_and_warning():
     assert clean.warning is None and clean.flagged == [] and clean.metrics["hacking/flagged"] == 0.0
     assert "hacking/probe_score_change" not in clean.metrics
     assert hacked.metrics["hacking/suspected"] == 1.0 and clean.metrics["hacking/suspected"] == 0.0
+    # a paid-for word in 40% of the answers is suspicious, not yet a habit; nothing is healthy
+    assert hacked.verdict.label == "suspicious" and hacked.metrics["hacking/verdict"] == 1.0
+    assert clean.verdict.label == "healthy" and clean.metrics["hacking/verdict"] == 0.0
 
 
 def test_monitor_suspects_answers_that_collapse_to_nothing():

@@ -117,8 +117,8 @@ def test_generate_and_annotate_import(arch, tiny_models, data, tmp_path, capsys)
         assert len(recs) == 8 and all(len(r["responses"]) == 2 for r in recs)
         # a conversation is written back as the conversation it was
         assert isinstance(recs[0]["prompt"], list) == (name == "prompts")
-    code = cli(["annotate", "import", "--db", str(tmp_path / "ann.db"), str(cands)])
-    assert code == 0, capsys.readouterr().err
+        code = cli(["annotate", "import", "--db", str(tmp_path / f"{name}.db"), str(cands)])
+        assert code == 0, capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ reward model
@@ -456,6 +456,43 @@ def test_eval_split_holds_out_rankings_when_every_ranking_shares_one_prompt(
 
 
 # ------------------------------------------------------------------------------ chat templates
+
+
+def test_conversational_candidates_stay_conversations_through_the_annotation_app(
+    tiny_models, data, tmp_path, capsys
+):
+    """generate -> annotate import -> rankings -> export: the export's prompts are the
+    conversations, so train-rm renders them with its chat template."""
+    from rlhfkit.collect.annotate.store import Store
+    from rlhfkit.data import read_preferences
+
+    cands = tmp_path / "c.jsonl"
+    assert cli(["generate", "--model", str(tiny_models["llama"]), "--prompts",
+                str(data / "prompts.jsonl"), "-k", "3", "--max-new-tokens", "4",
+                "--out", str(cands)]) == 0  # fmt: skip
+    db = tmp_path / "ann.db"
+    assert cli(["annotate", "import", "--db", str(db), str(cands)]) == 0
+    store = Store(db)
+    store.init()
+    aid = store.annotator_by_token(store.add_annotator("alice")).id
+    while (item := store.next_item(aid, overlap=1)) is not None:
+        store.submit_ranking(aid, item["item_id"], ["r2", ["r0", "r1"]])
+    assert store.get_item(1)["prompt_messages"] == [
+        {"role": "user", "content": "Explain quantum computing in simple terms."}
+    ]
+    out = tmp_path / "rankings.jsonl"
+    assert (
+        cli(["annotate", "export", "--db", str(db), "--format", "rankings", "--out", str(out)]) == 0
+    )
+    rankings = list(read_preferences(out))
+    assert len(rankings) == 8 and all(r.is_conversational for r in rankings)
+    res = train_reward_model(RewardConfig(model=str(tiny_models["qwen3"]), data=str(out),
+                                          out=str(tmp_path / "rm"), batch_size=2, progress=False))  # fmt: skip
+    assert math.isfinite(res["loss"])
+    from rlhfkit.reward.model import RewardModel
+
+    assert RewardModel.from_pretrained(tmp_path / "rm").settings.input_format == "chat"
+    capsys.readouterr()
 
 
 def test_a_conversation_reads_the_same_in_rm_training_and_in_ppo_scoring(

@@ -128,8 +128,8 @@ def assets(tmp_path_factory):
 def ppo_args(a, out: Path, *extra: str) -> list[str]:
     return ["ppo", "--policy", a["lm"], "--prompts", a["prompts"], "--reward-fn", a["reward"],
             "--out", str(out), "--total-episodes", "40", "--batch-size", "8",
-            "--num-mini-batches", "2", "--ppo-epochs", "2", "--response-length", "6",
-            "--learning-rate", "3e-3", "--seed", "5", "--save-every", "1", "--keep-checkpoints",
+            "--num-mini-batches", "2", "--num-ppo-epochs", "2", "--response-length", "6",
+            "--learning-rate", "3e-3", "--seed", "5", "--save-every", "1", "--save-total-limit",
             "2", "--sample-every", "1", "--no-progress", *extra]  # fmt: skip
 
 
@@ -137,7 +137,7 @@ def rm_args(a, out: Path, *extra: str) -> list[str]:
     # 32 training prompts / batch 8 = 4 steps per epoch, 2 epochs; checkpoints at 2, 4 and 6.
     return ["train-rm", "--model", a["lm"], "--data", a["data"], "--out", str(out),
             "--eval-split", "0.2", "--batch-size", "8", "--epochs", "2", "--learning-rate", "3e-3",
-            "--seed", "5", "--save-every", "2", "--keep-checkpoints", "2", "--logging-steps", "1",
+            "--seed", "5", "--save-every", "2", "--save-total-limit", "2", "--logging-steps", "1",
             "--no-progress", *extra]  # fmt: skip
 
 
@@ -194,7 +194,7 @@ def test_ppo_killed_at_three_points_resumes_bit_identical(assets):
     ref, outs = _check_killed_then_resume(
         assets, PPO_KILLS, ppo_args, Path("policy/model.safetensors"), "ppo"
     )
-    # --keep-checkpoints 2 with a checkpoint every update: only the two newest are left.
+    # --save-total-limit 2 with a checkpoint every update: only the two newest are left.
     assert [s for s, _ in list_checkpoints(ref)] == [4, 5]
     ref_samples = (ref / "samples.jsonl").read_text()
     for out in outs.values():
@@ -226,7 +226,7 @@ def test_train_rm_killed_at_three_points_resumes_bit_identical(assets):
     ref, outs = _check_killed_then_resume(
         assets, RM_KILLS, rm_args, Path("model.safetensors"), "rm"
     )
-    assert _rm_steps(ref) == [4, 6]  # --keep-checkpoints 2
+    assert _rm_steps(ref) == [4, 6]  # --save-total-limit 2
     want = json.loads((ref / "eval.json").read_text())
     for out in outs.values():
         got = json.loads((out / "eval.json").read_text())

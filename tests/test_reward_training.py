@@ -16,15 +16,13 @@ import torch
 from rlhfkit.errors import ConfigError
 from rlhfkit.losses import bradley_terry_loss
 from rlhfkit.models import RewardModel
-from rlhfkit.reward_training import (
-    RewardConfig,
-    _collate_items,
-    _prepare_items,
+from rlhfkit.reward import RewardConfig, pair_metrics, train_reward_model
+from rlhfkit.reward.batching import (
     batch_indices,
+    collate_items,
     epoch_order,
-    pair_metrics,
+    prepare_items,
     split_by_prompt,
-    train_reward_model,
 )
 from rlhfkit.tiny import build_tiny_causal_lm
 
@@ -156,13 +154,13 @@ def test_one_forward_per_response_equals_pairwise_expanded_bt(world):
     rm = RewardModel.from_pretrained(world["lm"])
     rankings = list(read_preferences(world["train"]))[:6]
     assert any(r.has_ties for r in rankings)
-    items, _ = _prepare_items(rm, rankings, "truncate", use_margin=False)
+    items, _ = prepare_items(rm, rankings, "truncate", use_margin=False)
     rows, handle = _row_counter(rm.model)
 
     # Ranking-native: every response once, one forward.
     from rlhfkit.losses import grouped_ranking_loss
 
-    batch, group_ids, ranks, _ = _collate_items(rm, items)
+    batch, group_ids, ranks, _ = collate_items(rm, items)
     rewards = rm.raw_rewards(batch)
     loss, _ = grouped_ranking_loss(rewards, group_ids, ranks)
     loss.backward()
@@ -310,7 +308,7 @@ def test_train_rm_cli_subprocess(world, tmp_path):
 def test_exact_resume_reproduces_an_uninterrupted_run(world, tmp_path):
     common = dict(
         model=str(world["lm"]), data=str(world["small"]), eval_split=0.1, batch_size=8, epochs=2,
-        learning_rate=1e-3, save_every=2, keep_checkpoints=0, progress=False, logging_steps=1,
+        learning_rate=1e-3, save_every=2, save_total_limit=None, progress=False, logging_steps=1,
         normalize=False,
     )  # fmt: skip
     full = tmp_path / "full"
@@ -374,13 +372,13 @@ def test_overlong_items_are_truncated_or_dropped_and_counted(world):
         [Response("a", long), Response("b", "great"), Response("c", "awful")],
         ["b", "a", "c"],
     )
-    items, counts = _prepare_items(rm, [r], "truncate", use_margin=True)
+    items, counts = prepare_items(rm, [r], "truncate", use_margin=True)
     assert counts["overlong"] == 1 and len(items[0].features) == 3
     assert max(len(f["input_ids"]) for f in items[0].features) == 8
-    items, counts = _prepare_items(rm, [r], "drop", use_margin=True)
+    items, counts = prepare_items(rm, [r], "drop", use_margin=True)
     assert counts["dropped_responses"] == 1 and items[0].ranks == [1, 3]
     two = Ranking("tell me", [Response("a", long), Response("b", "great")], ["b", "a"])
-    items, counts = _prepare_items(rm, [two], "drop", use_margin=True)
+    items, counts = prepare_items(rm, [two], "drop", use_margin=True)
     assert items == [] and counts["dropped_rankings"] == 1
 
 

@@ -13,15 +13,14 @@ import torch
 from rlhfkit.data import read_preferences
 from rlhfkit.losses import grouped_ranking_loss
 from rlhfkit.models import RewardModel
-from rlhfkit.reward_training import (
-    RewardConfig,
-    _collate_items,
-    _group_tensors,
-    _prepare_items,
+from rlhfkit.reward import RewardConfig, train_reward_model
+from rlhfkit.reward.batching import (
     can_share_prompt,
+    collate_items,
+    group_tensors,
+    prepare_items,
     shared_prefix_length,
     shared_prompt_rewards,
-    train_reward_model,
 )
 from rlhfkit.tiny import build_tiny_causal_lm
 
@@ -68,16 +67,16 @@ def test_shared_prompt_rewards_and_gradients_equal_full_forwards(world):
     rm = RewardModel.from_pretrained(world["lm"])
     rm.model.train()
     assert can_share_prompt(rm.model)
-    items, _ = _prepare_items(rm, list(read_preferences(world["train"]))[:12], "truncate", False)
+    items, _ = prepare_items(rm, list(read_preferences(world["train"]))[:12], "truncate", False)
     prefixes = {it.prefix for it in items}
     assert len(prefixes) > 2 and min(prefixes) >= 4  # prompts of several lengths, all shared
-    batch, group_ids, ranks, _ = _collate_items(rm, items)
+    batch, group_ids, ranks, _ = collate_items(rm, items)
     full = rm.raw_rewards(batch)
     loss_full, _ = grouped_ranking_loss(full, group_ids, ranks)
     grads_full = torch.autograd.grad(loss_full, list(rm.model.parameters()), allow_unused=True)
 
     shared = shared_prompt_rewards(rm.model, items, rm.tokenizer.pad_token_id)
-    g2, r2, _ = _group_tensors(items, shared.device)
+    g2, r2, _ = group_tensors(items, shared.device)
     assert torch.equal(g2, group_ids) and torch.equal(r2, ranks)
     loss_shared, _ = grouped_ranking_loss(shared, g2, r2)
     grads_shared = torch.autograd.grad(loss_shared, list(rm.model.parameters()), allow_unused=True)

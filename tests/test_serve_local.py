@@ -5,7 +5,7 @@ import threading
 
 import httpx
 
-from rlhfkit.annotate.serve_local import collect_rankings
+from rlhfkit.collect.annotate.serve_local import collect_rankings
 
 
 def _candidates(path, n=3):

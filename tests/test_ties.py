@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rlhfkit.annotate.app import create_app
-from rlhfkit.annotate.store import Store
 from rlhfkit.cli.annotate import main as annotate_main
+from rlhfkit.collect.annotate.app import create_app
+from rlhfkit.collect.annotate.store import Store
 from test_annotate_api import SECRET, bearer, write_candidates
 
 

@@ -8,7 +8,7 @@
   and PPO pad with the tokenizer's pad token when it differs from every stop token, else with an
   existing special token that is not a stop token (BOS, UNK, ...); every mask is explicit, so
   nothing is added and nothing is resized. A reward model needs a pad id its score position can
-  never hold (see :func:`rlhfkit.models.RewardModel.from_pretrained`).
+  never hold (see :func:`rlhfkit.reward.model.RewardModel.from_pretrained`).
 - **Stop tokens.** EOS, plus the ids the model's ``generation_config`` stops at (an instruct
   model's end of turn, such as ``<|eot_id|>`` or ``<end_of_turn>``), plus ``--stop-token``.
 - **After loading**, for training: dropout off (:func:`disable_dropout`), and GPT-2's Python GELU
@@ -28,16 +28,19 @@ from rlhfkit.errors import ConfigError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
-def check_model_source(name: str | Path, option: str) -> str:
+def check_model_source(name: str | Path, option: str, allow_ensemble: bool = False) -> str:
     """Check a model option's value before anything loads; returns it as a string.
 
-    A local directory must hold ``config.json``; a value that names no directory must look like a
-    Hub id (``name`` or ``namespace/name``), else it is a path that does not exist."""
+    A local directory must hold ``config.json`` (or, with ``allow_ensemble``, ``ensemble.json``: a
+    reward-model ensemble); a value that names no directory must look like a Hub id (``name`` or
+    ``namespace/name``), else it is a path that does not exist."""
     name = str(name)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{option} {name}: not a directory (give a save_pretrained directory or a Hub name)")  # fmt: skip
+        if allow_ensemble and (path / "ensemble.json").is_file():
+            return str(path)
         if not (path / "config.json").is_file():
             hint = ""
             for sub in ("policy", "model"):

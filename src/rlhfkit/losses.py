@@ -2,8 +2,9 @@
 
 1. Reward model: Bradley-Terry over pairs, and its ranking-native form over K responses
    (InstructGPT): :func:`bradley_terry_loss`, :func:`ranking_loss`, :func:`grouped_ranking_loss`.
-2. The reward PPO maximizes: KL estimators (:func:`kl_estimate`), ``r − β·KL``
-   (:func:`kl_penalized_reward`) and its per-token form (:func:`per_token_rewards`).
+2. The reward PPO maximizes: an ensemble's combined score (:func:`ensemble_reward`), KL
+   estimators (:func:`kl_estimate`), ``r − β·KL`` (:func:`kl_penalized_reward`) and its per-token
+   form (:func:`per_token_rewards`).
 3. Advantages: generalized advantage estimation (:func:`gae`).
 4. The PPO update: the clipped surrogate (:func:`ppo_clip_objective`, :func:`policy_loss`), the
    clipped value loss (:func:`value_loss`), and the whole minibatch loss with its named terms
@@ -61,6 +62,8 @@ def grouped_ranking_loss(
     group_ids: torch.Tensor,
     ranks: torch.Tensor,
     margins: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+    weight_total: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``ranking_loss`` for a batch of prompts whose responses are concatenated.
 
@@ -68,7 +71,14 @@ def grouped_ranking_loss(
     0..G−1) and has rank ``ranks[n]`` within it (1 = best, equal = tie). margins: optional (G,)
     margin subtracted from every pair of that prompt. Each prompt weighs the same whatever its K
     (InstructGPT normalises by K choose 2): the loss is the mean over prompts of each prompt's mean
-    pair loss; a prompt with no ordered pair is left out. Returns ``(loss, stats)``, stats holding
+    pair loss; a prompt with no ordered pair is left out.
+
+    weights: optional (G,) non-negative weight per prompt (its annotator's reliability, say). The
+    loss is then the weighted mean ``Σ_g w_g ℓ_g / Σ_g w_g`` of the per-prompt losses ℓ_g: weight 0
+    adds nothing to the gradient, weight 2 counts as two copies of the prompt. ``weight_total``
+    replaces the denominator ``Σ_g w_g``: a trainer that splits one batch into micro-batches passes
+    the whole batch's weight, so that the parts add up to the batch's weighted mean. A zero total
+    gives a loss of 0 (and a zero gradient). Returns ``(loss, stats)``, stats holding
     per-pair ``accuracy`` (r_w > r_l strictly), ``margin`` (mean r_w − r_l) and ``pairs``.
     """
     same = group_ids.unsqueeze(1) == group_ids.unsqueeze(0)  # (N, N)
@@ -85,7 +95,18 @@ def grouped_ranking_loss(
     group_sum = zeros.index_add(0, pair_group, pair_losses)  # (G,)
     group_cnt = zeros.index_add(0, pair_group, torch.ones_like(pair_losses))  # (G,)
     has_pairs = group_cnt > 0
-    loss = (group_sum[has_pairs] / group_cnt[has_pairs]).mean()
+    group_loss = group_sum[has_pairs] / group_cnt[has_pairs]  # (G',)
+    if weights is None:
+        loss = group_loss.mean()
+    else:
+        w = weights.to(diff.dtype)[has_pairs]  # (G',)
+        total = (
+            w.sum()
+            if weight_total is None
+            else torch.as_tensor(weight_total, dtype=w.dtype, device=w.device)
+        )
+        # Σ w ℓ is exactly 0 when every weight is: dividing by a clamped total keeps it 0, not NaN.
+        loss = (w * group_loss).sum() / total.clamp_min(torch.finfo(w.dtype).tiny)
     stats = {
         "accuracy": (diff.detach() > 0).float().mean(),
         "margin": diff.detach().mean(),
@@ -100,6 +121,30 @@ def kl_penalized_reward(reward, kl, beta):
     Works on floats and tensors: ``kl_penalized_reward(2.5, 3.0, 0.1) == 2.2``.
     """
     return reward - beta * kl
+
+
+ENSEMBLE_OBJECTIVES = ("mean", "worst", "uwo")
+
+
+def ensemble_reward(
+    member_scores: torch.Tensor, objective: str = "mean", uwo_lambda: float = 1.0
+) -> torch.Tensor:
+    """One reward from an ensemble's M members, each normalized to the same scale:
+    member_scores (M, N) -> (N,). Coste et al. 2023 ("Reward Model Ensembles Help Mitigate
+    Overoptimization"):
+
+    - ``mean``: ``(1/M) Σ_m r_m``;
+    - ``worst`` (worst-case optimization): ``min_m r_m``;
+    - ``uwo`` (uncertainty-weighted optimization): ``mean − λ·Var_m(r_m)``, the members'
+      variance (population, over m) as the penalty for disagreement.
+    """
+    if objective == "mean":
+        return member_scores.mean(0)
+    if objective == "worst":
+        return member_scores.min(0).values
+    if objective == "uwo":
+        return member_scores.mean(0) - uwo_lambda * member_scores.var(0, unbiased=False)
+    raise ValueError(f"ensemble objective must be one of {', '.join(ENSEMBLE_OBJECTIVES)}")
 
 
 def kl_estimate(
@@ -175,6 +220,16 @@ def gae(
     return advantages, returns * mask
 
 
+def _clip_terms(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log ρ``, ``ρ``, ``ρ·A`` and ``clip(ρ, 1−ε, 1+ε)·A``, each (B, R)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    return log_ratio, ratio, ratio * advantages, clipped
+
+
 def ppo_clip_objective(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -190,9 +245,7 @@ def ppo_clip_objective(
     smaller one, its gradient with respect to ``logprobs`` is zero: the update stops pushing ρ
     further outside the trust region.
     """
-    ratio = torch.exp(logprobs - old_logprobs)
-    surrogate = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    _, _, surrogate, clipped = _clip_terms(logprobs, old_logprobs, advantages, clip_range)
     objective = torch.minimum(surrogate, clipped)
     if mask is None:
         return objective.mean()
@@ -215,10 +268,9 @@ def ppo_clip_stats(
     """
     if mask is None:
         mask = torch.ones_like(logprobs)
-    log_ratio = logprobs - old_logprobs
-    ratio = torch.exp(log_ratio)
-    surrogate = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    log_ratio, ratio, surrogate, clipped = _clip_terms(
+        logprobs, old_logprobs, advantages, clip_range
+    )
     clipfrac = masked_mean((clipped < surrogate).float(), mask)
     approxkl = masked_mean((ratio - 1.0) - log_ratio, mask)
     ratio_mean = masked_mean(ratio, mask)
@@ -231,6 +283,14 @@ def ppo_clip_stats(
     }
 
 
+def _value_terms(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V − R)²`` and ``(V_clip − R)²`` with ``V_clip = V_old + clip(V − V_old, −ε, ε)``."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    return (values - returns) ** 2, (clipped_values - returns) ** 2
+
+
 def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
@@ -241,8 +301,8 @@ def value_loss(
     """Clipped value loss ``0.5·E[max((V − R)², (V_clip − R)²)]``,
     ``V_clip = V_old + clip(V − V_old, −ε, ε)`` (OpenAI baselines' PPO2; lm-human-preferences).
     """
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-    loss = torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
+    unclipped, clipped = _value_terms(values, old_values, returns, clip_range)
+    loss = torch.maximum(unclipped, clipped)
     if mask is None:
         return 0.5 * loss.mean()
     return 0.5 * masked_mean(loss, mask)
@@ -257,8 +317,8 @@ def value_clipfrac(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Share of tokens where the clipped value term was the larger (active) one."""
-    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-    active = ((clipped_values - returns) ** 2 > (values - returns) ** 2).float()
+    unclipped, clipped = _value_terms(values, old_values, returns, clip_range)
+    active = (clipped > unclipped).float()
     return active.mean() if mask is None else masked_mean(active, mask)
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-rm": ("train_rm", "train a reward model on rankings or pairs (Bradley-Terry)"),
     "score": ("score", "score responses with a reward model"),
     "ppo": ("ppo", "tune a policy with PPO against a reward model or reward function"),
+    "best-of-n": ("best_of_n", "keep the best of n sampled responses per prompt by a reward model"),
     "detect": ("detect", "compare tuned vs base outputs and flag reward hacking"),
     "report": ("report", "render report.html for a PPO run directory"),
     "world": ("world", "the synthetic demo world: build the base policy"),

@@ -2,9 +2,10 @@
 
 rlhfkit annotate import --db ann.db candidates.jsonl
 rlhfkit annotate add-annotator alice --db ann.db [--admin]
-rlhfkit annotate serve --db ann.db [--host 127.0.0.1] [--port 8000] [--overlap 3]
+rlhfkit annotate serve --db ann.db [--host 127.0.0.1] [--port 8000] [--overlap 3] [--guidelines F.md]
 rlhfkit annotate export --db ann.db --format rankings|pairs [--min-annotators N] [--consensus] --out F
 rlhfkit annotate stats --db ann.db [--json]
+rlhfkit annotate gold --db ann.db gold.jsonl | --item N --ranking JSON | --remove N | --list
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import ipaddress
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
 from rlhfkit.cli._common import parse_config
+from rlhfkit.cli.annotate_quality import GoldConfig, gold_main, print_quality
 from rlhfkit.errors import DataError, RlhfkitError
 
 
@@ -71,6 +73,9 @@ class ServeConfig:
     only, with much faster commits on slow disks."""
     log_level: str = "info"
     """uvicorn log level (warning quiets the access log)."""
+    guidelines: Path | None = None
+    """A Markdown file of annotation guidelines, shown to annotators in a collapsible panel
+    (re-read when it changes)."""
 
 
 @dataclasses.dataclass
@@ -89,6 +94,12 @@ class ExportConfig:
     """One consensus ranking per item instead of one record per annotator."""
     consensus_method: Literal["ranked-pairs", "borda"] = "ranked-pairs"
     """How to merge rankings with --consensus: ranked pairs (Tideman) or Borda count."""
+    min_reliability: float | None = None
+    """Leave out annotators whose reliability (mean Kendall tau-b against gold or the others'
+    consensus, -1..1; see `annotate stats`) is below this, or unknown."""
+    weight_by_reliability: bool = False
+    """Give each ranking "weight" = max(0, its annotator's reliability), which train-rm uses in
+    the loss; annotators of unknown reliability are left out."""
 
 
 @dataclasses.dataclass
@@ -109,6 +120,7 @@ SUBCOMMANDS = {
     "serve": (ServeConfig, "serve the ranking web app"),
     "export": (ExportConfig, "export rankings or pairs for train-rm"),
     "stats": (StatsConfig, "progress and agreement"),
+    "gold": (GoldConfig, "mark items with a known ranking (gold) to measure annotators against"),
 }
 
 
@@ -142,11 +154,12 @@ def main(argv: list[str]) -> int:
         "serve": _serve,
         "export": _export,
         "stats": _stats,
+        "gold": _gold,
     }[name](cfg)
 
 
 def _import(cfg: ImportConfig) -> int:
-    from rlhfkit.annotate.store import Store, read_candidates
+    from rlhfkit.collect.annotate.store import Store, read_candidates
 
     # Validate the whole file first: a bad file must not leave a new, empty database behind.
     items = read_candidates(cfg.candidates)
@@ -161,7 +174,7 @@ def _import(cfg: ImportConfig) -> int:
 
 
 def _add_annotator(cfg: AddAnnotatorConfig) -> int:
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(cfg.db)
     store.init()
@@ -178,7 +191,7 @@ def _add_annotator(cfg: AddAnnotatorConfig) -> int:
 def _serve(cfg: ServeConfig) -> int:
     import uvicorn
 
-    from rlhfkit.annotate.app import create_app
+    from rlhfkit.collect.annotate.app import create_app
 
     _existing_db(cfg.db)
     if not _is_loopback(cfg.host):
@@ -194,11 +207,19 @@ def _serve(cfg: ServeConfig) -> int:
         max_body_bytes=cfg.max_body_bytes,
         secure_cookies=cfg.secure_cookies,
         synchronous=cfg.synchronous,
+        guidelines=cfg.guidelines,
     )
     # One process: SQLite serializes writers anyway, and the store's per-call connections make the
     # thread pool safe. The app checkpoints the WAL when it shuts down (its lifespan), so the
     # database file stands alone after Ctrl-C or SIGTERM too.
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, server_header=False)
+    writes = app.state.store._writes
+    if writes.commits:
+        print(
+            f"annotate serve: {writes.writes} write transactions in {writes.commits} commits "
+            f"({writes.writes / writes.commits:.2f} per commit)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -212,13 +233,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _export(cfg: ExportConfig) -> int:
-    from rlhfkit.annotate.export import export_records, write_export
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.export import write_export
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
-    records = export_records(
-        store, cfg.min_annotators, cfg.consensus_method if cfg.consensus else None
-    )
+    store.init()  # adds tables newer than the file (gold) before reading them
+    records = _export_records(store, cfg)
     if not records and not records.fully_tied:
         raise RlhfkitError(f"nothing to export: no item has {cfg.min_annotators} or more rankings")
     n = write_export(cfg.out, records, cfg.format)
@@ -235,12 +255,15 @@ def _export(cfg: ExportConfig) -> int:
 
 
 def _stats(cfg: StatsConfig) -> int:
-    from rlhfkit.annotate.agreement import agreement_report
-    from rlhfkit.annotate.store import Store
+    from rlhfkit.collect.annotate.agreement import agreement_report
+    from rlhfkit.collect.annotate.quality import store_quality
+    from rlhfkit.collect.annotate.store import Store
 
     store = Store(_existing_db(cfg.db))
+    store.init()  # adds tables newer than the file (gold) before reading them
     overlap = cfg.overlap if cfg.overlap is not None else int(store.get_meta("overlap", "1") or 1)
     data = {**store.overview(overlap), "agreement": agreement_report(store.rankings_by_item(2))}
+    data["quality"] = store_quality(store)
     if cfg.json:
         print(terminal_safe(json.dumps(data, indent=2, ensure_ascii=False)))
         return 0
@@ -276,6 +299,7 @@ def _stats(cfg: StatsConfig) -> int:
         print("\nflags:")
         for f in data["flags"]:
             print(f"  item {f['item_id']:>5}  {f['reason']:<8} x{f['count']}")
+    print_quality(data["quality"])
     return 0
 
 
@@ -286,3 +310,32 @@ def terminal_safe(text: str) -> str:
     return "".join(
         c if c.isprintable() or c == "\n" else json.dumps(c, ensure_ascii=True)[1:-1] for c in text
     )
+
+
+def _gold(cfg: GoldConfig) -> int:
+    from rlhfkit.collect.annotate.store import Store
+
+    store = Store(_existing_db(cfg.db))
+    store.init()
+    return gold_main(cfg, store)
+
+
+def _export_records(store: Any, cfg: ExportConfig) -> Any:
+    """The records to export, with reliability applied when asked (says on stderr what it left out)."""
+    from rlhfkit.collect.annotate.export import export_records, export_reliable
+
+    consensus = cfg.consensus_method if cfg.consensus else None
+    if cfg.min_reliability is None and not cfg.weight_by_reliability:
+        return export_records(store, cfg.min_annotators, consensus)
+    result = export_reliable(
+        store, cfg.min_annotators, consensus, cfg.min_reliability, cfg.weight_by_reliability
+    )
+    for name, n in sorted(result.dropped.items()):
+        rel = result.reliability.get(name)
+        why = (
+            "unknown reliability (no gold item and no item shared with others)"
+            if rel is None
+            else f"reliability {rel:.3f}"
+        )
+        print(f"left out {n} rankings of {terminal_safe(name)}: {why}", file=sys.stderr)
+    return result.records

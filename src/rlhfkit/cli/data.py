@@ -24,7 +24,8 @@ class ConvertArgs:
     """Output file. Pairs: *.parquet writes Parquet, anything else JSONL. Rankings: JSONL."""
     to: Literal["pairs", "rankings"]
     """pairs: TRL prompt/chosen/rejected, one row per strictly ordered pair (ties left out);
-    rankings: rlhfkit's native ranking records."""
+    rankings: rlhfkit's native ranking records. A record's margin and weight are kept (each pair
+    of a ranking gets the ranking's)."""
     format: InputFormat = "auto"
     """Input format; auto detects it from the first recognizable record."""
     skip_invalid: bool = False

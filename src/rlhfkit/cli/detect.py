@@ -165,7 +165,7 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
     # 4. Probe flagged tokens (and --word words) with the reward model.
     probes: dict[str, Any] = {}
     if config.reward_model is not None:
-        from rlhfkit.models import RewardModel
+        from rlhfkit.reward.model import RewardModel
 
         try:
             rm = RewardModel.from_pretrained(

@@ -15,7 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rlhfkit.cli._common import parse_config
 from rlhfkit.errors import DataError
@@ -36,6 +36,10 @@ class ScoreConfig:
     """responses per forward pass"""
     raw: bool = False
     """write raw scores instead of normalized ones (gain/bias not applied)"""
+    ensemble_objective: Literal["mean", "worst", "uwo"] = "mean"
+    """with an ensemble (train-rm --ensemble): how the members' scores combine"""
+    uwo_lambda: float = 1.0
+    """λ of --ensemble-objective uwo (mean − λ·variance)"""
 
 
 def collect(path: Path) -> tuple[list[Any], list[tuple[Any, Any]], list[tuple[int, Any, str]]]:
@@ -95,14 +99,21 @@ def main(argv: list[str]) -> int:
         prog="rlhfkit score",
         description="Add a reward-model score to every response of a JSONL file.",
     )
-    from rlhfkit.models import RewardModel
+    from rlhfkit.errors import ConfigError
+    from rlhfkit.loading import check_model_source
+    from rlhfkit.reward.ensemble import is_ensemble, load_reward
     from rlhfkit.runtime.io import atomic_open
 
+    check_model_source(config.model, "--model", allow_ensemble=True)
     records, pairs, slots = collect(Path(config.data))
-    rm = RewardModel.from_pretrained(config.model, trained=True, option="--model")
-    scores = rm.score(
-        [p for p, _ in pairs], [r for _, r in pairs], config.batch_size, normalized=not config.raw
-    ).tolist()
+    if config.raw and is_ensemble(config.model):
+        raise ConfigError("--raw: an ensemble's members are combined on their normalized scores")
+    rm = load_reward(config.model, config.ensemble_objective, config.uwo_lambda, "--model")
+    prompts, responses = [p for p, _ in pairs], [r for _, r in pairs]
+    if config.raw:
+        scores = rm.score(prompts, responses, config.batch_size, normalized=False).tolist()
+    else:
+        scores = rm.score(prompts, responses, config.batch_size).tolist()
     for (_, target, key), s in zip(slots, scores, strict=True):
         target[key] = s
     lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in records)

@@ -8,7 +8,7 @@ from rlhfkit.cli._common import parse_config
 
 
 def main(argv: list[str]) -> int:
-    from rlhfkit.reward_training import RewardConfig, train_reward_model
+    from rlhfkit.reward import RewardConfig, train_reward_model
 
     config = parse_config(
         RewardConfig,
@@ -21,11 +21,20 @@ def main(argv: list[str]) -> int:
             "holds the held-out accuracy, OUT/metrics.jsonl the rm/* training metrics."
         ),
     )
-    results = train_reward_model(config)
+    if config.ensemble > 1:
+        from rlhfkit.reward.ensemble import train_ensemble
+
+        results = train_ensemble(config)
+        keys: tuple[str, ...] = (
+            "member_accuracy", "accuracy_mean", "accuracy_worst", "accuracy_uwo",
+            "disagreement_std", "disagreement_pairs",
+        )  # fmt: skip
+    else:
+        results = train_reward_model(config)
+        keys = ("accuracy", "margin", "loss", "top1_accuracy", "n_rankings", "n_pairs")
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one summary line, not one per process
         return 0
-    keys = ("accuracy", "margin", "loss", "top1_accuracy", "n_rankings", "n_pairs")
     print(json.dumps({k: results.get(k) for k in keys}))
     return 0

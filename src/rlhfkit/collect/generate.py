@@ -263,7 +263,7 @@ def generate_candidates(
     """
     from rlhfkit.chat import is_conversational, render_prompt, use_chat_template
     from rlhfkit.loading import choose_pad_id, embedding_rows, load_causal_lm, stop_token_ids
-    from rlhfkit.models import quiet_transformers
+    from rlhfkit.reward.model import quiet_transformers
 
     if k < 1 or max_new_tokens < 1 or batch_size < 1:
         raise ValueError("k, max_new_tokens and batch_size must be at least 1")

@@ -5,7 +5,7 @@ UltraFeedback-style per-completion ratings. Every reader returns :class:`Ranking
 Format names for ``read_preferences(format=...)`` (``docs/formats.md`` shows a record of each):
 
 - ``rankings`` (alias ``native``): ``{"prompt", "responses": [{"id", "text"}], "ranking"}``.
-- ``pairs`` (alias ``trl``): ``{"prompt"?, "chosen", "rejected", "margin"?}``.
+- ``pairs`` (alias ``trl``): ``{"prompt"?, "chosen", "rejected", "margin"?, "weight"?}``.
 - ``hh``: ``{"chosen": "\\n\\nHuman: …\\n\\nAssistant: …", "rejected": …}``.
 - ``ultrafeedback``: ``{"instruction", "completions": [{"response", "annotations"}]}``.
 """
@@ -202,7 +202,7 @@ def _detect(rows: list[tuple[int, Any]], path: Path) -> str:
 
 # -- TRL pairs ---------------------------------------------------------------------------------
 
-PAIR_FIELDS = ("prompt", "chosen", "rejected", "margin")
+PAIR_FIELDS = ("prompt", "chosen", "rejected", "margin", "weight")
 
 
 def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> Ranking:
@@ -277,9 +277,7 @@ def parse_pair(obj: Any, path: Path | None = None, line: int | None = None) -> R
         Response("chosen", chosen, resp_meta[0]),
         Response("rejected", rejected, resp_meta[1]),
     ]
-    return _build(
-        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line
-    )
+    return _pair_ranking(prompt, responses, meta, obj, path, line)
 
 
 def split_implicit_prompt(
@@ -344,11 +342,9 @@ def parse_hh(obj: Any, path: Path | None = None, line: int | None = None) -> Ran
             path,
             line,
         )
-    meta = _extra_fields(obj, ("chosen", "rejected", "margin"))
+    meta = _extra_fields(obj, ("chosen", "rejected", "margin", "weight"))
     responses = [Response("chosen", chosen), Response("rejected", rejected)]
-    return _build(
-        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line
-    )
+    return _pair_ranking(prompt, responses, meta, obj, path, line)
 
 
 # -- UltraFeedback -----------------------------------------------------------------------------
@@ -464,6 +460,21 @@ def _number(x: Any) -> float | None:
 
 
 # -- shared ------------------------------------------------------------------------------------
+
+
+def _pair_ranking(
+    prompt: str,
+    responses: list[Response],
+    meta: dict[str, Any],
+    obj: dict[str, Any],
+    path: Path | None,
+    line: int | None,
+) -> Ranking:
+    """The K = 2 ranking ``chosen`` over ``rejected``, with the record's margin and weight."""
+    return _build(
+        prompt, responses, ["chosen", "rejected"], None, meta, obj.get("margin"), path, line,
+        obj.get("weight"),
+    )  # fmt: skip
 
 
 def _require_object(

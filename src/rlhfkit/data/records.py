@@ -45,7 +45,9 @@ class Ranking:
     """K responses to ``prompt`` ranked best first; an inner list in ``ranking`` is a tie group.
 
     ``margin`` (optional) is the Bradley-Terry margin applied to every strictly ordered pair:
-    loss ``-log σ(r_w - r_l - margin)``. Construction validates the record and raises
+    loss ``-log σ(r_w - r_l - margin)``. ``weight`` (optional, non-negative, 1 when absent) scales
+    the record's share of the training loss (e.g. its annotator's reliability). Construction
+    validates the record and raises
     :class:`DataError` if it is inconsistent (see :func:`validate_ranking`).
     """
 
@@ -55,6 +57,7 @@ class Ranking:
     annotator: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     margin: float | None = None
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         self.ranking = validate_ranking(self)
@@ -114,6 +117,8 @@ class Ranking:
             d["annotator"] = self.annotator
         if self.margin is not None:
             d["margin"] = self.margin
+        if self.weight is not None:
+            d["weight"] = self.weight
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -139,7 +144,7 @@ def _messages_or(messages: Any, text: str) -> str | list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages] if ok else text
 
 
-NATIVE_FIELDS = ("prompt", "responses", "ranking", "annotator", "meta", "margin")
+NATIVE_FIELDS = ("prompt", "responses", "ranking", "annotator", "meta", "margin", "weight")
 
 
 def ranking_from_native(d: Any, path: str | Path | None = None, line: int | None = None) -> Ranking:
@@ -220,7 +225,7 @@ def ranking_from_native(d: Any, path: str | Path | None = None, line: int | None
     if prompt_messages is not None:
         meta["prompt_messages"] = prompt_messages
     margin = d.get("margin")
-    return _build(prompt, responses, ranking, annotator, meta, margin, path, line)
+    return _build(prompt, responses, ranking, annotator, meta, margin, path, line, d.get("weight"))
 
 
 def _build(
@@ -232,10 +237,13 @@ def _build(
     margin: Any,
     path: str | Path | None,
     line: int | None,
+    weight: Any = None,
 ) -> Ranking:
     """Construct a Ranking, re-raising a validation error with the file and line attached."""
     try:
-        return Ranking(prompt, responses, ranking, annotator=annotator, meta=meta, margin=margin)
+        return Ranking(
+            prompt, responses, ranking, annotator=annotator, meta=meta, margin=margin, weight=weight
+        )
     except DataError as e:
         raise DataError(e.message, path, line) from None
 
@@ -245,7 +253,8 @@ def validate_ranking(r: Ranking) -> list[str | list[str]]:
 
     Errors: wrong types, empty response text, fewer than two responses, duplicate response ids,
     a ranked id that is not a response, a response ranked twice or not at all, a margin that is
-    not a finite number. Everything tied is valid (it gives no pair; see :attr:`Ranking.fully_tied`).
+    not a finite number, a weight that is not a non-negative finite number. Everything tied is
+    valid (it gives no pair; see :attr:`Ranking.fully_tied`).
     """
     if not isinstance(r.prompt, str):
         raise DataError(f"prompt must be a string, got {_json_type(r.prompt)}")
@@ -310,6 +319,12 @@ def validate_ranking(r: Ranking) -> list[str | list[str]]:
         if not math.isfinite(r.margin):
             raise DataError(f"margin must be finite, got {r.margin}")
         r.margin = float(r.margin)
+    if r.weight is not None:
+        if isinstance(r.weight, bool) or not isinstance(r.weight, (int, float)):
+            raise DataError(f"weight must be a non-negative number, got {_json_type(r.weight)}")
+        if not math.isfinite(r.weight) or r.weight < 0:
+            raise DataError(f"weight must be a non-negative finite number, got {r.weight}")
+        r.weight = float(r.weight)
     return normalized
 
 

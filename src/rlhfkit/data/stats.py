@@ -52,6 +52,8 @@ def preference_stats(rankings: Sequence[Ranking]) -> dict[str, Any]:
         "pairs": n_pairs,
         "tied_pairs": n_tied_pairs,
         "records_with_margin": sum(1 for r in rankings if r.margin is not None),
+        "records_with_weight": sum(1 for r in rankings if r.weight is not None),
+        "records_with_zero_weight": sum(1 for r in rankings if r.weight == 0),
         "annotators": len(annotators),
         "records_per_annotator": dict(annotators.most_common()),
         "records_without_annotator": sum(1 for r in rankings if r.annotator is None),

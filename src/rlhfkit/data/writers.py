@@ -48,7 +48,7 @@ def pair_rows(rankings: Iterable[Ranking]) -> list[dict[str, Any]]:
 
     Conversational when *every* ranking carries its messages (read from conversational data):
     ``prompt`` / ``chosen`` / ``rejected`` are then message lists, as TRL expects; otherwise strings.
-    ``margin`` is included on rows whose ranking has one.
+    ``margin`` and ``weight`` are included on rows whose ranking has them.
     """
     rankings = list(rankings)
     conversational = bool(rankings) and all(_has_messages(rk) for rk in rankings)
@@ -65,6 +65,8 @@ def pair_rows(rankings: Iterable[Ranking]) -> list[dict[str, Any]]:
                 row = {"prompt": rk.prompt, "chosen": win.text, "rejected": lose.text}
             if rk.margin is not None:
                 row["margin"] = rk.margin
+            if rk.weight is not None:
+                row["weight"] = rk.weight
             rows.append(row)
     return rows
 
@@ -103,8 +105,9 @@ def write_pairs(path: str | Path, rankings: Iterable[Ranking], format: str | Non
     columns: dict[str, list[Any]] = {
         k: [row[k] for row in rows] for k in ("prompt", "chosen", "rejected")
     }
-    if any("margin" in row for row in rows):
-        columns["margin"] = [row.get("margin") for row in rows]
+    for optional in ("margin", "weight"):
+        if any(optional in row for row in rows):
+            columns[optional] = [row.get(optional) for row in rows]
     try:
         if rows:
             table = pa.Table.from_pydict(columns)

@@ -118,6 +118,6 @@ def run_demo(
 def _serve_for_humans(out: Path, candidates_path: Path, say: Say) -> list[Any]:
     """Serve the candidates in the annotation app and wait until people have ranked them all
     (Ctrl-C stops waiting and keeps what was ranked so far)."""
-    from rlhfkit.annotate.serve_local import collect_rankings
+    from rlhfkit.collect.annotate.serve_local import collect_rankings
 
     return collect_rankings(out / "annotations.db", candidates_path, say)

@@ -11,16 +11,11 @@ from rlhfkit.demo.sampling import Sampler
 
 def pairwise_accuracy_vs_gold(scores: list[list[float]], gold: list[list[float]]) -> float:
     """Share of pairs (strictly ordered by gold) that the reward model orders the same way."""
+    from rlhfkit.data.pairs import pair_agreement
     from rlhfkit.world.annotators import GOLD_TIE_TOLERANCE
 
-    right = total = 0
-    for s, g in zip(scores, gold, strict=True):
-        for i in range(len(g)):
-            for j in range(i + 1, len(g)):
-                if abs(g[i] - g[j]) <= GOLD_TIE_TOLERANCE:
-                    continue
-                total += 1
-                right += (s[i] - s[j]) * (g[i] - g[j]) > 0
+    counts = [pair_agreement(s, g, GOLD_TIE_TOLERANCE) for s, g in zip(scores, gold, strict=True)]
+    right, total = sum(a for a, _ in counts), sum(n for _, n in counts)
     return right / total if total else float("nan")
 
 

@@ -160,8 +160,8 @@ def _ppo_process(name: str, config: Any, rm_dir: str, threads: int, messages: An
 
     try:
         init_worker(threads)
-        from rlhfkit.models import RewardModel
         from rlhfkit.ppo import PPOTrainer
+        from rlhfkit.reward.model import RewardModel
         from rlhfkit.world import gold_reward_fn
 
         def show(message, category, filename, lineno, file=None, line=None):

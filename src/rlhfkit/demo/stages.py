@@ -138,9 +138,9 @@ def train_reward_model(
     pairwise accuracy against gold (and the annotators' noise ceiling) on fresh candidate groups
     nobody ranked: (a) for the training prompts, (b) for the held-out topics, whose statements
     (and so whose factual errors) it never saw ranked."""
-    from rlhfkit.models import RewardModel
-    from rlhfkit.reward_training import RewardConfig
-    from rlhfkit.reward_training import train_reward_model as train
+    from rlhfkit.reward import RewardConfig
+    from rlhfkit.reward import train_reward_model as train
+    from rlhfkit.reward.model import RewardModel
 
     s = st.s
     t0 = st.start(4, f"training the reward model ({s.rm_epochs} epochs, ranking-native)")

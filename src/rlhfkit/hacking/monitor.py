@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,48 @@ from rlhfkit.hacking.probe import (
     proxy_gold_divergence,
 )
 from rlhfkit.hacking.text import Corpus
+from rlhfkit.hacking.verdict import judge
+
+
+@dataclass
+class Disagreement:
+    """How much a reward-model ensemble's members disagree on the base and on the tuned policy's
+    answers (the mean over responses of the members' std): rising disagreement says the policy has
+    moved to where the reward is uncertain (Coste et al. 2023)."""
+
+    base: float
+    tuned: float
+    p_value: float
+    """Welch's t-test, one-sided (rise), on the per-response stds."""
+    flagged: bool
+    """The tuned answers' disagreement at least ``ratio`` × the base's, and significant, on at
+    least ``min_samples`` answers on each side."""
+
+    def to_dict(self) -> dict:
+        return {
+            "base": self.base,
+            "tuned": self.tuned,
+            "p_value": self.p_value,
+            "flagged": self.flagged,
+        }
+
+
+def disagreement_rise(
+    base_std: Sequence[float],
+    tuned_std: Sequence[float],
+    alpha: float = 0.05,
+    ratio: float = 1.5,
+    min_samples: int = 8,
+) -> Disagreement:
+    """Compare per-response member stds of the base and the tuned answers (see
+    :class:`Disagreement`)."""
+    from rlhfkit.hacking.stats import welch_test
+
+    b, t = np.asarray(base_std, dtype=float), np.asarray(tuned_std, dtype=float)
+    mb, mt = float(b.mean()) if b.size else 0.0, float(t.mean()) if t.size else 0.0
+    p = welch_test(b, t, "greater")
+    enough = min(b.size, t.size) >= min_samples
+    return Disagreement(mb, mt, p, bool(enough and mt >= ratio * mb and mt > mb and p < alpha))
 
 
 @dataclass
@@ -35,8 +78,11 @@ class MonitorResult:
     drift: DriftReport
     probes: list[ProbeResult] = field(default_factory=list)
     divergence: GoldDivergence | None = None
+    disagreement: Disagreement | None = None
     warning: str | None = None
     """One line for the console when anything is flagged, else None."""
+    verdict: Any = None
+    """healthy, suspicious or hacked (:func:`rlhfkit.hacking.verdict.judge`)."""
 
     @property
     def suspected(self) -> bool:
@@ -51,7 +97,9 @@ class MonitorResult:
             "drift": self.drift.to_dict(),
             "probes": [p.to_dict() for p in self.probes],
             "divergence": self.divergence.to_dict() if self.divergence else None,
+            "disagreement": self.disagreement.to_dict() if self.disagreement else None,
             "warning": self.warning,
+            "verdict": self.verdict.to_dict() if self.verdict else None,
         }
 
 
@@ -60,7 +108,9 @@ class HackingMonitor:
 
     ``reward_fn(prompts, responses) -> list[float]`` enables the probe of the ``probe_top`` strongest
     flagged tokens; ``gold_fn`` (same signature, the true reward, e.g. the demo world's) adds
-    proxy-vs-gold divergence (then ``reward_fn`` is the proxy). The remaining options are those of
+    proxy-vs-gold divergence (then ``reward_fn`` is the proxy). ``disagreement_fn`` (same signature,
+    each response's spread between a reward-model ensemble's members) adds the rise in disagreement
+    on the policy's answers (:func:`disagreement_rise`). The remaining options are those of
     :func:`rlhfkit.hacking.scan` and :func:`rlhfkit.hacking.drift.drift_signals`.
     """
 
@@ -71,6 +121,7 @@ class HackingMonitor:
         base_has_eos: Sequence[bool] | None = None,
         reward_fn: RewardFn | None = None,
         gold_fn: RewardFn | None = None,
+        disagreement_fn: RewardFn | None = None,
         max_n: int = 3,
         threshold: float = 2.0,
         min_count: int = 5,
@@ -93,6 +144,8 @@ class HackingMonitor:
         self.base_has_eos = None if base_has_eos is None else [bool(x) for x in base_has_eos]
         self.reward_fn = reward_fn
         self.gold_fn = gold_fn
+        self.disagreement_fn = disagreement_fn
+        self._base_disagreement: np.ndarray | None = None
         self.scan_kwargs = dict(
             max_n=max_n,
             threshold=threshold,
@@ -198,12 +251,29 @@ class HackingMonitor:
             m["hacking/gold_gain_std"] = divergence.gold_gain_std
             m["hacking/divergence"] = divergence.divergence
 
-        warning = _warning(step, result.flagged, drift, probes, divergence)
+        # 5. Do the reward models of an ensemble disagree more on the policy's answers?
+        disagreement = None
+        if self.disagreement_fn is not None:
+            if self._base_disagreement is None:
+                self._base_disagreement = _score(
+                    self.disagreement_fn, self.base_prompts, self.base.texts, 32
+                )
+            tuned_d = _score(self.disagreement_fn, prompts, tuned.texts, 32)
+            disagreement = disagreement_rise(self._base_disagreement, tuned_d, self.alpha)
+            m["hacking/ensemble_std_base"] = disagreement.base
+            m["hacking/ensemble_std"] = disagreement.tuned
+            m["hacking/disagreement_flagged"] = float(disagreement.flagged)
+
+        warning = _warning(step, result.flagged, drift, probes, divergence, disagreement)
         m["hacking/suspected"] = float(warning is not None)
-        return MonitorResult(step, m, result.flagged, drift, probes, divergence, warning)
+        verdict = judge(result.flagged, drift, probes, disagreement)
+        m["hacking/verdict"] = float(verdict.level)
+        return MonitorResult(
+            step, m, result.flagged, drift, probes, divergence, disagreement, warning, verdict
+        )
 
 
-def _warning(step, flagged, drift, probes, divergence) -> str | None:
+def _warning(step, flagged, drift, probes, divergence, disagreement=None) -> str | None:
     parts: list[str] = []
     if flagged:
         f = flagged[0]
@@ -227,6 +297,10 @@ def _warning(step, flagged, drift, probes, divergence) -> str | None:
     if divergence is not None and divergence.flagged:
         parts.append(
             f"proxy reward {divergence.proxy_gain_std:+.2f} std vs gold {divergence.gold_gain_std:+.2f} std"
+        )
+    if disagreement is not None and disagreement.flagged:
+        parts.append(
+            f"the reward models disagree more: std {disagreement.base:.2f} → {disagreement.tuned:.2f}"
         )
     if not parts:
         return None

@@ -28,6 +28,11 @@ class PPOConfig:
     """Run directory: policy/, checkpoints/, metrics.jsonl, samples.jsonl, config.json."""
     reward_model: str | None = None
     """Reward model directory (rlhfkit train-rm output); scores are normalized with its gain/bias."""
+    ensemble_objective: Literal["mean", "worst", "uwo"] = "mean"
+    """With an ensemble as --reward-model (train-rm --ensemble): how its members' scores combine:
+    their mean, the worst (min), or uncertainty-weighted (mean − λ·variance; Coste et al. 2023)."""
+    uwo_lambda: float = 1.0
+    """λ of --ensemble-objective uwo."""
     reward_fn: str | None = None
     """Reward function FILE.py:NAME or module:NAME, fn(prompts, responses) -> list[float]. With
     --reward-model too, the score is the sum of both."""
@@ -177,6 +182,7 @@ class PPOConfig:
             (self.kl_coef >= 0, "--kl-coef must be ≥ 0"),
             (self.kl_target is None or self.kl_target > 0, "--kl-target must be > 0"),
             (self.learning_rate > 0, "--learning-rate must be > 0"),
+            (self.uwo_lambda >= 0, "--uwo-lambda must be >= 0"),
             (
                 self.value_head_lr_scale is None or self.value_head_lr_scale > 0,
                 "--value-head-lr-scale must be > 0",
@@ -209,6 +215,7 @@ class PPOConfig:
 # How a run trained before the setting existed (read from older checkpoints that lack it).
 # (Conversational prompts were rendered as plain text before chat templates were applied.)
 _SETTINGS_BEFORE_THEY_EXISTED = {
+    "ensemble_objective": "mean", "uwo_lambda": 1.0,
     "value_norm": False, "value_head_lr_scale": 1.0, "chat_template": False,
 }  # fmt: skip
 
@@ -219,6 +226,7 @@ _RESUME_MUST_MATCH = (
     "temperature", "top_k", "top_p", "stop_token", "critic", "lora_r", "lora_alpha",
     "lora_target_modules", "dtype", "seed", "kl_estimator", "kl_in_loss", "total_episodes",
     "learning_rate", "lr_scheduler_type", "value_norm", "value_head_lr_scale", "chat_template",
+    "ensemble_objective", "uwo_lambda",
 )  # fmt: skip
 
 

@@ -26,9 +26,11 @@ class LiveMonitor:
         reward_fn: RewardFn | None,
         gold_fn: RewardFn | None = None,
         factory: Callable[..., Any] | None = None,
+        disagreement_fn: RewardFn | None = None,
     ):
         self.prompts, self.sample = prompts, sample
         self.reward_fn, self.gold_fn = reward_fn, gold_fn
+        self.disagreement_fn = disagreement_fn
         if factory is None:
             from rlhfkit.hacking import HackingMonitor as factory  # lazy: only when asked for
         self.factory = factory
@@ -44,6 +46,8 @@ class LiveMonitor:
         """Continue with the initial answers a checkpoint recorded."""
         self.state = state
         extra = {"gold_fn": self.gold_fn} if self.gold_fn is not None else {}
+        if self.disagreement_fn is not None:
+            extra["disagreement_fn"] = self.disagreement_fn
         self.monitor = self.factory(
             self.prompts, state["base_texts"], base_has_eos=state["base_has_eos"],
             reward_fn=self.reward_fn, **extra,

@@ -22,6 +22,7 @@ import torch
 
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.errors import ConfigError
+from rlhfkit.losses import ensemble_reward
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -89,7 +90,7 @@ class RewardSources:
         scores = torch.zeros(len(texts))
         text_prompts = [as_text(p) for p in prompts]
         if self.reward_model is not None:
-            rm = self.reward_model.score(prompts, texts).float().cpu()
+            rm, member_parts = self._reward_model_scores(prompts, texts)
             parts["objective/rm_scores"] = rm
             scores = scores + rm
         if self.reward_fn is not None:
@@ -98,6 +99,8 @@ class RewardSources:
             scores = scores + fn
         if len(parts) == 1:
             parts = {}  # a single source is objective/scores itself
+        if self.reward_model is not None:
+            parts.update(member_parts)
         if self.gold_fn is not None:
             parts["objective/gold_scores"] = call_reward_fn(
                 self.gold_fn, text_prompts, texts, "the gold reward function"
@@ -107,6 +110,33 @@ class RewardSources:
         if self.missing_eos_penalty is not None:
             scores = scores - self.missing_eos_penalty * (~has_stop.cpu()).float()
         return scores, parts
+
+    def _reward_model_scores(
+        self, prompts: list[Prompt], texts: list[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reward model's score (N,); with an ensemble, its combined objective, and for the
+        logs each member's score and the members' spread per response (``reward/ensemble_std``)."""
+        rm = self.reward_model
+        if not hasattr(rm, "score_members"):
+            return rm.score(prompts, texts).float().cpu(), {}
+        members = rm.score_members(prompts, texts).float().cpu()  # (M, N)
+        combined = ensemble_reward(members, rm.objective, rm.uwo_lambda)
+        logs = {f"reward/member_{i}": m for i, m in enumerate(members)}
+        logs["reward/ensemble_std"] = members.std(0, unbiased=False)
+        return combined, logs
+
+    def disagreement_fn(self, input_of_text: dict[str, Prompt]) -> RewardFn | None:
+        """With an ensemble: each response's spread between the members (their std), as a text
+        reward function for the hacking monitor; else None."""
+        rm = self.reward_model
+        if not hasattr(rm, "score_members"):
+            return None
+
+        def spread(prompts: list[str], responses: list[str]) -> list[float]:
+            inputs = [input_of_text.get(p, p) for p in prompts]
+            return rm.score_members(inputs, responses).float().std(0, unbiased=False).tolist()
+
+        return spread
 
     def as_reward_fn(self, input_of_text: dict[str, Prompt]) -> RewardFn:
         """The summed reward (no clipping, no penalty) as a text reward function, for the hacking

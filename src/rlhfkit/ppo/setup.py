@@ -51,12 +51,15 @@ def resolve_critic(kind: str, tokenizer: Any, reward_model: Any | None) -> str:
     model reads the policy's token ids as the same tokens, else ``head`` (a reward model of
     another family, with its own tokenizer, scores the decoded text but cannot read the policy's
     tokens). The critics built from the reward model need such a reward model."""
-    usable = hasattr(reward_model, "model") and hasattr(reward_model, "tokenizer")
+    usable = getattr(reward_model, "model", None) is not None and hasattr(reward_model, "tokenizer")
     same_tokens = usable and reads_same_tokens(tokenizer, reward_model.tokenizer)
     if kind == "auto":
         return "frozen-reward-model+head" if same_tokens else "head"
     if kind.startswith(("frozen-reward-model", "reward-model")) and not usable:
-        raise ConfigError(f"--critic {kind} needs --reward-model")
+        what = "an ensemble has no one model" if hasattr(reward_model, "members") else "give one"
+        raise ConfigError(
+            f"--critic {kind} needs a single --reward-model ({what}); use --critic head or policy"
+        )
     if kind.startswith(("frozen-reward-model", "reward-model")) and not same_tokens:
         raise ConfigError(
             f"--critic {kind}: the reward model's tokenizer does not read the policy's token "

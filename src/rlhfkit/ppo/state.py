@@ -4,7 +4,6 @@ the checkpoint when it resumes."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import torch
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
 from rlhfkit.runtime.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from rlhfkit.runtime.io import atomic_open
 from rlhfkit.runtime.renamed import upgrade_settings
 
 
@@ -79,22 +77,6 @@ def load_policy_weights(policy: Any, directory: Path, lora: bool, dtype: torch.d
 
     loaded = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
     policy.load_state_dict(loaded.state_dict())
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep only the lines of a JSONL log whose ``step`` is ≤ ``step`` (atomically)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a kill
-        if isinstance(obj, dict) and obj.get("step", 0) <= step:
-            kept.append(line)
-    with atomic_open(path) as f:
-        f.write("".join(line + "\n" for line in kept))
 
 
 def save_run_checkpoint(

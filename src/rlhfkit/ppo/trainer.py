@@ -24,6 +24,7 @@ import torch
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.data.prompts import read_prompt_inputs
 from rlhfkit.errors import ConfigError
+from rlhfkit.hacking.overoptimization import LiveGaoFit
 from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import check_model_source, fuse_activations
 from rlhfkit.losses import gae, kl_estimate, per_token_rewards
@@ -39,13 +40,18 @@ from rlhfkit.ppo.state import (
     restore_run_checkpoint,
     resume_mismatches,
     save_run_checkpoint,
-    truncate_log,
 )
 from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs
 from rlhfkit.runtime.checkpoint import TrainingStopped, latest_checkpoint, load_checkpoint
 from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
-from rlhfkit.runtime.io import MetricsLogger, atomic_dir, clear_previous_run, write_json
+from rlhfkit.runtime.io import (
+    MetricsLogger,
+    atomic_dir,
+    clear_previous_run,
+    truncate_jsonl,
+    write_json,
+)
 from rlhfkit.runtime.progress import progress_bar
 
 
@@ -75,7 +81,7 @@ class PPOTrainer:
         # Fail on a model path that cannot work before anything is read, loaded or written.
         check_model_source(cfg.policy, "--policy")
         if cfg.reward_model is not None and reward_model is None:
-            check_model_source(cfg.reward_model, "--reward-model")
+            check_model_source(cfg.reward_model, "--reward-model", allow_ensemble=True)
         self.accelerator = acc = make_accelerator()
         self.device = acc.device
         # Refuse to mix two runs in one OUT (a later --resume would take the newest checkpoint,
@@ -96,14 +102,16 @@ class PPOTrainer:
         self._input_of_text = dict(zip(self.prompts, self.prompt_inputs, strict=True))
         self.sampler = PromptSampler(len(self.prompts), cfg.seed)
         if reward_model is None and cfg.reward_model is not None:
-            from rlhfkit.models import RewardModel
+            from rlhfkit.reward.ensemble import load_reward
 
-            reward_model = RewardModel.from_pretrained(
-                cfg.reward_model, trained=True, option="--reward-model"
+            # a reward model, or an ensemble of them (train-rm --ensemble)
+            reward_model = load_reward(
+                cfg.reward_model, cfg.ensemble_objective, cfg.uwo_lambda, "--reward-model"
             )
-            fuse_activations(reward_model.model)  # ours: same function, one kernel
+            for member in getattr(reward_model, "members", [reward_model]):
+                fuse_activations(member.model)  # ours: same function, one kernel
         if reward_model is not None:
-            reward_model.model.to(self.device)
+            reward_model.to(self.device)
         self.rewards = RewardSources(
             reward_model=reward_model,
             reward_fn=reward_fn or (load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None),
@@ -132,6 +140,7 @@ class PPOTrainer:
             if cfg.kl_target is not None
             else FixedKLController(cfg.kl_coef)
         )
+        self.gao = LiveGaoFit()
         self.step = self.episode = 0
         self.bad_in_a_row = self.nonfinite_total = 0
         self.last_good_checkpoint: str | None = None
@@ -142,6 +151,7 @@ class PPOTrainer:
                 self.prompts[: cfg.hacking_num_prompts], self._sample_texts,
                 reward_fn=self.rewards.as_reward_fn(self._input_of_text),
                 gold_fn=self.rewards.gold_fn, factory=hacking_monitor,
+                disagreement_fn=self.rewards.disagreement_fn(self._input_of_text),
             )  # fmt: skip
 
         self._resumed_from: Path | None = None
@@ -306,6 +316,13 @@ class PPOTrainer:
             metrics["objective/scores"] + metrics["objective/non_score_reward"]
         )
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
+        if "objective/gold_scores" in metrics:  # Gao et al.'s fit through the run so far
+            fitted, warning = self.gao.add(
+                metrics["objective/kl"], metrics["objective/gold_scores"]
+            )
+            metrics.update(fitted)
+            if warning is not None and self.is_main:
+                warnings.warn(f"update {self.step + 1}: {warning}", stacklevel=2)
 
         self.step += 1
         self.episode += cfg.batch_size
@@ -461,6 +478,7 @@ class PPOTrainer:
             "nonfinite_total": self.nonfinite_total,
             "world_size": self.accelerator.num_processes,
             "monitor": self.monitor.state if self.monitor is not None else None,
+            "gao": vars(self.gao),
             "config": self._settings_as_trained(),
         }
 
@@ -511,12 +529,14 @@ class PPOTrainer:
         self.bad_in_a_row = int(state["bad_in_a_row"])
         self.nonfinite_total = int(state["nonfinite_total"])
         self.last_good_checkpoint = str(path)
+        if state.get("gao"):
+            vars(self.gao).update(state["gao"])
         if state.get("monitor") and self.monitor is not None:
             self.monitor.restore(state["monitor"])
         if self.is_main:
             # Lines logged after the checkpoint belong to updates that will be redone.
             for name in ("metrics.jsonl", "samples.jsonl"):
-                truncate_log(self.out / name, self.step)
+                truncate_jsonl(self.out / name, self.step)
         self._resumed_from = path
 
 

@@ -64,17 +64,17 @@ PPO_PANELS: list[tuple[str, str, str]] = [
 
 def ppo_sections(runs: Sequence[Run]) -> list[tuple[str, str]]:
     """The training-curve, over-optimization, hacking and samples sections for PPO runs."""
-    sections = [
-        ("Training curves", images_grid([metric_figure(runs, k, y, t) for k, y, t in PPO_PANELS]))
-    ]
+    # The main figure first: over-optimization against gold, when a gold reward was logged.
+    sections = []
     gold = gold_vs_sqrt_kl_figure(runs)
     if gold:
         sections.append(
-            (
-                "Over-optimization: reward against √KL",
-                f'<div class="wide">{images_grid([gold])}</div>',
-            )
-        )
+            ("Over-optimization: reward against √KL (Gao et al. 2022)",
+             f'<div class="wide"><img src="{gold}" alt="proxy and gold reward against √KL"></div>')
+        )  # fmt: skip
+    sections.append(
+        ("Training curves", images_grid([metric_figure(runs, k, y, t) for k, y, t in PPO_PANELS]))
+    )
     for run in runs:
         flagged = [
             r

@@ -6,6 +6,7 @@ import base64
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from rlhfkit.report.runs import Run
 
@@ -49,38 +50,63 @@ def metric_figure(
     return figure_uri(fig)
 
 
-def gold_vs_sqrt_kl_figure(runs: Sequence[Run]) -> str | None:
-    """Gao et al. 2022's over-optimization plot: gold reward (left axis) and proxy reward (right
-    axis, dotted: a different scale) against d = √KL(π ‖ π_ref) per update."""
+def run_gao_points(run: Run) -> tuple[list[float], list[float], list[float]]:
+    """Per update: ``d = √KL`` (the batch's mean KL per response, ≥ 0), and the proxy and gold
+    rewards gained since the first update (whose samples come from the initial policy)."""
+    kl = dict(zip(*run.series("objective/kl"), strict=True))
+    proxy = dict(zip(*run.series("objective/scores"), strict=True))
+    gold = dict(zip(*run.series("objective/gold_scores"), strict=True))
+    steps = [s for s in sorted(gold) if s in kl and s in proxy]
+    if not steps:
+        return [], [], []
+    p0, g0 = proxy[steps[0]], gold[steps[0]]
+    return (
+        [math.sqrt(max(kl[s], 0.0)) for s in steps],
+        [proxy[s] - p0 for s in steps],
+        [gold[s] - g0 for s in steps],
+    )
+
+
+def gold_vs_sqrt_kl_figure(runs: Sequence[Run], fits: dict[str, Any] | None = None) -> str | None:
+    """The over-optimization figure (Gao et al. 2022): proxy (left) and gold (right) reward gained
+    since the first update against ``d = √KL(π ‖ π_ref)``, a point per update, each run's fitted
+    ``R(d) = d(α − β·log d)`` drawn through its gold points and its predicted peak marked.
+    ``fits`` (name -> :class:`~rlhfkit.hacking.overoptimization.GaoFit`) is computed here when
+    not given."""
+    from rlhfkit.hacking.overoptimization import fit_gao
+
     if not any(r.has("objective/gold_scores") for r in runs):
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax_proxy = ax.twinx()
+    fig, (ax_p, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    top = 0.0
     for i, run in enumerate(runs):
-        kl = dict(zip(*run.series("objective/kl"), strict=True))
+        d, proxy, gold = run_gao_points(run)
+        if not d:
+            continue
         color = colors[i % len(colors)]
-        for axis, key, style, label in (
-            (ax, "objective/gold_scores", "-", "gold"),
-            (ax_proxy, "objective/scores", ":", "proxy"),
-        ):
-            xs, ys = run.series(key)
-            pts = [(math.sqrt(max(kl[x], 0.0)), y) for x, y in zip(xs, ys, strict=True) if x in kl]
-            if pts:
-                axis.plot(
-                    *zip(*pts, strict=True),
-                    style,
-                    color=color,
-                    label=f"{run.name}: {label}",
-                    linewidth=1.6,
-                )
-    ax.set_xlabel("√KL(π ‖ π_ref)  (distance from the initial policy)")
-    ax.set_ylabel("gold reward (solid)")
-    ax_proxy.set_ylabel("proxy reward (dotted)")
-    ax.set_title("Reward against √KL (Gao et al. 2022)", fontsize=11)
-    ax.grid(alpha=0.3)
-    lines = ax.get_legend_handles_labels()
-    proxy_lines = ax_proxy.get_legend_handles_labels()
-    ax.legend(lines[0] + proxy_lines[0], lines[1] + proxy_lines[1], fontsize=8)
+        top = max(top, max(d))
+        ax_p.plot(d, proxy, "o", color=color, markersize=3.5, alpha=0.75, label=run.name)
+        ax_g.plot(d, gold, "o", color=color, markersize=3.5, alpha=0.75, label=run.name)
+        fit = (fits or {}).get(run.name) if fits is not None else fit_gao(d, gold, "rl")
+        if fit is None:
+            continue
+        grid = [top * k / 200 for k in range(1, 201)]
+        xs = [x for x in grid if x <= max(d) * 1.15]
+        ax_g.plot(xs, fit.predict(xs), "-", color=color, linewidth=1.6,
+                  label=f"{run.name}: fit α={fit.alpha:.2f}, β={fit.beta:.2f}")  # fmt: skip
+        if fit.peak_d is not None and fit.peak_d <= max(d) * 1.5:
+            ax_g.axvline(fit.peak_d, color=color, linestyle="--", linewidth=1.2)
+            ax_g.annotate(f"peak KL {fit.peak_kl:.1f}", (fit.peak_d, fit.peak_gain or 0.0),
+                          textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)  # fmt: skip
+    for ax, what in ((ax_p, "proxy (reward model)"), (ax_g, "gold (true)")):
+        ax.axhline(0.0, color="#999", linewidth=0.8)
+        ax.set_xlabel("d = √KL(π ‖ π_ref)")
+        ax.set_ylabel(f"{what} reward gained")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_p.set_title("Proxy reward against √KL", fontsize=11)
+    ax_g.set_title("Gold reward against √KL, with the fitted R(d) = d(α − β log d)", fontsize=11)
+    fig.tight_layout()
     return figure_uri(fig)

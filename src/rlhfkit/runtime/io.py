@@ -189,3 +189,31 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def truncate_jsonl(path: str | Path, last_step: int) -> None:
+    """Drop the lines of a JSONL log written after ``last_step`` (a crashed run's tail, before it
+    resumes from the checkpoint of ``last_step``): a line is kept when it parses as an object
+    whose ``step`` is missing or ≤ ``last_step``; a line torn by the crash goes. Atomic."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by the crash
+        step = obj.get("step") if isinstance(obj, dict) else None
+        if isinstance(obj, dict) and (not isinstance(step, int) or step <= last_step):
+            kept.append(line)
+    with atomic_open(path) as f:
+        f.write("".join(line + "\n" for line in kept))
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no copy of a large file), or copy where links fail."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

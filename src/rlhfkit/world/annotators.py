@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlhfkit.data import Ranking, Response
+from rlhfkit.data.pairs import pair_agreement
 from rlhfkit.world.gold import gold_utility
 
 # Gold utilities closer than this are equal (they are sums of a few fixed values).
@@ -215,12 +216,11 @@ def label_accuracy(rankings: Sequence[Ranking]) -> float:
 
     right = total = 0
     for r in rankings:
-        for winner, loser in r.pairs():
-            uw, ul = gold(r.prompt, winner.text), gold(r.prompt, loser.text)
-            if abs(uw - ul) <= GOLD_TIE_TOLERANCE:
-                continue
-            total += 1
-            right += uw > ul
+        utilities = [gold(r.prompt, x.text) for x in r.responses]
+        a, n = pair_agreement(
+            [-k for k in r.ranks()], utilities, GOLD_TIE_TOLERANCE, skip_ties=True
+        )
+        right, total = right + a, total + n
     if total == 0:
         raise ValueError("no strictly ordered pair with distinct gold utilities")
     return right / total
@@ -231,12 +231,4 @@ def pairwise_agreement(a: Ranking, b: Ranking) -> tuple[int, int]:
     ra = dict(zip((r.id for r in a.responses), a.ranks(), strict=True))
     rb = dict(zip((r.id for r in b.responses), b.ranks(), strict=True))
     ids = sorted(ra)
-    agree = both = 0
-    for i in range(len(ids)):
-        for j in range(i + 1, len(ids)):
-            x, y = ids[i], ids[j]
-            if ra[x] == ra[y] or rb[x] == rb[y]:
-                continue
-            both += 1
-            agree += (ra[x] < ra[y]) == (rb[x] < rb[y])
-    return agree, both
+    return pair_agreement([-ra[i] for i in ids], [-rb[i] for i in ids], skip_ties=True)

@@ -67,10 +67,38 @@ class ResponseText(BaseModel):
     text: str
 
 
+class ResponseMarkdown(ResponseText):
+    html: str
+    """the text's Markdown rendered safely (raw HTML escaped; annotate/markdown.py)"""
+
+
 class ItemOut(BaseModel):
     item_id: int
     prompt: str
+    prompt_html: str
+    responses: list[ResponseMarkdown]
+
+
+Ranking = list[str | list[str]]
+
+
+class AdminItemOut(BaseModel):
+    id: int
+    prompt: str
     responses: list[ResponseText]
+    gold: Ranking | None
+
+
+class GoldOut(BaseModel):
+    item_id: int
+    ranking: Ranking
+
+
+class GoldItemOut(GoldOut):
+    prompt: str
+    note: str | None
+    rankings: int
+    created_at: float
 
 
 class RankingOut(BaseModel):

@@ -40,13 +40,17 @@
       card("Krippendorff's α (ordinal)", fmt(ag.krippendorff_alpha_ordinal), ag.alpha_reading),
       card("Pairwise agreement", ag.pairwise_agreement === null ? "—" : Math.round(100 * ag.pairwise_agreement) + "%",
         ag.items_with_overlap + " items with 2+ annotators"),
+      card("Kendall's W", fmt(data.quality.kendall_w_mean), "mean over " + data.quality.kendall_w_items + " items"),
+      card("Gold items", String(data.quality.gold_items), data.quality.gold_rankings + " rankings of them"),
     );
     const perItem = Math.max(1, data.items);
     fillTable("annotators", data.annotators.map((a) => [
       a.name + (a.is_admin ? " (admin)" : ""), a.done, a.skipped, a.open, bar(a.done / perItem),
       // names are data: "__proto__" or "constructor" must not read Object.prototype
       fmt(Object.hasOwn(ag.pairwise_agreement_by_annotator, a.name) ? ag.pairwise_agreement_by_annotator[a.name] : null),
+      ...qualityCells(Object.hasOwn(data.quality.annotators, a.name) ? data.quality.annotators[a.name] : null),
     ]));
+    showGold(data.quality);
     fillTable("disagreed", ag.most_disagreed.map((d) => [
       d.item_id, el("span", { class: "clip", text: d.prompt }), d.annotators, Math.round(100 * d.agreement) + "%",
     ]));
@@ -59,11 +63,15 @@
       consensus: $("ex-consensus").value,
       min_annotators: String(Math.max(1, parseInt($("ex-min").value, 10) || 1)),
     });
+    const minRel = parseFloat($("ex-minrel").value);
+    if (Number.isFinite(minRel)) q.set("min_reliability", String(Math.max(-1, Math.min(1, minRel))));
+    if ($("ex-weight").checked) q.set("weight_by_reliability", "true");
     $("ex-link").href = "/api/export?" + q.toString();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
-    for (const id of ["ex-format", "ex-consensus", "ex-min"]) $(id).addEventListener("change", updateExportLink);
+    for (const id of ["ex-format", "ex-consensus", "ex-min", "ex-minrel", "ex-weight"]) $(id).addEventListener("change", updateExportLink);
+    window.reloadStats = () => load().catch((e) => showStatus("Could not load stats: " + e.message, "error"));
     updateExportLink();
     load().catch((e) => showStatus("Could not load stats: " + e.message, "error"));
     setInterval(() => load().catch(() => {}), 15000);

@@ -135,6 +135,7 @@
     item = next; tiers = []; history = []; tieNext = false; sent = null;
     $("task").hidden = false; $("done").hidden = true;
     $("prompt").textContent = item.prompt;
+    setMarkdown($("prompt-md"), item.prompt_html, item.prompt);
     $("item-label").textContent = "item " + item.item_id;
     $("flag").classList.remove("flagged");
     const box = $("responses");
@@ -151,7 +152,8 @@
           el("span", { class: "badge" }),
           el("span", { class: "spacer" }),
           placeBtn, tieBtn),
-        el("pre", { class: "text response-text", text: r.text }));
+        el("pre", { class: "text response-text md-alt", text: r.text }),
+        markdownBlock(r.html, r.text, "response-md"));
       card.addEventListener("dragstart", onDragStart);
       box.append(card);
     });
@@ -289,6 +291,8 @@
       ev.preventDefault(); openDialog("skip-dialog");
     } else if (k === "f" || k === "F") {
       ev.preventDefault(); openDialog("flag-dialog");
+    } else if (k === "t" || k === "T") {
+      ev.preventDefault(); toggleView();
     } else if (k === "Escape") {
       tieNext = false; render();
     }

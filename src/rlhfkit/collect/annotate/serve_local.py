@@ -33,9 +33,9 @@ def collect_rankings(
     """
     import uvicorn
 
-    from rlhfkit.annotate.app import create_app
-    from rlhfkit.annotate.export import export_records
-    from rlhfkit.annotate.store import Store, read_candidates
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.export import export_records
+    from rlhfkit.collect.annotate.store import Store, read_candidates
     from rlhfkit.data import ranking_from_native
 
     items = read_candidates(candidates_path)  # before the database exists: a bad file creates none

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-log = logging.getLogger("rlhfkit.annotate")
+log = logging.getLogger("rlhfkit.collect.annotate")
 
 
 def json_response(
