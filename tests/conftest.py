@@ -153,7 +153,6 @@ def tell_me_about_lm(tiny_lm, tmp_path_factory):
     3-7 words of :data:`TINY_WORDS` and EOS, so that it emits words and stops like a real base
     model; with the prompts file and a reward function that pays for each "good". Returns
     ``{"policy", "prompts", "reward"}`` (paths as strings; read-only)."""
-    import json
     import random
     import shutil
 
@@ -187,13 +186,29 @@ def tell_me_about_lm(tiny_lm, tmp_path_factory):
         loss.backward()
         opt.step()
     model.save_pretrained(path)
+    prompts, reward = write_tell_me_about_task(root, TINY_TOPICS)
+    return {"policy": str(path), "prompts": prompts, "reward": reward}
+
+
+def write_tell_me_about_task(root, topics):
+    """Write ``root/prompts.jsonl`` (``tell me about {topic} :`` per topic) and ``root/reward.py``
+    (``good``: one point per "good" in the response); returns the prompts path and the
+    ``--reward-fn`` spec, as strings."""
+    import json
+
     prompts = root / "prompts.jsonl"
     prompts.write_text(
-        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in TINY_TOPICS)
+        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in topics)
     )
     reward = root / "reward.py"
     reward.write_text(
         "def good(prompts, responses):\n"
         "    return [float(r.split().count('good')) for r in responses]\n"
     )
-    return {"policy": str(path), "prompts": str(prompts), "reward": f"{reward}:good"}
+    return str(prompts), f"{reward}:good"
+
+
+@pytest.fixture(scope="session")
+def tell_me_about_task():
+    """:func:`write_tell_me_about_task`, for test modules (``tell_me_about_task(root, topics)``)."""
+    return write_tell_me_about_task

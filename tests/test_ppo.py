@@ -349,7 +349,10 @@ def test_frozen_critic_needs_a_reward_model_that_reads_the_policys_tokens(world,
 
     assert PPOTrainer(_config(world, tmp_path / "a")).critic_kind == "head"  # auto, a reward fn
     for kind in ("frozen-reward-model", "frozen-reward-model+head"):
-        with pytest.raises(ConfigError, match=re.escape(f"--critic {kind} needs a single --reward-model (give one)")):
+        with pytest.raises(
+            ConfigError,
+            match=re.escape(f"--critic {kind} needs a single --reward-model (give one)"),
+        ):
             PPOTrainer(_config(world, tmp_path / "b", critic=kind))
 
     class Vocab:
