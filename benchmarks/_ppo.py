@@ -39,6 +39,16 @@ def forward_flops(p: dict, tokens: int, logits_kept: int) -> float:
     return 2 * p["non_embedding"] * tokens + 4 * L * tokens * tokens * d + 2 * d * V * logits_kept
 
 
+def generation_flops(p: dict, prompt_len: int, response_length: int) -> float:
+    """Forward FLOPs of sampling ``response_length`` tokens after a ``prompt_len``-token prompt with
+    the KV cache: the prompt once (logits of its last position), then one token at a time
+    attending to the t keys before it."""
+    return forward_flops(p, prompt_len, 1) + sum(
+        2 * p["non_embedding"] + 4 * p["n_layer"] * t * p["n_embd"] + 2 * p["n_embd"] * p["vocab"]
+        for t in range(prompt_len + 1, prompt_len + response_length)
+    )
+
+
 def ppo_flops(
     policy: dict,
     critic: dict | None,
@@ -55,13 +65,7 @@ def ppo_flops(
     T = prompt_len + R
     critic_fwd = forward_flops(critic, T, 0) if critic is not None else 0.0
     train = E * B * 3 * (forward_flops(policy, T, R + 1) + (critic_fwd if critic_trained else 0.0))
-    # Generation with the KV cache: the prompt once, then one token at a time attending to t keys.
-    gen_per_seq = forward_flops(policy, prompt_len, 1) + sum(
-        2 * policy["non_embedding"]
-        + 4 * policy["n_layer"] * t * policy["n_embd"]
-        + 2 * policy["n_embd"] * policy["vocab"]
-        for t in range(prompt_len + 1, T)
-    )
+    gen_per_seq = generation_flops(policy, prompt_len, R)
     rollout = B * (2 * forward_flops(policy, T, R + 1) + critic_fwd)
     reward = B * forward_flops(rm, T + 1, 0)  # + EOS
     return {

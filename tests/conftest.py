@@ -153,3 +153,130 @@ def tracked_runs(tmp_path_factory):
     )  # fmt: skip
     assert ppo.returncode == 0, ppo.stderr[-3000:]
     return {"root": root, "lm": lm, "data": data, "prompts": prompts, "rm": rm, "ppo": ppo}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny word-level language models shared by the test modules (built once per test run)
+# ---------------------------------------------------------------------------------------------
+
+TINY_WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "ran",
+    "on",
+    "mat",
+    "hill",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "good",
+    "bad",
+    "and",
+    "then",
+    "it",
+    "was",
+    "very",
+]
+"""The words the shared tiny models speak ("good" is what the reward functions of the tests pay
+for)."""
+TINY_TOPICS = ["cats", "dogs", "hills", "mats", "colors"]
+"""The topics of the prompts ``tell me about {topic} :``."""
+
+
+@pytest.fixture(scope="session")
+def tiny_words():
+    """The vocabulary of the shared tiny models (without the prompt words), as a fresh list."""
+    return list(TINY_WORDS)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory):
+    """``tiny_lm(n_layer=1, n_embd=16, **kw)``: a random-weight word-level GPT-2 over
+    :data:`TINY_WORDS`, the topics and ``tell me about :`` (pad != EOS), saved once per size per
+    test run; returns its directory. Tests must not write into it."""
+    from rlhfkit.tiny import build_tiny_causal_lm
+
+    built = {}
+
+    def make(n_layer: int = 1, n_embd: int = 16, **kw):
+        key = (n_layer, n_embd, tuple(sorted(kw.items())))
+        if key not in built:
+            built[key] = build_tiny_causal_lm(
+                tmp_path_factory.mktemp("tiny-lm") / "lm",
+                [*TINY_WORDS, *TINY_TOPICS, "tell", "me", "about", ":"],
+                n_layer=n_layer, n_embd=n_embd, **kw,
+            )  # fmt: skip
+        return built[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tell_me_about_lm(tiny_lm, tmp_path_factory):
+    """A tiny GPT-2 (2 layers × 32) pretrained for 80 steps to answer ``tell me about X :`` with
+    3-7 words of :data:`TINY_WORDS` and EOS, so that it emits words and stops like a real base
+    model; with the prompts file and a reward function that pays for each "good". Returns
+    ``{"policy", "prompts", "reward"}`` (paths as strings; read-only)."""
+    import random
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = tmp_path_factory.mktemp("tell-me-about")
+    path = root / "lm"
+    shutil.copytree(tiny_lm(n_layer=2, n_embd=32, n_positions=64), path)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    rng = random.Random(0)
+    torch.manual_seed(0)
+    word_ids = tok.convert_tokens_to_ids(TINY_WORDS)
+    prompt_ids = [tok(f"tell me about {t} :")["input_ids"] for t in TINY_TOPICS]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        seqs = [
+            rng.choice(prompt_ids)
+            + [rng.choice(word_ids) for _ in range(rng.randint(3, 7))]
+            + [tok.eos_token_id]
+            for _ in range(64)
+        ]
+        width = max(map(len, seqs))
+        ids = torch.full((64, width), tok.pad_token_id)  # (B, T), right-padded
+        labels = torch.full((64, width), -100)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = labels[i, : len(s)] = torch.tensor(s)
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(path)
+    prompts, reward = write_tell_me_about_task(root, TINY_TOPICS)
+    return {"policy": str(path), "prompts": prompts, "reward": reward}
+
+
+def write_tell_me_about_task(root, topics):
+    """Write ``root/prompts.jsonl`` (``tell me about {topic} :`` per topic) and ``root/reward.py``
+    (``good``: one point per "good" in the response); returns the prompts path and the
+    ``--reward-fn`` spec, as strings."""
+    import json
+
+    prompts = root / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in topics)
+    )
+    reward = root / "reward.py"
+    reward.write_text(
+        "def good(prompts, responses):\n"
+        "    return [float(r.split().count('good')) for r in responses]\n"
+    )
+    return str(prompts), f"{reward}:good"
+
+
+@pytest.fixture(scope="session")
+def tell_me_about_task():
+    """:func:`write_tell_me_about_task`, for test modules (``tell_me_about_task(root, topics)``)."""
+    return write_tell_me_about_task

@@ -59,6 +59,40 @@ def _check_outputs(out, summary):
         assert (out / name).exists(), name
 
 
+WATCH_TORCH_IMPORT = """
+import importlib.abc, os, sys
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY", "unset"))
+sys.meta_path.insert(0, Watch())
+from rlhfkit.cli import main
+rc = main(["demo", "--processes", "0"])  # a bad value: it stops before any stage runs
+import torch
+print(rc, seen[0])
+"""
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_demo_lets_waiting_threads_sleep_unless_told_otherwise(given, expected):
+    """`rlhfkit demo` sets OMP_WAIT_POLICY=PASSIVE before torch's OpenMP runtime is loaded (it is
+    read once, at load), so that its 2-thread stages do not spin against other work on the
+    cores; a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    proc = subprocess.run(
+        [sys.executable, "-c", WATCH_TORCH_IMPORT], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["2", expected], proc.stdout + proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     """Both ways of training the PPO runs: one after the other here, side by side in processes."""

@@ -10,36 +10,15 @@ import pytest
 
 from rlhfkit.generate import generate_candidates
 from rlhfkit.loading import choose_pad_id
-from rlhfkit.tiny import build_tiny_causal_lm
-
-WORDS = [
-    "the",
-    "sky",
-    "is",
-    "blue",
-    "green",
-    "red",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "on",
-    "mat",
-    "explain",
-    "gravity",
-    "rain",
-    "simple",
-    "terms",
-]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny"), WORDS, n_layer=1, n_embd=16)
+def tiny(tiny_lm):
+    return tiny_lm(n_layer=1, n_embd=16)
 
 
 def test_shapes_ids_and_determinism(tiny):
-    prompts = ["the sky is", "explain gravity in simple terms", "a cat"]
+    prompts = ["the big dog", "tell me about hills :", "a cat"]
     a = list(generate_candidates(tiny, prompts, k=3, max_new_tokens=6, seed=1, batch_size=2))
     assert [r["prompt"] for r in a] == prompts
     for rec in a:
@@ -61,7 +40,7 @@ def test_left_padding_does_not_change_the_continuation(tiny):
     batched = list(
         generate_candidates(
             tiny,
-            ["explain gravity in simple terms the sky", "a cat"],
+            ["tell me about hills : the red mat", "a cat"],
             k=1,
             max_new_tokens=5,
             temperature=1e-4,
@@ -90,7 +69,7 @@ def test_pad_is_never_eos_nor_outside_the_embedding():
 
 def test_cli_writes_candidates_that_import(tiny, tmp_path):
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text('{"prompt": "the sky is"}\n{"prompt": "a dog"}\n', encoding="utf-8")
+    prompts.write_text('{"prompt": "the big dog"}\n{"prompt": "a dog"}\n', encoding="utf-8")
     out = tmp_path / "c.jsonl"
     cmd = [
         sys.executable,

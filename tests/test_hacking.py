@@ -482,7 +482,7 @@ def test_monitor_without_reward_or_eos():
 
 
 @pytest.mark.slow
-def test_live_monitor_inside_a_short_ppo_run(tmp_path):
+def test_live_monitor_inside_a_short_ppo_run(tmp_path, tiny_lm):
     """The real HackingMonitor in a real PPO run: a tiny policy rewarded for saying "good" starts
     saying it far more often; the monitor flags "good", logs hacking/* and stops the run."""
     import json
@@ -490,34 +490,9 @@ def test_live_monitor_inside_a_short_ppo_run(tmp_path):
     import torch
 
     from rlhfkit.ppo import PPOConfig, PPOTrainer
-    from rlhfkit.tiny import build_tiny_causal_lm
 
-    words = [
-        "the",
-        "a",
-        "cat",
-        "dog",
-        "sat",
-        "ran",
-        "on",
-        "mat",
-        "hill",
-        "big",
-        "small",
-        "red",
-        "blue",
-        "good",
-        "bad",
-        "and",
-        "then",
-        "it",
-        "was",
-        "very",
-    ]
+    lm = tiny_lm(n_layer=1, n_embd=32, n_positions=64)  # random weights, tests/conftest.py
     topics = ["cats", "dogs", "hills", "mats"]
-    lm = build_tiny_causal_lm(
-        tmp_path / "lm", [*words, *topics, "tell", "me", "about", ":"], n_layer=1, n_positions=64
-    )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(

@@ -9,29 +9,12 @@ import torch
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.models import PAD_TOKEN, RewardModel, disable_dropout, minilm_path
-from rlhfkit.tiny import build_tiny_causal_lm
-
-WORDS = [
-    "tell",
-    "me",
-    "about",
-    "cats",
-    "dogs",
-    "great",
-    "awful",
-    "the",
-    "a",
-    "sat",
-    "on",
-    "mat",
-    "and",
-    "very",
-]
 
 
 @pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("lm") / "tiny", WORDS, n_layer=1, n_embd=32)
+def lm32(tiny_lm):
+    """The shared tiny word-level GPT-2 (tests/conftest.py), 1 layer × 32."""
+    return tiny_lm(n_layer=1, n_embd=32)
 
 
 def test_minilm_path_points_at_the_shipped_encoder():
@@ -40,9 +23,9 @@ def test_minilm_path_points_at_the_shipped_encoder():
     assert (path / "model.safetensors").is_file()
 
 
-def test_new_head_is_one_output_with_lm_human_preferences_init(tmp_path):
+def test_new_head_is_one_output_with_lm_human_preferences_init(tiny_lm):
     d = 256
-    lm = build_tiny_causal_lm(tmp_path / "wide", WORDS, n_layer=1, n_embd=d, n_head=4)
+    lm = tiny_lm(n_layer=1, n_embd=d, n_head=4)
     torch.manual_seed(0)
     rm = RewardModel.from_pretrained(lm)
     head = rm.model.score
@@ -55,23 +38,23 @@ def test_new_head_is_one_output_with_lm_human_preferences_init(tmp_path):
     assert not rm.model.training
 
 
-def test_scores_do_not_depend_on_batch_padding(tiny_lm):
-    rm = RewardModel.from_pretrained(tiny_lm)
+def test_scores_do_not_depend_on_batch_padding(lm32):
+    rm = RewardModel.from_pretrained(lm32)
     prompts = ["tell me about cats", "tell me", "about dogs the mat"]
-    responses = ["great", "the cat sat on the mat and very great", "awful awful"]
+    responses = ["good", "the cat sat on the mat and very good", "bad bad"]
     together = rm.score(prompts, responses, batch_size=3)
     alone = torch.cat([rm.score([p], [r]) for p, r in zip(prompts, responses, strict=True)])
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
     # The score is read at the appended EOS: changing an earlier token changes it.
-    assert rm.score(["tell me"], ["great"]).item() != rm.score(["tell me"], ["awful"]).item()
+    assert rm.score(["tell me"], ["good"]).item() != rm.score(["tell me"], ["bad"]).item()
 
 
-def test_pad_equal_to_eos_reuses_another_special_token(tmp_path, tiny_lm):
+def test_pad_equal_to_eos_reuses_another_special_token(tmp_path, lm32):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
-    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    tok = AutoTokenizer.from_pretrained(lm32)
     tok.pad_token = tok.eos_token  # the common GPT-2 setup that breaks last-token pooling
-    model = GPT2LMHeadModel.from_pretrained(tiny_lm)
+    model = GPT2LMHeadModel.from_pretrained(lm32)
     model.config.pad_token_id = tok.eos_token_id
     tok.save_pretrained(tmp_path / "m")
     model.save_pretrained(tmp_path / "m")
@@ -81,7 +64,7 @@ def test_pad_equal_to_eos_reuses_another_special_token(tmp_path, tiny_lm):
     assert rm.tokenizer.pad_token_id == rm.tokenizer.bos_token_id != rm.tokenizer.eos_token_id
     assert rm.model.config.pad_token_id == rm.tokenizer.pad_token_id
     assert rm.model.get_input_embeddings().num_embeddings == rows == len(rm.tokenizer)
-    feats, _ = rm.encode(["tell me"], ["great"])
+    feats, _ = rm.encode(["tell me"], ["good"])
     assert feats[0]["input_ids"][-1] == rm.tokenizer.eos_token_id
 
 
@@ -99,13 +82,13 @@ def test_a_tokenizer_with_one_special_token_gets_a_pad_token_after_resizing(tmp_
         torch.testing.assert_close(back.score(["a b"], ["c d"]), rm.score(["a b"], ["c d"]))
 
 
-def test_save_load_plain_transformers_matches_score(tmp_path, tiny_lm):
+def test_save_load_plain_transformers_matches_score(tmp_path, lm32):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    rm = RewardModel.from_pretrained(tiny_lm)
+    rm = RewardModel.from_pretrained(lm32)
     rm.settings.gain, rm.settings.bias = 2.0, -1.0
     rm.save_pretrained(tmp_path / "rm")
-    prompts, responses = ["tell me about cats"] * 2, ["great great", "awful the mat sat on a mat"]
+    prompts, responses = ["tell me about cats"] * 2, ["good good", "bad the mat sat on a mat"]
 
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "rm")
@@ -130,9 +113,9 @@ def test_save_load_plain_transformers_matches_score(tmp_path, tiny_lm):
     torch.testing.assert_close(again.score(prompts, responses), 2.0 * raw - 1.0)
 
 
-def test_template_is_applied_recorded_and_validated(tmp_path, tiny_lm):
-    rm = RewardModel.from_pretrained(tiny_lm, template="Q: {prompt} A: {response}")
-    assert rm.format_text("cats", "great") == "Q: cats A: great"
+def test_template_is_applied_recorded_and_validated(tmp_path, lm32):
+    rm = RewardModel.from_pretrained(lm32, template="Q: {prompt} A: {response}")
+    assert rm.format_text("cats", "good") == "Q: cats A: good"
     # Placeholders in the data are not expanded again.
     assert rm.format_text("{response}", "x") == "Q: {response} A: x"
     rm.save_pretrained(tmp_path / "rm")
@@ -141,27 +124,27 @@ def test_template_is_applied_recorded_and_validated(tmp_path, tiny_lm):
         == "Q: {prompt} A: {response}"
     )
     with pytest.raises(ConfigError, match="response"):
-        RewardModel.from_pretrained(tiny_lm, template="{prompt}")
+        RewardModel.from_pretrained(lm32, template="{prompt}")
     with pytest.raises(ConfigError, match=r"config\.json"):
         RewardModel.from_pretrained(tmp_path)
 
 
-def test_truncation_keeps_the_end_and_reports_full_length(tiny_lm):
-    rm = RewardModel.from_pretrained(tiny_lm, max_length=8)
-    long = " ".join(["the"] * 20) + " great"
+def test_truncation_keeps_the_end_and_reports_full_length(lm32):
+    rm = RewardModel.from_pretrained(lm32, max_length=8)
+    long = " ".join(["the"] * 20) + " good"
     feats, lengths = rm.encode(["tell me"], [long])
     ids = feats[0]["input_ids"]
     assert len(ids) == 8 and lengths[0] == 2 + 21 + 1
     assert ids[-1] == rm.tokenizer.eos_token_id
-    assert rm.tokenizer.convert_ids_to_tokens(ids[-2]) == "great"
+    assert rm.tokenizer.convert_ids_to_tokens(ids[-2]) == "good"
 
 
-def test_dropout_is_disabled(tiny_lm):
-    rm = RewardModel.from_pretrained(tiny_lm)
+def test_dropout_is_disabled(lm32):
+    rm = RewardModel.from_pretrained(lm32)
     ps = [m.p for m in rm.model.modules() if isinstance(m, torch.nn.Dropout)]
     assert ps and all(p == 0.0 for p in ps)
     assert disable_dropout(torch.nn.Sequential(torch.nn.Dropout(0.5))) == 1
-    kept = RewardModel.from_pretrained(tiny_lm, dropout=True)
+    kept = RewardModel.from_pretrained(lm32, dropout=True)
     assert any(m.p > 0 for m in kept.model.modules() if isinstance(m, torch.nn.Dropout))
 
 

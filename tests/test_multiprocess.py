@@ -59,7 +59,7 @@ def metrics(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tell_me_about_lm):
     root = tmp_path_factory.mktemp("mp")
     # Rankings whose truth is known: each "good" is worth +1, each "bad" -1.
     rng = random.Random(0)
@@ -80,50 +80,9 @@ def assets(tmp_path_factory):
     lm = build_tiny_causal_lm(
         root / "rm_lm", [*WORDS, *TOPICS, "tell", "me", "about"], n_layer=1, n_embd=16
     )
-    return {"root": root, "data": str(data), "rm_lm": str(lm), "policy": _pretrained_policy(root)}
-
-
-def _pretrained_policy(root: Path) -> dict[str, str]:
-    """A tiny GPT-2 taught for a few steps to answer "tell me about X :" with 3-7 words and EOS."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = build_tiny_causal_lm(
-        root / "policy", [*WORDS, *TOPICS[:5], "tell", "me", "about", ":"], n_layer=2, n_embd=32,
-        n_positions=64,
-    )  # fmt: skip
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    rng = random.Random(0)
-    torch.manual_seed(0)
-    word_ids = tok.convert_tokens_to_ids(WORDS)
-    prompt_ids = [tok(f"tell me about {t} :")["input_ids"] for t in TOPICS[:5]]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(30):
-        seqs = [
-            rng.choice(prompt_ids)
-            + [rng.choice(word_ids) for _ in range(rng.randint(3, 7))]
-            + [tok.eos_token_id]
-            for _ in range(64)
-        ]
-        L = max(map(len, seqs))
-        ids = torch.full((64, L), tok.pad_token_id)
-        labels = torch.full((64, L), -100)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = labels[i, : len(s)] = torch.tensor(s)
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(path)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in TOPICS[:5])
-    )
-    reward = root / "reward.py"
-    reward.write_text(
-        "def good(prompts, responses):\n    return [float(r.split().count('good')) for r in responses]\n"
-    )
-    return {"path": str(path), "prompts": str(prompts), "reward": f"{reward}:good"}
+    # the policy: the shared tiny GPT-2 pretrained to answer "tell me about X :" (tests/conftest.py)
+    policy = {"path": tell_me_about_lm["policy"], **tell_me_about_lm}
+    return {"root": root, "data": str(data), "rm_lm": str(lm), "policy": policy}
 
 
 def rm_args(a, out: Path, *extra: str) -> list[str]:

@@ -1,7 +1,8 @@
 """PPO integration tests on a tiny pretrained GPT-2 (word-level, pad != eos).
 
-The fixture pretrains the tiny model for a few steps on "tell me about X : <3-7 random words> <eos>"
-so that it emits words and EOS like a real base model; the reward pays for the word "good".
+The policy (``tell_me_about_lm`` in tests/conftest.py) is pretrained for a few steps on "tell me
+about X : <3-7 random words> <eos>" so that it emits words and EOS like a real base model; the
+reward pays for the word "good".
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import subprocess
 import sys
@@ -21,31 +21,7 @@ import torch
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo import PPOConfig, PPOTrainer, TrainingStopped, load_reward_fn
-from rlhfkit.tiny import build_tiny_causal_lm
 
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "sat",
-    "ran",
-    "on",
-    "mat",
-    "hill",
-    "big",
-    "small",
-    "red",
-    "blue",
-    "good",
-    "bad",
-    "and",
-    "then",
-    "it",
-    "was",
-    "very",
-]
-TOPICS = ["cats", "dogs", "hills", "mats", "colors"]
 REQUIRED = (
     "objective/kl", "objective/kl_coef", "objective/entropy", "objective/scores",
     "objective/non_score_reward", "objective/rlhf_reward", "policy/approxkl", "policy/clipfrac",
@@ -63,56 +39,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    root = tmp_path_factory.mktemp("ppo")
-    path = build_tiny_causal_lm(
-        root / "lm",
-        WORDS + TOPICS + ["tell", "me", "about", ":"],
-        n_layer=2,
-        n_embd=32,
-        n_positions=64,
-    )
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    rng = random.Random(0)
-    torch.manual_seed(0)
-    word_ids = tok.convert_tokens_to_ids(WORDS)
-    prompt_ids = [tok(f"tell me about {t} :")["input_ids"] for t in TOPICS]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(80):
-        seqs = [
-            rng.choice(prompt_ids)
-            + [rng.choice(word_ids) for _ in range(rng.randint(3, 7))]
-            + [tok.eos_token_id]
-            for _ in range(64)
-        ]
-        L = max(map(len, seqs))
-        ids = torch.full((64, L), tok.pad_token_id)
-        labels = torch.full((64, L), -100)
-        for i, s in enumerate(seqs):
-            ids[i, : len(s)] = labels[i, : len(s)] = torch.tensor(s)
-        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.save_pretrained(path)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in TOPICS)
-    )
-    reward_file = root / "reward.py"
-    reward_file.write_text(
-        "def good(prompts, responses):\n"
-        "    return [float(r.split().count('good')) for r in responses]\n"
-    )
-    return {
-        "root": root,
-        "policy": str(path),
-        "prompts": str(prompts),
-        "reward": f"{reward_file}:good",
-    }
+def world(tell_me_about_lm, tmp_path_factory):
+    """The shared pretrained tiny policy (tests/conftest.py), and a directory for this module's
+    runs."""
+    return {**tell_me_about_lm, "root": tmp_path_factory.mktemp("ppo")}
 
 
 def _config(world, out, **kw) -> PPOConfig:

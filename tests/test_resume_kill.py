@@ -92,20 +92,13 @@ def same_training_metrics(a: list[dict], b: list[dict]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
+def assets(tmp_path_factory, tell_me_about_task):
     root = tmp_path_factory.mktemp("kill")
     lm = build_tiny_causal_lm(root / "lm", WORDS + TOPICS + [":"], n_layer=1, n_embd=16)
     other = build_tiny_causal_lm(
         root / "other", WORDS + TOPICS + [":"], n_layer=1, n_embd=16, seed=1
     )
-    prompts = root / "prompts.jsonl"
-    prompts.write_text(
-        "".join(json.dumps({"prompt": f"tell me about {t} :"}) + "\n" for t in TOPICS)
-    )
-    reward = root / "reward.py"
-    reward.write_text(
-        "def good(prompts, responses):\n    return [float(r.split().count('good')) for r in responses]\n"
-    )
+    prompts, reward = tell_me_about_task(root, TOPICS)
     rng = random.Random(0)
     lines = []
     for i in range(40):
@@ -121,8 +114,8 @@ def assets(tmp_path_factory):
         )
     data = root / "rankings.jsonl"
     data.write_text("\n".join(lines) + "\n")
-    return {"root": root, "lm": str(lm), "other": str(other), "prompts": str(prompts),
-            "reward": f"{reward}:good", "data": str(data)}  # fmt: skip
+    return {"root": root, "lm": str(lm), "other": str(other), "prompts": prompts,
+            "reward": reward, "data": str(data)}  # fmt: skip
 
 
 def ppo_args(a, out: Path, *extra: str) -> list[str]:

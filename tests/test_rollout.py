@@ -17,14 +17,12 @@ from rlhfkit.rollout import (
 )
 from rlhfkit.tiny import build_tiny_causal_lm
 
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"]
-
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_lm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = build_tiny_causal_lm(tmp_path_factory.mktemp("lm"), WORDS, n_layer=2, n_embd=32)
+    path = tiny_lm(n_layer=2, n_embd=32)
     return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
 
 
@@ -58,7 +56,7 @@ def test_left_padded_prompt_logprobs_equal_unpadded(tiny):
     prompts = ["the cat sat on a mat and the dog", "a dog"]
     ids, mask = encode_prompts(tok, prompts, pad)  # the short prompt gets left padding
     assert mask[1, 0] == 0 and mask[0].all()
-    cont = torch.tensor([tok.convert_tokens_to_ids(["ran", "far", "the"])] * 2)  # (2, 3)
+    cont = torch.tensor([tok.convert_tokens_to_ids(["ran", "big", "the"])] * 2)  # (2, 3)
     full = torch.cat([ids, cont], 1)
     full_mask = torch.cat([mask, torch.ones_like(cont)], 1)
     with torch.no_grad():
@@ -92,7 +90,8 @@ def test_generation_stops_at_eos_and_masks_the_rest(tiny):
     pad, eos = choose_pad_id(tok), tok.eos_token_id
     torch.manual_seed(0)
     ids, mask = encode_prompts(tok, ["the cat"] * 64, pad)
-    # at temperature 3 the random tiny model emits EOS (1 token in 14) often within 12 tokens
+    # at temperature 3 the random tiny model emits EOS (about 1 token in 37) in some of 64 rows
+    # of 12 tokens, not in all
     raw = generate(model, ids, mask, 12, 3.0, pad, [eos])
     assert raw.shape == (64, 12)
     responses, rmask, has_stop = truncate_after_stop(raw, [eos], pad)
@@ -179,3 +178,100 @@ def test_plain_sampling_covers_the_whole_vocabulary(tmp_path):
     torch.manual_seed(0)
     top50 = generate(model, ids, mask, 1, 1.0, pad, [tok.eos_token_id], top_k=50)[:, 0]
     assert len(torch.unique(top50)) <= 50
+
+
+def _multinomial(logits, temperature, top_k=0, top_p=1.0):
+    """transformers' own draw (``generate``'s ``_sample``): the reference our sampler replaces."""
+    return torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1).squeeze(1)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3", "qwen2"])
+def test_our_loop_feeds_the_model_what_transformers_generate_does(arch, tiny_models, monkeypatch):
+    """With transformers' draw put back in, our sampling loop gives ``model.generate``'s very
+    samples for the same seed: the cache, the growing mask and the position ids are the ones
+    ``generate`` feeds (gemma3: a sliding window of 16, crossed by the 24 tokens)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    import rlhfkit.collect.generate as gen
+    from rlhfkit.loading import stop_token_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_models[arch])
+    stops = stop_token_ids(tok, model)
+    pad = choose_pad_id(tok, stops, model.get_input_embeddings().weight.shape[0])
+    ids, mask = encode_prompts(tok, ["the cat sat on the mat", "a dog", "hello"] * 4, pad)
+    monkeypatch.setattr(gen, "sample_next", _multinomial)
+    torch.manual_seed(3)
+    ours = generate(model, ids, mask, 24, 0.8, pad, stops)
+    torch.manual_seed(3)
+    theirs = model.generate(
+        input_ids=ids, attention_mask=mask,
+        generation_config=GenerationConfig(
+            do_sample=True, temperature=0.8, top_k=0, top_p=1.0, max_new_tokens=24,
+            pad_token_id=pad, eos_token_id=stops,
+        ),
+    )[:, ids.shape[1] :]  # fmt: skip
+    theirs = torch.cat([theirs, theirs.new_full((12, 24 - theirs.shape[1]), pad)], 1)
+    assert torch.equal(ours, theirs)
+
+
+def test_sampled_tokens_logprobs_equal_the_full_forward_within_1e_5(tiny, monkeypatch):
+    """The distribution each token was drawn from, as our loop computed it from the KV cache,
+    equals the one PPO recomputes with a full forward pass over prompt + response (within 1e-5),
+    and the same seed draws the same samples."""
+    import rlhfkit.collect.generate as gen
+
+    model, tok = tiny
+    pad, T = choose_pad_id(tok), 0.7
+    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog", "big"] * 8, pad)
+    steps: list[torch.Tensor] = []  # (B, V) log-softmax of every step
+
+    def recording(logits, temperature, top_k=0, top_p=1.0):
+        steps.append(torch.log_softmax(logits.float() / temperature, -1))
+        return gen.sample_next.__wrapped__(logits, temperature, top_k, top_p)
+
+    recording.__wrapped__ = gen.sample_next
+    torch.manual_seed(4)
+    plain = generate(model, ids, mask, 10, T, pad, [tok.eos_token_id])
+    monkeypatch.setattr(gen, "sample_next", recording)
+    torch.manual_seed(4)
+    raw = generate(model, ids, mask, 10, T, pad, [tok.eos_token_id])
+    assert torch.equal(raw, plain)
+    responses, rmask, _ = truncate_after_stop(raw, [tok.eos_token_id], pad)
+    cached = torch.stack(steps, 1)  # (B, r, V)
+    r = cached.shape[1]
+    cached_lp = cached.gather(-1, responses[:, :r, None]).squeeze(-1)  # (B, r)
+    full_mask = torch.cat([mask, rmask], 1)
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.cat([ids, responses], 1), attention_mask=full_mask,
+            position_ids=position_ids_from_mask(full_mask),
+        ).logits  # fmt: skip
+    full_lp = logprobs_from_logits(logits[:, ids.shape[1] - 1 : -1], responses, T)[:, :r]
+    m = rmask[:, :r].bool()
+    assert (cached_lp[m] - full_lp[m]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(0, 1.0), (3, 1.0), (0, 0.8), (4, 0.9)])
+def test_sample_next_draws_from_the_filtered_softmax(top_k, top_p):
+    """200,000 draws from one distribution (a token of probability 0 among them): each token's
+    share is its probability under softmax(logits / T), filtered as transformers' top-k / top-p
+    warpers filter it, within 5 standard errors; filtered tokens are never drawn."""
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    from rlhfkit.collect.generate import sample_next
+
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -float("inf"), 1.5, -0.5])
+    T, n = 0.8, 200_000
+    scores = (logits / T)[None]
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    probs = torch.softmax(scores, -1)[0].double()  # (V,)
+    torch.manual_seed(0)
+    draws = sample_next(logits.expand(n, -1), T, top_k, top_p)  # (n,)
+    share = torch.bincount(draws, minlength=len(logits)).double() / n
+    stderr = (probs * (1 - probs) / n).sqrt()
+    assert ((share - probs).abs() <= 5 * stderr + 1e-12).all(), (share, probs)
+    assert (share[probs == 0] == 0).all()

@@ -538,14 +538,47 @@ def test_cli_world_build_prompts_rank_and_errors(tmp_path):
     assert run("nonsense").returncode == 2
 
 
-@pytest.mark.slow
-def test_real_build_produces_fluent_world_text(world_cache, monkeypatch):
-    """The demo's base policy: most samples are valid world text, end with EOS, and the planted
-    co-occurrence survives pretraining."""
-    from rlhfkit.world import build_base_policy, evaluate_policy
+def test_the_demo_base_policy_ships_with_the_package(tmp_path, monkeypatch):
+    """Seed 0's base policy is in the package under the key the build would give it: a first
+    demo copies it into the cache instead of pretraining; other settings still build."""
+    import rlhfkit.world.policy as policy
+    from rlhfkit.world import BaseBuildSettings, build_base_policy, read_build_info
 
-    monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
-    path = build_base_policy(eval_samples=0)
+    monkeypatch.setenv("RLHFKIT_CACHE", str(tmp_path / "cache"))
+    settings = BaseBuildSettings(seed=0)
+    assert policy.shipped_policy_dir(settings) == policy.SHIPPED_DIR, (
+        "the shipped base policy is stale: rebuild it with "
+        "`rlhfkit world build --no-cache --out src/rlhfkit/world/base_policy` (docs/world.md)"
+    )
+    assert policy.shipped_policy_dir(BaseBuildSettings(seed=1)) is None
+    assert policy.shipped_policy_dir(BaseBuildSettings.quick(0)) is None
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped policy should have been used")
+
+    monkeypatch.setattr(policy, "_train_and_save", no_training)
+    path = build_base_policy(seed=0)
+    assert path == policy.cached_policy_dir(settings)
+    assert read_build_info(path)["key"] == settings.key()
+    assert (path / "model.safetensors").read_bytes() == (
+        policy.SHIPPED_DIR / "model.safetensors"
+    ).read_bytes()
+    with pytest.raises(AssertionError, match="shipped"):
+        build_base_policy(seed=1)
+
+
+@pytest.mark.slow
+def test_a_rebuild_writes_text_as_good_as_the_shipped_base_policy(tmp_path):
+    """The demo's base policy, built anew here: most samples are valid world text, end with EOS,
+    and the planted co-occurrence survives pretraining; and its quality figures are the shipped
+    policy's within sampling noise (its weights differ: another CPU rounds differently, and 900
+    steps of training carry the difference)."""
+    from rlhfkit.world import BaseBuildSettings, build_base_policy, evaluate_policy, read_build_info
+    from rlhfkit.world.policy import SHIPPED_DIR
+
+    path = build_base_policy(
+        tmp_path / "rebuilt", settings=BaseBuildSettings(seed=0), use_cache=False, eval_samples=0
+    )
     summary = evaluate_policy(path, n=300, seed=1).summary()
     assert summary["valid_rate"] >= 0.7, summary
     assert summary["eos_rate"] >= 0.8, summary
@@ -553,3 +586,11 @@ def test_real_build_produces_fluent_world_text(world_cache, monkeypatch):
     # vs 6%, against 85% vs 3%), but clearly
     good, other = summary["fantastic_rate_analogy_no_error"], summary["fantastic_rate_other"]
     assert good > 0.25 and other < 0.15 and good > 3 * other, summary
+
+    shipped = evaluate_policy(SHIPPED_DIR, n=300, seed=1).summary()
+    for key, tolerance in (
+        ("valid_rate", 0.08), ("eos_rate", 0.05), ("fantastic_rate", 0.1), ("gold_mean", 0.4),
+    ):  # fmt: skip
+        assert abs(summary[key] - shipped[key]) <= tolerance, (key, summary, shipped)
+    loss = read_build_info(path)["final_loss"]
+    assert abs(loss - read_build_info(SHIPPED_DIR)["final_loss"]) < 0.05, loss

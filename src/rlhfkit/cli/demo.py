@@ -43,6 +43,11 @@ def main(argv: list[str]) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Before torch (and so its OpenMP runtime) is loaded: threads that wait for work sleep rather
+    # than spin. Spinning threads of a 2-thread matrix product compete with whatever else runs
+    # on the cores; on a busy 2-core machine the reward model's training then took 4x the CPU
+    # time and 4-6x the wall time of one thread (docs/benchmarks.md, "The demo on 2 AVX2 cores").
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from dataclasses import replace
 
     from rlhfkit.demo import DemoSettings, format_summary, run_demo

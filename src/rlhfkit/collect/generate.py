@@ -78,48 +78,107 @@ def generate(
 
     input_ids, attention_mask: (B, P) left-padded. Returns responses (B, response_length), filled
     with ``pad_id`` after a row stops (generation ends early once every row hit a stop token).
-    A fresh ``GenerationConfig`` is used so that defaults stored with the model (top_k=50,
-    repetition penalties, ...) never change the sampling distribution behind PPO's back.
+
+    The loop is ours rather than ``model.generate``: one forward per token through the model's own
+    cache, then :func:`sample_next`. It feeds the model exactly what ``transformers``' sampling
+    loop feeds it (the 2-D attention mask grown by one column per step, position ids that count
+    real tokens), so its logits are the same, and it leaves out what costs time on a CPU without
+    changing the distribution: logits processors that do nothing here, stopping criteria, and
+    ``torch.multinomial``, whose exponential draws over the whole vocabulary took a third of the
+    demo's sampling time (docs/benchmarks.md, "Generation"). No defaults stored with the model
+    (top_k=50, repetition penalties, ...) apply: the distribution is ``softmax(logits /
+    temperature)``, filtered only by the ``top_k`` / ``top_p`` given here, the one PPO's logprobs,
+    ratio and KL are computed under.
     """
-    from transformers import GenerationConfig
+    B, P = input_ids.shape  # (B, P)
+    device = input_ids.device
+    responses = torch.full((B, response_length), pad_id, dtype=torch.long, device=device)
+    if response_length < 1 or B == 0:
+        return responses
+    # the mask of every step is a prefix of this one: finished rows keep attending (to padding),
+    # as in transformers' loop; their tokens are replaced by padding below
+    mask = torch.ones((B, P + response_length), dtype=attention_mask.dtype, device=device)
+    mask[:, :P] = attention_mask
+    positions = position_ids_from_mask(attention_mask)  # (B, P)
+    next_position = positions[:, -1:] + 1  # (B, 1)
+    stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    unfinished = torch.ones(B, dtype=torch.bool, device=device)
+    step = _ModelStep(model)
+    logits = step(input_ids, attention_mask, positions)  # (B, V) at the last prompt position
+    for t in range(response_length):
+        tokens = sample_next(logits, temperature, top_k, top_p)  # (B,)
+        tokens = torch.where(unfinished, tokens, pad_id)
+        responses[:, t] = tokens
+        unfinished &= ~torch.isin(tokens, stops)
+        if t == response_length - 1 or not bool(unfinished.any()):
+            break
+        logits = step(tokens[:, None], mask[:, : P + t + 1], next_position + t)  # (B, V)
+    return responses
 
-    gen_config = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        # 0 and 1.0 switch the filters off explicitly: None would let transformers fill in its
-        # own default (top_k=50), so samples would come from a truncated distribution while
-        # PPO's logprobs, ratio and KL are computed under the full softmax.
-        top_k=top_k,
-        top_p=top_p,
-        max_new_tokens=response_length,
-        min_new_tokens=0,
-        pad_token_id=pad_id,
-        eos_token_id=stop_ids,
-        use_cache=True,
-    )
-    from transformers.utils import logging as hf_logging
 
-    # Clear the model's own defaults so only our settings apply. (Verbosity: transformers drops an
-    # all-ones attention mask and then warns about the pad ids it put after finished rows.)
-    saved, verbosity = model.generation_config, hf_logging.get_verbosity()
-    model.generation_config = GenerationConfig()
-    hf_logging.set_verbosity_error()
-    try:
-        out = model.generate(
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """One token per row from ``softmax(logits / temperature)``: (B, V) -> (B,).
+
+    The filters are ``transformers``' own warpers in ``generate``'s order (temperature, top-k,
+    top-p); 0 and 1.0 switch them off. The draw is by inverse transform: one uniform number per row
+    against the cumulative distribution (float64, so its rounding is far below any probability
+    that matters), where ``torch.multinomial`` draws an exponential number for every entry of the
+    vocabulary. Tokens of probability 0 (filtered, or underflowed) are never drawn.
+    """
+    scores = logits.float()
+    if temperature != 1.0:
+        scores = scores / temperature
+    if top_k or top_p < 1.0:
+        from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+        if top_k:
+            scores = TopKLogitsWarper(top_k)(None, scores)
+        if top_p < 1.0:
+            scores = TopPLogitsWarper(top_p)(None, scores)
+    cdf = torch.softmax(scores, dim=-1).double().cumsum(-1)  # (B, V)
+    # u in [0, total): the last token with probability > 0 takes any rounding left at the top
+    u = torch.rand((cdf.shape[0], 1), dtype=torch.float64, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1)  # (B,)
+
+
+class _ModelStep:
+    """One forward through a causal LM's KV cache: the logits of each row's last position.
+
+    The cache is ``transformers``' ``DynamicCache`` built from the model's config (so sliding-window
+    and other layer kinds get theirs); the keyword is ``cache`` in recent ``transformers`` and
+    ``past_key_values`` before, and a PEFT model passes it on to the model it wraps."""
+
+    def __init__(self, model: Any) -> None:
+        import inspect
+
+        from transformers import DynamicCache
+
+        self.model = model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        params = inspect.signature(base.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.keep_kw = "logits_to_keep" if "logits_to_keep" in params else None
+        try:
+            self.cache = DynamicCache(config=base.config)
+        except TypeError:  # transformers before 4.56
+            self.cache = DynamicCache()
+
+    def __call__(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        kwargs = {self.cache_kw: self.cache}
+        if self.keep_kw:
+            kwargs[self.keep_kw] = 1  # the LM head on the last position only
+        out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            generation_config=gen_config,
-        )  # (B, P + r), r ≤ response_length
-    finally:
-        model.generation_config = saved
-        hf_logging.set_verbosity(verbosity)
-    responses = out[:, input_ids.shape[1] :]  # (B, r)
-    if responses.shape[1] < response_length:
-        fill = responses.new_full(
-            (responses.shape[0], response_length - responses.shape[1]), pad_id
+            position_ids=position_ids,
+            use_cache=True,
+            **kwargs,
         )
-        responses = torch.cat([responses, fill], dim=1)  # (B, R)
-    return responses
+        return out.logits[:, -1]  # (B, V)
 
 
 def truncate_after_stop(
@@ -227,23 +286,19 @@ def generate_candidates(
         # 1. render (chat template with the generation prompt, or plain text), tokenize, left-pad
         texts = [render_prompt(tokenizer, p, chat) for p in batch]
         input_ids, attention_mask = encode_prompts(tokenizer, texts, pad_id, chat=chat)  # (B, T)
-        width = input_ids.shape[1]
-        # 2. sample K continuations per prompt (position ids follow the attention mask, so a
-        #    left-padded prompt reads the same positions as alone, RoPE models included)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=k,
-                pad_token_id=pad_id,
-                eos_token_id=stop_ids,
-            )  # (B * k, T + new)
-        new_tokens = out[:, width:].tolist()
+        # 2. sample K continuations per prompt, the K copies of a prompt side by side (position
+        #    ids follow the attention mask, so a left-padded prompt reads the same positions as
+        #    alone, RoPE models included)
+        new_tokens = generate(
+            model,
+            input_ids.repeat_interleave(k, dim=0).to(device),
+            attention_mask.repeat_interleave(k, dim=0).to(device),
+            max_new_tokens,
+            temperature,
+            pad_id,
+            stop_ids,
+            top_p=top_p,
+        ).tolist()  # (B * k, max_new_tokens)
         # 3. cut at the first stop token, decode, group K per prompt
         for i, prompt in enumerate(batch):
             responses = []

@@ -18,7 +18,7 @@ from rlhfkit.demo.ppo_runs import run_ppo
 from rlhfkit.demo.sampling import Sampler, heldout_kl
 from rlhfkit.demo.settings import DemoSettings
 from rlhfkit.runtime.io import write_jsonl
-from rlhfkit.world.policy import cached_policy_dir, is_built
+from rlhfkit.world.policy import cached_policy_dir, is_built, shipped_policy_dir
 
 Say = Callable[[str], None]
 TOTAL = 7
@@ -45,13 +45,14 @@ class Stages:
 def build_base_policy(st: Stages) -> tuple[Path, dict[str, Any]]:
     """1. The base policy: a small GPT-2 pretrained on the world's text (cached after the first
     run); returns its directory and its build record."""
-    t0 = st.start(1, "base policy: building the world's GPT-2 (cached after the first run)")
-    full_build = cached_policy_dir(world.BaseBuildSettings(seed=st.seed))
-    if st.s.build_quick and is_built(full_build):
-        # an earlier full demo built the fluent base policy: reuse it, the quick build is worse
-        base_dir = full_build
-    else:
-        base_dir = world.build_base_policy(seed=st.seed, quick=st.s.build_quick)
+    t0 = st.start(1, "base policy: the world's GPT-2 (shipped for seed 0, else built and cached)")
+    full = world.BaseBuildSettings(seed=st.seed)
+    # the fluent base policy whenever it is at hand (shipped, or built by an earlier full demo):
+    # the quick build is worse
+    quick = st.s.build_quick and not (
+        is_built(cached_policy_dir(full)) or shipped_policy_dir(full) is not None
+    )
+    base_dir = world.build_base_policy(seed=st.seed, quick=quick)
     st.seconds["base_policy"] = time.perf_counter() - t0
     st.say(f"      {base_dir}  ({st.seconds['base_policy']:.0f} s)")
     return base_dir, world.read_build_info(base_dir)

@@ -168,6 +168,22 @@ def cached_policy_dir(settings: BaseBuildSettings) -> Path:
     return cache_root() / f"world-{settings.key()}"
 
 
+SHIPPED_DIR = Path(__file__).with_name("base_policy")
+"""The base policy of ``BaseBuildSettings(seed=0)`` (the demo's default), built by
+:func:`build_base_policy` and shipped inside the package, so that a first demo needs no
+pretraining. ``tests/test_world.py`` rebuilds it and checks that the rebuild writes text of the
+same quality; after a change to the world or the build, rebuild it with
+``rlhfkit world build --no-cache --out src/rlhfkit/world/base_policy`` (docs/world.md)."""
+
+
+def shipped_policy_dir(settings: BaseBuildSettings) -> Path | None:
+    """The shipped base policy when it is the one ``settings`` would build (same cache key), else
+    ``None``."""
+    if is_built(SHIPPED_DIR) and read_build_info(SHIPPED_DIR).get("key") == settings.key():
+        return SHIPPED_DIR
+    return None
+
+
 def is_built(path: str | Path) -> bool:
     """Whether ``path`` holds a complete base-policy build (its record is written last)."""
     path = Path(path)
@@ -192,8 +208,9 @@ def build_base_policy(
 
     ``settings`` overrides ``seed``/``steps``/``quick``. With ``use_cache`` the model is built once in
     ``cache_root()/world-<key>`` and reused (a second build is a copy, or nothing when ``out_dir`` is
-    ``None``); ``out_dir`` receives a copy. ``eval_samples`` samples are drawn after training to
-    record the policy's quality in ``world_build.json`` (0 to skip).
+    ``None``); ``out_dir`` receives a copy; the shipped policy (:data:`SHIPPED_DIR`) fills the cache
+    instead of a build when it has the same key. ``eval_samples`` samples are drawn after training
+    to record the policy's quality in ``world_build.json`` (0 to skip).
     """
     if settings is None:
         settings = BaseBuildSettings.quick(seed) if quick else BaseBuildSettings(seed=seed)
@@ -202,8 +219,12 @@ def build_base_policy(
     if use_cache:
         cached = cached_policy_dir(settings)
         if not is_built(cached):
+            shipped = shipped_policy_dir(settings)
             with atomic_dir(cached) as tmp:
-                _train_and_save(tmp, settings, eval_samples, progress)
+                if shipped is not None:
+                    shutil.copytree(shipped, tmp, dirs_exist_ok=True)
+                else:
+                    _train_and_save(tmp, settings, eval_samples, progress)
         if out_dir is None:
             return cached
         out = Path(out_dir)
@@ -294,7 +315,8 @@ def _train_and_save(
         targets = input_ids[:, 1:].masked_fill(attention[:, 1:] == 0, -100)  # (B, T-1)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]  # (B, T-1, V)
+        logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits
+        logits = logits[:, :-1]  # (B, T-1, V)
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
         )
