@@ -142,31 +142,28 @@ class Progress:
     skipped_in_interval: int = 0
     last_good: str | None = None
 
+    def skipped(self, out: Path, max_bad_steps: int) -> None:
+        """One more optimizer step skipped for a non-finite loss or gradient; after
+        ``max_bad_steps`` in a row, stop (naming the last good checkpoint)."""
+        self.bad_in_a_row += 1
+        self.nonfinite_total += 1
+        self.skipped_in_interval += 1
+        if self.bad_in_a_row >= max_bad_steps:
+            raise TrainingStopped(
+                f"{self.bad_in_a_row} optimizer steps in a row had a non-finite loss or "
+                "gradient (none was applied); stopping. Last good checkpoint: "
+                + (self.last_good or f"none was saved (use --save-every); {out} was left as it was")
+            )
+
 
 def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     """Train, normalize, evaluate and save a reward model; returns the eval results (eval.json)."""
     from accelerate.utils import set_seed
 
-    from rlhfkit.loading import check_model_source
-
-    check_model_source(config.model, "--model")  # before anything is read or written
-    if launched_with_fsdp() and not config.fsdp:  # an Accelerate FSDP config means --fsdp
-        config = dataclasses.replace(config, fsdp=True)
-    accelerator = make_accelerator(
-        mixed_precision=config.mixed_precision,
-        **tracker_kwargs(config.report_to, config.out, config.run_name),
-    )
+    config, accelerator = _start(config)
     main = accelerator.is_main_process
     say = lambda msg: _log(main, msg)  # noqa: E731
     out = Path(config.out)
-    n_proc, accum = accelerator.num_processes, config.gradient_accumulation_steps
-    if config.batch_size % (n_proc * accum):
-        raise ConfigError(
-            f"batch_size {config.batch_size} must be divisible by processes × "
-            f"gradient_accumulation_steps = {n_proc} × {accum} = {n_proc * accum}"
-        )
-    _prepare_out(out, config, main)
-    accelerator.wait_for_everyone()
 
     # 1. Data: training rankings and the held-out set (by prompt, so no prompt leaks).
     train_pref, train_rankings, eval_rankings = _read_data(config, say)
@@ -180,24 +177,16 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     rm.to(accelerator.device)
 
     # 3. Tokenize every response once; over-long items truncated from the left or dropped.
-    train_items, counts = prepare_items(rm, train_rankings, config.overlong, config.use_margin)
-    eval_items, eval_counts = prepare_items(rm, eval_rankings, config.overlong, config.use_margin)
-    if not train_items:
-        raise DataError("no training ranking with an ordered pair left", config.data)
-    _say_overlong(say, config.overlong, counts, eval_counts, rm.settings.max_length)
+    items = _tokenize(rm, config, train_rankings, eval_rankings, say)
+    train_items, eval_items = items.train, items.eval
     steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    pairs_per_epoch = sum(n_pairs(it.ranks) for it in train_items)
     say(
         f"{len(train_items)} training rankings of {distinct_prompts(train_rankings)} "
-        f"({sum(len(it.ranks) for it in train_items)} responses, {pairs_per_epoch} ordered pairs), "
-        f"{len(eval_items)} held out ({distinct_prompts(eval_rankings)}); {total_steps} "
-        f"steps of {config.batch_size} rankings on {n_proc} process(es)"
+        f"({sum(len(it.ranks) for it in train_items)} responses, {items.pairs_per_epoch} ordered "
+        f"pairs), {len(eval_items)} held out ({distinct_prompts(eval_rankings)}); {total_steps} "
+        f"steps of {config.batch_size} rankings on {accelerator.num_processes} process(es)"
     )
-    # Weighted loss only when some record has a weight other than 1 (else the plain mean).
-    weighted = config.use_weight and any(it.weight != 1.0 for it in train_items)
-    if weighted and not any(it.weight > 0 for it in train_items):
-        raise DataError("every training ranking has weight 0: nothing to learn from", config.data)
 
     # 4. Optimizer, schedule, Accelerate. The scheduler is stepped once per optimizer step and is
     # not passed to prepare() (which would step it once per process); it is checkpointed instead.
@@ -222,14 +211,115 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
     # 6. Train. Each step: the global batch of prompts, this process's share, split into
     # micro-batches; all responses of a micro-batch go through the model in one forward.
     trainer = _StepRunner(
-        config, accelerator, rm, model, optimizer, train_items, weighted,
+        config, accelerator, rm, model, optimizer, train_items, items.weighted,
         _bootstrap_weights(len(train_items), heads, config.seed) if config.bootstrap and heads > 1 else None,
         # Each ranking's prompt forwarded once (the same rewards; see shared_prompt_rewards).
-        share_prompt=config.share_prompt and n_proc == 1 and not config.fsdp
+        share_prompt=config.share_prompt and accelerator.num_processes == 1 and not config.fsdp
         and rm.settings.input_format == "template"
         and accelerator.unwrap_model(model) is model
         and can_share_prompt(model, rm.settings.max_length),
     )  # fmt: skip
+    t_start = time.perf_counter()
+    _train_steps(trainer, scheduler, run, steps_per_epoch, total_steps)
+    train_seconds = time.perf_counter() - t_start
+    rm.model = accelerator.unwrap_model(model)
+    rm.model.eval()
+    if heads > 1:  # 7.-9. for each head: a member of the ensemble in OUT/member-i
+        return _save_heads(rm, heads, config, accelerator, train_rankings, eval_items, say)
+
+    # 7. Normalize: gain/bias so scores of the reference responses have mean 0, std 1.
+    if config.normalize:
+        _normalize(rm, config, accelerator, train_rankings, say)
+
+    # 8. Evaluate on the held-out rankings (normalized scores).
+    split = config.eval_data or split_description(list(train_pref), config.eval_split, config.data)
+    results = _evaluate_held_out(rm, config, accelerator, eval_items, eval_rankings, split, say)
+    results.update({
+        "eval_data": split,
+        "normalized": rm.settings.normalized_on is not None,
+        "train_prompts": len(train_items),
+        "train_pairs_per_epoch": items.pairs_per_epoch,
+        "steps": total_steps,
+        "train_seconds": round(train_seconds, 3),
+        "overlong": {"policy": config.overlong, "train": items.counts, "eval": items.eval_counts},
+    })  # fmt: skip
+
+    # 9. Save: OUT becomes the reward model directory, atomically, by the main process.
+    accelerator.wait_for_everyone()
+    if config.fsdp:  # gathered onto the main process (None elsewhere), as one plain model
+        rm = _with_model(rm, full_copy(rm.model))
+    if main:
+        _save_final(rm, out, {"eval.json": jsonable(results)})
+        say(f"saved the reward model to {out}")
+    accelerator.wait_for_everyone()
+    if main:  # OUT/README.md, the model card (and the upload with --push-to-hub)
+        publish_reward_model(config, jsonable(results))
+    return results
+
+
+@dataclass
+class _Tokenized:
+    train: list[Any]
+    eval: list[Any]
+    counts: dict[str, int]
+    """What happened to over-long training items (kept, truncated, dropped)."""
+    eval_counts: dict[str, int]
+    pairs_per_epoch: int
+    weighted: bool
+    """Some record has a weight other than 1: the loss is the weighted mean (else the plain one)."""
+
+
+def _tokenize(
+    rm: Any, config: RewardConfig, train_rankings: list[Any], eval_rankings: list[Any], say: Any
+) -> _Tokenized:
+    """Every response tokenized once (:func:`prepare_items`), over-long ones handled by
+    ``config.overlong``; refuses a training set with no ordered pair or with every weight 0."""
+    train, counts = prepare_items(rm, train_rankings, config.overlong, config.use_margin)
+    held_out, eval_counts = prepare_items(rm, eval_rankings, config.overlong, config.use_margin)
+    if not train:
+        raise DataError("no training ranking with an ordered pair left", config.data)
+    _say_overlong(say, config.overlong, counts, eval_counts, rm.settings.max_length)
+    weighted = config.use_weight and any(it.weight != 1.0 for it in train)
+    if weighted and not any(it.weight > 0 for it in train):
+        raise DataError("every training ranking has weight 0: nothing to learn from", config.data)
+    pairs = sum(n_pairs(it.ranks) for it in train)
+    return _Tokenized(train, held_out, counts, eval_counts, pairs, weighted)
+
+
+def _start(config: RewardConfig) -> tuple[RewardConfig, Any]:
+    """Check the model source and the batch's divisibility before anything is read or written,
+    make the Accelerator (with the trackers) and prepare OUT. An Accelerate FSDP config means
+    ``--fsdp``."""
+    from rlhfkit.loading import check_model_source
+
+    check_model_source(config.model, "--model")
+    if launched_with_fsdp() and not config.fsdp:
+        config = dataclasses.replace(config, fsdp=True)
+    accelerator = make_accelerator(
+        mixed_precision=config.mixed_precision,
+        **tracker_kwargs(config.report_to, config.out, config.run_name),
+    )
+    n_proc, accum = accelerator.num_processes, config.gradient_accumulation_steps
+    if config.batch_size % (n_proc * accum):
+        raise ConfigError(
+            f"batch_size {config.batch_size} must be divisible by processes × "
+            f"gradient_accumulation_steps = {n_proc} × {accum} = {n_proc * accum}"
+        )
+    _prepare_out(Path(config.out), config, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    return config, accelerator
+
+
+def _train_steps(
+    trainer: _StepRunner, scheduler: Any, run: Progress, steps_per_epoch: int, total_steps: int
+) -> None:
+    """The optimizer steps from ``run.step`` to ``total_steps``: the step, the bookkeeping of
+    skipped (non-finite) steps, a metrics record every ``logging_steps`` and a checkpoint every
+    ``save_every`` steps and at the end of each epoch but the last."""
+    config, accelerator = trainer.config, trainer.acc
+    main, out = accelerator.is_main_process, Path(config.out)
+    say = lambda msg: _log(main, msg)  # noqa: E731
+    n_items = len(trainer.items)
     logger = MetricsLogger(
         out / "metrics.jsonl", enabled=main, trackers=start_trackers(accelerator, config)
     )
@@ -240,30 +330,19 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
         for step in range(run.step, total_steps):
             epoch, step_in_epoch = divmod(step, steps_per_epoch)
             glob = batch_indices(
-                epoch_order(len(train_items), epoch, config.seed), step_in_epoch, config.batch_size
+                epoch_order(n_items, epoch, config.seed), step_in_epoch, config.batch_size
             )
             step_totals, grad_norm, applied = trainer.step(glob, step + 1)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            trainer.optimizer.zero_grad(set_to_none=True)
             done = run.step = step + 1
             if applied:
                 run.bad_in_a_row = 0
                 totals.add(step_totals)
             else:
-                run.bad_in_a_row += 1
-                run.nonfinite_total += 1
-                run.skipped_in_interval += 1
                 grad_norm = None
                 say(f"step {done}: non-finite loss or gradient; optimizer step skipped")
-            if run.bad_in_a_row >= config.max_bad_steps:
-                raise TrainingStopped(
-                    f"{run.bad_in_a_row} optimizer steps in a row had a non-finite loss or "
-                    "gradient (none was applied); stopping. Last good checkpoint: "
-                    + (
-                        run.last_good
-                        or f"none was saved (use --save-every); {out} was left as it was"
-                    )
-                )
+                run.skipped(out, config.max_bad_steps)
             if done % config.logging_steps == 0 or done == total_steps:
                 tot = totals.reduced(accelerator)
                 elapsed = time.perf_counter() - t_start
@@ -280,60 +359,30 @@ def train_reward_model(config: RewardConfig) -> dict[str, Any]:
                     )
                 totals = Totals.zeros(accelerator.device)
             progress.update(task, completed=done)
-            # The last step needs no checkpoint: the final model is saved below.
+            # The last step needs no checkpoint: the final model is saved by the caller.
             periodic = config.save_every and done % config.save_every == 0
-            if (
-                done < total_steps
-                and run.bad_in_a_row == 0
-                and (periodic or done % steps_per_epoch == 0)
-            ):
+            if done < total_steps and run.bad_in_a_row == 0 and (periodic or done % steps_per_epoch == 0):  # fmt: skip
                 run.last_good = _save_checkpoint(
-                    out, config, accelerator, model, optimizer, scheduler, run,
-                    steps_per_epoch, len(train_items),
+                    out, config, accelerator, trainer.model, trainer.optimizer, scheduler, run,
+                    steps_per_epoch, n_items,
                 )  # fmt: skip
                 kill_point("after-checkpoint", done)
-    train_seconds = time.perf_counter() - t_start
-    rm.model = accelerator.unwrap_model(model)
-    rm.model.eval()
     logger.close()
-    if heads > 1:  # 7.-9. for each head: a member of the ensemble in OUT/member-i
-        return _save_heads(rm, heads, config, accelerator, train_rankings, eval_items, say)
 
-    # 7. Normalize: gain/bias so scores of the reference responses have mean 0, std 1.
-    if config.normalize:
-        _normalize(rm, config, accelerator, train_rankings, say)
 
-    # 8. Evaluate on the held-out rankings (normalized scores).
-    split = config.eval_data or split_description(list(train_pref), config.eval_split, config.data)
-    if eval_items:
-        results = evaluate(rm, eval_items, accelerator, config.eval_batch_size)
-        say(
-            f"held-out accuracy {results['accuracy']:.4f} on {results['n_pairs']} pairs of "
-            f"{results['n_rankings']} rankings of {distinct_prompts(eval_rankings)} "
-            f"(margin {results['margin']:.3f}, loss {results['loss']:.4f})"
-        )
-    else:
-        results = {**pair_metrics([], []), "note": "no held-out data: " + split}
-    results.update({
-        "eval_data": split,
-        "normalized": rm.settings.normalized_on is not None,
-        "train_prompts": len(train_items),
-        "train_pairs_per_epoch": pairs_per_epoch,
-        "steps": total_steps,
-        "train_seconds": round(train_seconds, 3),
-        "overlong": {"policy": config.overlong, "train": counts, "eval": eval_counts},
-    })  # fmt: skip
-
-    # 9. Save: OUT becomes the reward model directory, atomically, by the main process.
-    accelerator.wait_for_everyone()
-    if config.fsdp:  # gathered onto the main process (None elsewhere), as one plain model
-        rm = _with_model(rm, full_copy(rm.model))
-    if main:
-        _save_final(rm, out, {"eval.json": jsonable(results)})
-        say(f"saved the reward model to {out}")
-    accelerator.wait_for_everyone()
-    if main:  # OUT/README.md, the model card (and the upload with --push-to-hub)
-        publish_reward_model(config, jsonable(results))
+def _evaluate_held_out(
+    rm: Any, config: RewardConfig, accelerator: Any, eval_items: list[Any],
+    eval_rankings: list[Any], split: str, say: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Pairwise accuracy, margin and loss on the held-out rankings (a note when there are none)."""
+    if not eval_items:
+        return {**pair_metrics([], []), "note": "no held-out data: " + split}
+    results = evaluate(rm, eval_items, accelerator, config.eval_batch_size)
+    say(
+        f"held-out accuracy {results['accuracy']:.4f} on {results['n_pairs']} pairs of "
+        f"{results['n_rankings']} rankings of {distinct_prompts(eval_rankings)} "
+        f"(margin {results['margin']:.3f}, loss {results['loss']:.4f})"
+    )
     return results
 
 
