@@ -154,42 +154,53 @@ def drift_signals(
     th = thresholds or DriftThresholds()
     base = base_texts if isinstance(base_texts, Corpus) else Corpus(base_texts)
     tuned = tuned_texts if isinstance(tuned_texts, Corpus) else Corpus(tuned_texts)
-    rb, rt = base.n_responses, tuned.n_responses
-    tested = 4 + (base_has_eos is not None and tuned_has_eos is not None)
-    level = alpha / tested
-    signals: dict[str, DriftSignal] = {}
+    with_eos = base_has_eos is not None and tuned_has_eos is not None
+    level = alpha / (4 + with_eos)  # Bonferroni over the tested signals
+    signals = {
+        "length": _length_signal(base, tuned, th, level),  # 1.
+        "repeat2": _repeat_signal(base, tuned, th, level),  # 2.
+        **_diversity_signals(base, tuned, th, level, n_permutations, seed),  # 3.
+    }
+    if with_eos:  # 4.
+        signals["no_eos"] = _no_eos_signal(base_has_eos, tuned_has_eos, base, tuned, th, level)
+    return DriftReport(signals)
 
-    # 1. Length.
+
+def _length_signal(base: Corpus, tuned: Corpus, th: DriftThresholds, level: float) -> DriftSignal:
+    """1. Mean words per response; Welch's t-test, two-sided, and a ratio of at least
+    ``th.length_ratio`` either way."""
+    rb, rt = base.n_responses, tuned.n_responses
     lb, lt = base.lengths.mean() if rb else 0.0, tuned.lengths.mean() if rt else 0.0
     p = st.welch_test(base.lengths, tuned.lengths, "two-sided")
     ratio = lt / lb if lb > 0 else (np.inf if lt > 0 else 1.0)
     big = ratio >= th.length_ratio or ratio <= 1.0 / th.length_ratio
-    signals["length"] = DriftSignal(
-        "length",
-        float(lb),
-        float(lt),
-        p,
-        "Welch t, two-sided",
-        bool(big and p < level),
+    return DriftSignal(
+        "length", float(lb), float(lt), p, "Welch t, two-sided", bool(big and p < level),
         "mean words per response",
-    )
+    )  # fmt: skip
 
-    # 2. Repetition within responses.
+
+def _repeat_signal(base: Corpus, tuned: Corpus, th: DriftThresholds, level: float) -> DriftSignal:
+    """2. Repetition within responses: the mean share of a response's bigrams that repeat an
+    earlier one; Welch's t-test, one-sided (rise)."""
     rep_b = np.array([repeat_rate(w) for w in base.words])
     rep_t = np.array([repeat_rate(w) for w in tuned.words])
-    mb, mt = float(rep_b.mean()) if rb else 0.0, float(rep_t.mean()) if rt else 0.0
+    mb = float(rep_b.mean()) if base.n_responses else 0.0
+    mt = float(rep_t.mean()) if tuned.n_responses else 0.0
     p = st.welch_test(rep_b, rep_t, "greater")
-    signals["repeat2"] = DriftSignal(
-        "repeat2",
-        mb,
-        mt,
-        p,
-        "Welch t, one-sided (rise)",
+    return DriftSignal(
+        "repeat2", mb, mt, p, "Welch t, one-sided (rise)",
         bool(mt - mb >= th.repeat_rise and p < level),
         "share of a response's bigrams repeating an earlier one of the same response",
-    )
+    )  # fmt: skip
 
-    # 3. Diversity across responses and vocabulary, with a permutation test over responses.
+
+def _diversity_signals(
+    base: Corpus, tuned: Corpus, th: DriftThresholds, level: float, n_permutations: int, seed: int
+) -> dict[str, DriftSignal]:
+    """3. Diversity across responses and vocabulary (distinct1, distinct2, types, entropy), with
+    a permutation test over responses for distinct-2 and entropy (one-sided: drop)."""
+    rb, rt = base.n_responses, tuned.n_responses
     rng = np.random.default_rng(seed)
     labels = np.r_[np.zeros(rb), np.ones(rt)]
     perms = np.stack(
@@ -208,61 +219,45 @@ def drift_signals(
         # One-sided (drop): share of relabelings with a drop at least as large as the observed one.
         return float((1 + np.sum(stat[1:] <= stat[0])) / (1 + n_permutations))
 
-    signals["distinct1"] = DriftSignal(
-        "distinct1",
-        float(d1_b[0]),
-        float(d1_t[0]),
-        None,
-        "reported only",
-        False,
-        "distinct words / words, both sets at the same number of words",
-    )
-    p = perm_p(d2_t - d2_b) if rb and rt else 1.0
+    test = f"permutation ({n_permutations}), one-sided (drop)"
+    p_d2 = perm_p(d2_t - d2_b) if rb and rt else 1.0
     drop = (d2_b[0] - d2_t[0]) / d2_b[0] if d2_b[0] > 0 else 0.0
-    signals["distinct2"] = DriftSignal(
-        "distinct2",
-        float(d2_b[0]),
-        float(d2_t[0]),
-        p,
-        f"permutation ({n_permutations}), one-sided (drop)",
-        bool(drop >= th.distinct_drop and p < level),
-        "distinct bigrams / bigrams, both sets at the same number of bigrams",
-    )
     size = int(min(c1_b[0].sum(), c1_t[0].sum()))
-    signals["types"] = DriftSignal(
-        "types",
-        float(rarefied_types(c1_b[0], size)),
-        float(rarefied_types(c1_t[0], size)),
-        None,
-        "reported only",
-        False,
-        f"distinct words among {size} words of each set",
-    )
-    p = perm_p(h_t - h_b) if rb and rt else 1.0
-    signals["entropy"] = DriftSignal(
-        "entropy",
-        float(h_b[0]),
-        float(h_t[0]),
-        p,
-        f"permutation ({n_permutations}), one-sided (drop)",
-        bool(h_b[0] - h_t[0] >= th.entropy_drop and p < level),
-        "entropy of the unigram distribution in bits (vocabulary collapse)",
-    )
+    p_h = perm_p(h_t - h_b) if rb and rt else 1.0
+    return {
+        "distinct1": DriftSignal(
+            "distinct1", float(d1_b[0]), float(d1_t[0]), None, "reported only", False,
+            "distinct words / words, both sets at the same number of words",
+        ),
+        "distinct2": DriftSignal(
+            "distinct2", float(d2_b[0]), float(d2_t[0]), p_d2, test,
+            bool(drop >= th.distinct_drop and p_d2 < level),
+            "distinct bigrams / bigrams, both sets at the same number of bigrams",
+        ),
+        "types": DriftSignal(
+            "types", float(rarefied_types(c1_b[0], size)), float(rarefied_types(c1_t[0], size)),
+            None, "reported only", False, f"distinct words among {size} words of each set",
+        ),
+        "entropy": DriftSignal(
+            "entropy", float(h_b[0]), float(h_t[0]), p_h, test,
+            bool(h_b[0] - h_t[0] >= th.entropy_drop and p_h < level),
+            "entropy of the unigram distribution in bits (vocabulary collapse)",
+        ),
+    }  # fmt: skip
 
-    # 4. Missing EOS.
-    if base_has_eos is not None and tuned_has_eos is not None:
-        eb, et = np.asarray(base_has_eos, dtype=bool), np.asarray(tuned_has_eos, dtype=bool)
-        if eb.size != rb or et.size != rt:
-            raise ValueError("has_eos flags must match the number of responses")
-        nb, nt = float((~eb).mean()) if rb else 0.0, float((~et).mean()) if rt else 0.0
-        p, _ = st.share_test(int((~eb).sum()), int((~et).sum()), rb, rt)
-        signals["no_eos"] = DriftSignal(
-            "no_eos",
-            nb,
-            nt,
-            float(p),
-            "Fisher exact, one-sided (rise)",
-            bool(nt - nb >= th.no_eos_rise and p < level),
-            "share of responses that never emitted EOS",
-        )
-    return DriftReport(signals)
+
+def _no_eos_signal(
+    base_has_eos: Sequence[bool], tuned_has_eos: Sequence[bool], base: Corpus, tuned: Corpus,
+    th: DriftThresholds, level: float,
+) -> DriftSignal:  # fmt: skip
+    """4. The share of responses that never emitted EOS; Fisher exact, one-sided (rise)."""
+    rb, rt = base.n_responses, tuned.n_responses
+    eb, et = np.asarray(base_has_eos, dtype=bool), np.asarray(tuned_has_eos, dtype=bool)
+    if eb.size != rb or et.size != rt:
+        raise ValueError("has_eos flags must match the number of responses")
+    nb, nt = float((~eb).mean()) if rb else 0.0, float((~et).mean()) if rt else 0.0
+    p, _ = st.share_test(int((~eb).sum()), int((~et).sum()), rb, rt)
+    return DriftSignal(
+        "no_eos", nb, nt, float(p), "Fisher exact, one-sided (rise)",
+        bool(nt - nb >= th.no_eos_rise and p < level), "share of responses that never emitted EOS",
+    )  # fmt: skip
