@@ -222,28 +222,7 @@ def scan(
     n_resp = base.n_responses + tuned.n_responses
 
     # 1. Gather per-n-gram sums from both sets (tested: total count ≥ min_count).
-    tokens: list[str] = []
-    orders: list[int] = []
-    cols: list[list[float]] = []  # b, t, sq_b, sq_t, docs_b, docs_t
-    for n in range(1, max_n + 1):
-        sb, stt = base.ngram_stats(n), tuned.ngram_stats(n)
-        for g in sorted(set(sb.count) | set(stt.count)):  # sorted: ties break the same every run
-            b, t = sb.count.get(g, 0), stt.count.get(g, 0)
-            if b + t < min_count:
-                continue
-            tokens.append(g)
-            orders.append(n)
-            cols.append(
-                [
-                    b,
-                    t,
-                    sb.sq_over_len.get(g, 0.0),
-                    stt.sq_over_len.get(g, 0.0),
-                    sb.docs.get(g, 0),
-                    stt.docs.get(g, 0),
-                ]
-            )
-    arr = np.array(cols, dtype=float).reshape(-1, 6)  # (G, 6)
+    tokens, orders, arr = _gather(base, tuned, max_n, min_count)
     b, t, sq_b, sq_t, docs_b, docs_t = arr.T
 
     # 2. Test each: rate per word (dispersion-adjusted) and share of responses; combine by max.
@@ -257,13 +236,7 @@ def scan(
     flag = significant & (ratio > threshold) & (t >= min_count)
     # Residual re-tests during collapsing use the same bar the significant findings met: the raw-p
     # threshold of the correction at k significant of m tested (BH: α·k/m; Holm: α/(m-k+1)).
-    k, m = int(significant.sum()), len(tokens)
-    if k == 0:
-        log_cut = -np.inf
-    elif correction == "bh":
-        log_cut = float(np.log(alpha * k / m))
-    else:
-        log_cut = float(np.log(alpha / (m - k + 1)))
+    log_cut = _residual_cut(int(significant.sum()), len(tokens), alpha, correction)
 
     def finding(i: int, flagged: bool) -> Finding:
         return Finding(
@@ -306,6 +279,41 @@ def scan(
         base_responses=base.n_responses,
         tuned_responses=tuned.n_responses,
     )
+
+
+def _gather(
+    base: Corpus, tuned: Corpus, max_n: int, min_count: int
+) -> tuple[list[str], list[int], np.ndarray]:
+    """The tested n-grams (1..max_n words, at least ``min_count`` occurrences in both sets
+    together, sorted within each n so that ties break the same every run), their n, and per
+    n-gram the sums (G, 6): count in base, in tuned, Σ count²/length in each, responses using it
+    in each."""
+    tokens: list[str] = []
+    orders: list[int] = []
+    cols: list[list[float]] = []
+    for n in range(1, max_n + 1):
+        sb, stt = base.ngram_stats(n), tuned.ngram_stats(n)
+        for g in sorted(set(sb.count) | set(stt.count)):
+            b, t = sb.count.get(g, 0), stt.count.get(g, 0)
+            if b + t < min_count:
+                continue
+            tokens.append(g)
+            orders.append(n)
+            cols.append([
+                b, t, sb.sq_over_len.get(g, 0.0), stt.sq_over_len.get(g, 0.0),
+                sb.docs.get(g, 0), stt.docs.get(g, 0),
+            ])  # fmt: skip
+    return tokens, orders, np.array(cols, dtype=float).reshape(-1, 6)
+
+
+def _residual_cut(k: int, m: int, alpha: float, correction: str) -> float:
+    """The log raw-p bar of the correction at k significant of m tested (BH: α·k/m; Holm:
+    α/(m−k+1)); −∞ when nothing was significant."""
+    if k == 0:
+        return -np.inf
+    if correction == "bh":
+        return float(np.log(alpha * k / m))
+    return float(np.log(alpha / (m - k + 1)))
 
 
 def _collapse(
