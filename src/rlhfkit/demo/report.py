@@ -172,6 +172,7 @@ def _best_of_n_figure(bon: dict[str, Any]) -> str:
     with Gao et al.'s best-of-n fit through the gold points."""
     from rlhfkit.hacking.overoptimization import GaoFit
     from rlhfkit.report import _pyplot
+    from rlhfkit.report.figures import proxy_gold_panels
 
     plt = _pyplot()
     fig, (ax_p, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
@@ -194,16 +195,13 @@ def _best_of_n_figure(bon: dict[str, Any]) -> str:
             if name == "single":
                 ax_p.annotate(f"n={p['n']}", (x, p["proxy_gain"]), textcoords="offset points",
                               xytext=(2, 4), fontsize=7, color="#666")  # fmt: skip
-    for ax, what in ((ax_p, "proxy (the single reward model)"), (ax_g, "gold (true)")):
-        ax.axhline(0.0, color="#999", linewidth=0.8)
-        ax.set_xlabel("d = √KL_bon = √(log n − (n − 1)/n)")
-        ax.set_ylabel(f"{what} gained over n = 1")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    ax_p.set_title("Best-of-n: the reward model's score of the chosen answer", fontsize=10)
-    ax_g.set_title("Best-of-n: gold, with the fit R(d) = d(α − β·d)", fontsize=10)
-    fig.tight_layout()
-    return figure_uri(fig)
+    return proxy_gold_panels(
+        fig, (ax_p, ax_g), "d = √KL_bon = √(log n − (n − 1)/n)",
+        ("proxy (the single reward model) gained over n = 1", "gold (true) gained over n = 1"),
+        ("Best-of-n: the reward model's score of the chosen answer",
+         "Best-of-n: gold, with the fit R(d) = d(α − β·d)"),
+        title_size=10,
+    )  # fmt: skip
 
 
 def _best_of_n_table(bon: dict[str, Any]) -> str:

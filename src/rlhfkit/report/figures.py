@@ -100,13 +100,23 @@ def gold_vs_sqrt_kl_figure(runs: Sequence[Run], fits: dict[str, Any] | None = No
             ax_g.axvline(fit.peak_d, color=color, linestyle="--", linewidth=1.2)
             ax_g.annotate(f"peak KL {fit.peak_kl:.1f}", (fit.peak_d, fit.peak_gain or 0.0),
                           textcoords="offset points", xytext=(4, 6), fontsize=8, color=color)  # fmt: skip
-    for ax, what in ((ax_p, "proxy (reward model)"), (ax_g, "gold (true)")):
+    return proxy_gold_panels(
+        fig, (ax_p, ax_g), "d = √KL(π ‖ π_ref)",
+        ("proxy (reward model) reward gained", "gold (true) reward gained"),
+        ("Proxy reward against √KL", "Gold reward against √KL, with the fitted R(d) = d(α − β log d)"),
+    )  # fmt: skip
+
+
+def proxy_gold_panels(fig, axes, xlabel: str, ylabels: Sequence[str], titles: Sequence[str],
+                      title_size: int = 11) -> str:  # fmt: skip
+    """Finish a proxy | gold pair of panels against ``d``: the zero line, labels, grid, legends,
+    titles; returns the figure as a data URI."""
+    for ax, ylabel, title in zip(axes, ylabels, titles, strict=True):
         ax.axhline(0.0, color="#999", linewidth=0.8)
-        ax.set_xlabel("d = √KL(π ‖ π_ref)")
-        ax.set_ylabel(f"{what} reward gained")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    ax_p.set_title("Proxy reward against √KL", fontsize=11)
-    ax_g.set_title("Gold reward against √KL, with the fitted R(d) = d(α − β log d)", fontsize=11)
+        ax.set_title(title, fontsize=title_size)
     fig.tight_layout()
     return figure_uri(fig)
