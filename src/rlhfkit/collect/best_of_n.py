@@ -27,8 +27,8 @@ def best_of_n(
 ) -> Iterator[dict[str, Any]]:
     """For each prompt, ``{"prompt", "response", "score", "index", "scores"}`` (and ``"gold"``
     with ``gold_fn``): the chosen response, its score, its place among the n samples, every
-    sample's score. ``reward`` is a reward model or an ensemble (anything with ``score``)."""
-    from rlhfkit.chat import as_text
+    sample's score. ``reward`` is a reward model or an ensemble (anything with ``score``). The
+    policy is loaded before this returns; the sampling happens as the iterator is consumed."""
     from rlhfkit.collect.generate import generate_candidates
 
     if n < 1:
@@ -37,6 +37,14 @@ def best_of_n(
         policy, prompts, k=n, max_new_tokens=max_new_tokens, temperature=temperature,
         top_p=top_p, seed=seed, batch_size=batch_size, chat_template=chat_template,
     )  # fmt: skip
+    return _best_rows(groups, reward, n, gold_fn)
+
+
+def _best_rows(
+    groups: Iterator[dict[str, Any]], reward: Any, n: int, gold_fn: Any | None
+) -> Iterator[dict[str, Any]]:
+    from rlhfkit.chat import as_text
+
     for group in groups:
         prompt, texts = group["prompt"], [r["text"] for r in group["responses"]]
         scores = reward.score([prompt] * n, texts).tolist()

@@ -259,9 +259,11 @@ def generate_candidates(
     ``always``) decides whether prompts go through the tokenizer's chat template with the
     generation prompt. Text is cut at the first stop token (EOS, or an end-of-turn id from the
     model's generation config) and decoded without special tokens. The same seed gives the same
-    candidates on the same machine and library versions.
+    candidates on the same machine and library versions. The arguments are checked and the model
+    loaded before this returns (so a bad model fails before any progress bar starts); the
+    sampling happens as the iterator is consumed.
     """
-    from rlhfkit.chat import is_conversational, render_prompt, use_chat_template
+    from rlhfkit.chat import is_conversational, use_chat_template
     from rlhfkit.loading import choose_pad_id, embedding_rows, load_causal_lm, stop_token_ids
     from rlhfkit.reward.model import quiet_transformers
 
@@ -280,6 +282,19 @@ def generate_candidates(
     stop_ids = stop_token_ids(tokenizer, model)
     pad_id = choose_pad_id(tokenizer, stop_ids, embedding_rows(model))
     torch.manual_seed(seed)
+    return _candidate_groups(
+        model, tokenizer, prompts, chat, pad_id, stop_ids, k, max_new_tokens, temperature, top_p,
+        batch_size, device,
+    )  # fmt: skip
+
+
+def _candidate_groups(
+    model: Any, tokenizer: Any, prompts: list[Prompt], chat: bool, pad_id: int,
+    stop_ids: Any, k: int, max_new_tokens: int, temperature: float, top_p: float,
+    batch_size: int, device: str,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """:func:`generate_candidates`' sampling, batch by batch."""
+    from rlhfkit.chat import render_prompt
 
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
