@@ -156,6 +156,12 @@ def test_demo_with_mitigations_measures_ensembles_and_best_of_n(tmp_path):
     assert json.loads((out / "best-of-n.json").read_text()) == bon
     html = (out / "report.html").read_text()
     assert "Mitigations" in html and "best-of-n" in html and "verdict" in html
+    # the over-optimization figure is the report's main figure: right under the result's table
+    assert (
+        html.index("<h2>Result")
+        < html.index("<h2>Over-optimization")
+        < html.index("<h2>The reward model")
+    )
 
 
 def test_summary_says_when_a_policy_learned_to_say_nothing():

@@ -363,14 +363,18 @@ def render_demo_report(
     """Write ``out/report.html``."""
     runs: list[Run] = [load_run(d, name) for name, d in run_dirs.items()]
     rm_html = images_grid([_rm_curve(rm_dir), _accuracy_bar(summary)])
+    ppo = ppo_sections(runs)
+    # the over-optimization figure (when gold was logged) right under the result's table
+    main_figure = [ppo.pop(0)] if ppo and ppo[0][0].startswith("Over-optimization") else []
     sections: list[tuple[str, str]] = [
         (
             "Result",
-            "<p>The base policy was tuned twice with PPO against a reward model trained on simulated "
+            "<p>The base policy was tuned with PPO against a reward model trained on simulated "
             "rankings. <b>Proxy</b> reward is the reward model's score; <b>gold</b> reward is the simulated "
             "human's utility, which PPO never sees. Both are measured on held-out topics.</p>"
             + _summary_table(summary),
         ),
+        *main_figure,
         (
             "The reward model",
             "<p>Pairwise accuracy against the simulated human's gold utility, on fresh candidate "
@@ -379,7 +383,7 @@ def render_demo_report(
             "saw ranked, and a factual error there is a fact about the topic, not a pattern it could "
             "have learned; that is where its accuracy falls below the ceiling.</p>" + rm_html,
         ),
-        *ppo_sections(runs),
+        *ppo,
     ]
     for r in summary["runs"]:
         sections.append(
