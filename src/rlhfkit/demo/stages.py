@@ -223,8 +223,9 @@ def compare_policies(
     RL fit through the run's logged gold against √KL; ``out/heldout-NAME.jsonl``. Returns the
     prompts, each policy's outputs, and each run's summary."""
     from rlhfkit.hacking import scan, word_frequency_shift
-    from rlhfkit.hacking.monitor import HackingMonitor
+    from rlhfkit.hacking.monitor import HackingMonitor, disagreement_rise
     from rlhfkit.hacking.overoptimization import fit_gao
+    from rlhfkit.hacking.verdict import judge
     from rlhfkit.report import load_run
     from rlhfkit.report.figures import run_gao_points
 
@@ -243,14 +244,13 @@ def compare_policies(
     def score(model: Any) -> Callable[[list[str], list[str]], list[float]]:
         return lambda p, t: model.score(p, t).tolist()
 
-    monitors = {"verdict": HackingMonitor(prompts, base["texts"], base["ended"],
-                                          reward_fn=score(reward_model), probe_top=3)}  # fmt: skip
-    if ensemble is not None:
-        spread = lambda p, t: ensemble.score_members(p, t).std(0, unbiased=False).tolist()  # noqa: E731
-        monitors["verdict_with_ensemble"] = HackingMonitor(
-            prompts, base["texts"], base["ended"], reward_fn=score(reward_model),
-            disagreement_fn=spread, probe_top=3,
-        )  # fmt: skip
+    monitor = HackingMonitor(prompts, base["texts"], base["ended"],
+                             reward_fn=score(reward_model), probe_top=3)  # fmt: skip
+
+    def spread(texts: list[str]) -> list[float]:  # the ensemble members' std per answer
+        return ensemble.score_members(prompts, texts).std(0, unbiased=False).tolist()
+
+    base_spread = spread(base["texts"]) if ensemble is not None else None
     specs = {run.name: run for run in [*s.runs, *s.mitigation_runs]}
     runs = []
     for name in run_dirs:
@@ -281,12 +281,17 @@ def compare_policies(
         })  # fmt: skip
         if run.ensemble_objective is not None:
             runs[-1]["ensemble_objective"] = run.ensemble_objective
-        for key, monitor in monitors.items():
-            checked = monitor.check(tuned["texts"], tuned["ended"])
-            runs[-1][key] = {
-                **checked.verdict.to_dict(), "drift": checked.drift.to_dict(),
-                "probes": [p.to_dict() for p in checked.probes],
-                "disagreement": checked.disagreement.to_dict() if checked.disagreement else None,
+        checked = monitor.check(tuned["texts"], tuned["ended"])
+        evidence = {
+            "drift": checked.drift.to_dict(), "probes": [p.to_dict() for p in checked.probes],
+        }  # fmt: skip
+        runs[-1]["verdict"] = {**checked.verdict.to_dict(), **evidence, "disagreement": None}
+        if base_spread is not None:
+            # the same evidence, and the members' disagreement on the tuned answers
+            rise = disagreement_rise(base_spread, spread(tuned["texts"]), monitor.alpha)
+            again = judge(checked.flagged, checked.drift, checked.probes, rise)
+            runs[-1]["verdict_with_ensemble"] = {
+                **again.to_dict(), **evidence, "disagreement": rise.to_dict(),
             }  # fmt: skip
         d, _, gold_gain = run_gao_points(load_run(run_dirs[name], name))
         fit = fit_gao(d, gold_gain, "rl")
