@@ -1,16 +1,21 @@
 """A reward model measured on held-out preferences (``eval.json``), the same way TRL counts it: a
-pair is right when the better response scores strictly higher; ties in a ranking give no pair."""
+pair is right when the better response scores strictly higher; ties in a ranking give no pair.
+Also the normalization that comes before it (gain and bias from reference responses)."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rlhfkit.reward.batching import Item
+from rlhfkit.reward.batching import Item, distinct_prompts
+
+if TYPE_CHECKING:
+    from rlhfkit.reward.config import RewardConfig
 
 
 def pair_metrics(scores: list[torch.Tensor], ranks: list[list[int]]) -> dict[str, float]:
@@ -146,3 +151,44 @@ def jsonable(d: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+# ----------------------------------------------------------- after training: normalize, evaluate
+
+
+def normalize(
+    rm: Any, config: RewardConfig, accelerator: Any, rankings: list[Any], say: Any
+) -> None:
+    """Gain and bias so that the reference responses (``--normalize-data``, else the training
+    responses; at most ``--normalize-samples`` of them) score mean 0, std 1 (lm-human-preferences)."""
+    if config.normalize_data is not None:
+        prompts, responses = read_reference(config.normalize_data, config.format)
+    else:
+        prompts = [r.model_prompt for r in rankings for _ in r.responses]
+        responses = [x.model_input for r in rankings for x in r.responses]
+    pick = list(range(len(responses)))
+    random.Random(config.seed).shuffle(pick)
+    pick = sorted(pick[: config.normalize_samples])
+    feats, _ = rm.encode([prompts[i] for i in pick], [responses[i] for i in pick])
+    raw = score_sharded(rm, accelerator, feats, config.eval_batch_size)
+    try:
+        gain, bias = rm.set_normalization(raw)
+        say(f"normalized on {len(pick)} reference responses: gain {gain:.4g}, bias {bias:.4g}")
+    except ValueError as e:
+        say(f"normalization skipped: {e}")
+
+
+def evaluate_held_out(
+    rm: Any, config: RewardConfig, accelerator: Any, eval_items: list[Any],
+    eval_rankings: list[Any], split: str, say: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """Pairwise accuracy, margin and loss on the held-out rankings (a note when there are none)."""
+    if not eval_items:
+        return {**pair_metrics([], []), "note": "no held-out data: " + split}
+    results = evaluate(rm, eval_items, accelerator, config.eval_batch_size)
+    say(
+        f"held-out accuracy {results['accuracy']:.4f} on {results['n_pairs']} pairs of "
+        f"{results['n_rankings']} rankings of {distinct_prompts(eval_rankings)} "
+        f"(margin {results['margin']:.3f}, loss {results['loss']:.4f})"
+    )
+    return results
