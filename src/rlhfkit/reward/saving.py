@@ -82,12 +82,7 @@ def prepare_out(out: Path, config: RewardConfig, main: bool) -> None:
 def write_checkpoint(training: Training, run: Progress, steps_per_epoch: int, n_train: int) -> str:
     """``OUT/checkpoints/step-N/`` through the one checkpoint system (:mod:`rlhfkit.runtime.checkpoint`):
     the weights, optimizer and scheduler states, every process's RNG state and the counters."""
-    config, accelerator, model, optimizer = (
-        training.config,
-        training.accelerator,
-        training.model,
-        training.optimizer,
-    )
+    config, accelerator, model, optimizer = training.parts()
     out = Path(config.out)
     rng = _gather([capture_rng_state()])  # one entry per process, rank order
     accelerator.wait_for_everyone()
@@ -131,12 +126,7 @@ def _gather(objects: list[Any]) -> list[Any]:
 def resume_run(training: Training, n_train: int) -> Progress:
     """The newest checkpoint's weights, optimizer, scheduler and RNG states, and counters;
     refused when the settings, the data or the number of processes changed."""
-    config, accelerator, model, optimizer = (
-        training.config,
-        training.accelerator,
-        training.model,
-        training.optimizer,
-    )
+    config, accelerator, model, optimizer = training.parts()
     out = Path(config.out)
     path = latest_checkpoint(out)
     ckpt = load_checkpoint(path)

@@ -61,6 +61,11 @@ class Training:
     optimizer: Any
     scheduler: Any
 
+    def parts(self) -> tuple[RewardConfig, Any, Any, Any]:
+        """``(config, accelerator, model, optimizer)``: what checkpointing and resuming touch
+        besides the scheduler."""
+        return self.config, self.accelerator, self.model, self.optimizer
+
 
 @dataclass
 class Totals:
