@@ -5,10 +5,13 @@ Runs on the main process; its state (the initial answers) is part of a checkpoin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlhfkit.ppo.rewards import RewardFn
+from rlhfkit.runtime.io import write_json
 
 # ``sample(prompt_texts) -> (responses, has_eos)``: the current policy on those prompts.
 Sampler = Callable[[list[str]], tuple[list[str], list[bool]]]
@@ -64,3 +67,19 @@ class LiveMonitor:
         if report.flagged or getattr(report, "suspected", False):
             return metrics, report.warning or f"flagged: {report.flagged}"
         return metrics, None
+
+
+def record_hacking_stop(
+    out: Path, step: int, last_good_checkpoint: str | None, warning: str | None
+) -> None:
+    """The run stopped because the monitor flagged the policy: say so in ``OUT/stopped.json`` and
+    in a warning (to the caller of ``train()``), with the checkpoint to go back to."""
+    where = last_good_checkpoint or "none (the first check flagged)"
+    write_json(out / "stopped.json", {
+        "reason": "hacking", "step": step, "last_good_checkpoint": where, "warning": warning,
+    })  # fmt: skip
+    warnings.warn(
+        f"stopped at update {step}: the hacking monitor flagged the policy; "
+        f"last good checkpoint: {where}",
+        stacklevel=3,
+    )
