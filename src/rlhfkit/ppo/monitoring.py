@@ -69,6 +69,25 @@ class LiveMonitor:
         return metrics, None
 
 
+def check_for_hacking(
+    monitor: LiveMonitor | None, step: int, accelerator: Any
+) -> tuple[dict[str, float], str | None, bool]:
+    """Run the monitor (it lives on the main process): its ``hacking/*`` metrics, its warning
+    (also warned) or None, and whether it warned, which every process learns."""
+    from accelerate.utils import broadcast_object_list
+
+    found: dict[str, float] = {}
+    warning = None
+    if monitor is not None:
+        found, warning = monitor.check(step)
+        if warning is not None:
+            warnings.warn(f"update {step}: hacking monitor: {warning}", stacklevel=2)
+    verdict = [warning is not None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(verdict)
+    return found, warning, bool(verdict[0])
+
+
 def record_hacking_stop(
     out: Path, step: int, last_good_checkpoint: str | None, warning: str | None
 ) -> None:

@@ -186,6 +186,23 @@ class RolloutForward:
     critic_hidden: torch.Tensor | None
 
 
+def reference_logits(ref_model: Any | None, policy: Any) -> Callable[..., torch.Tensor]:
+    """``fn(ids, mask, positions, keep)``: the reference's logits of the last ``keep`` positions;
+    the reference is the frozen copy ``ref_model``, or with LoRA (``ref_model`` None) ``policy``
+    itself with its adapters disabled (no second copy in memory)."""
+
+    def logits(ids: torch.Tensor, am: torch.Tensor, pos: torch.Tensor, keep: int) -> torch.Tensor:
+        kwargs = dict(
+            input_ids=ids, attention_mask=am, position_ids=pos, logits_to_keep=keep, use_cache=False
+        )
+        if ref_model is not None:
+            return ref_model(**kwargs).logits[:, -keep:]
+        with policy.disable_adapter():  # LoRA: the reference is the base model
+            return policy(**kwargs).logits[:, -keep:]
+
+    return logits
+
+
 @torch.no_grad()
 def rollout_forward(
     model: Any,

@@ -50,10 +50,17 @@ class PolicySetup:
     critic_trunk: Any | None  # frozen-reward-model(+head): the reward model's own trunk
 
 
-def make_sharder(accelerator: Any) -> Callable[..., Any]:
-    """``shard(module, units=())`` (``--fsdp``): moves a module to this process's device and
-    shards it (:mod:`rlhfkit.runtime.fsdp`); its sub-models in ``units`` become units of their
-    own."""
+def fsdp_sharder(cfg: PPOConfig, accelerator: Any) -> Callable[..., Any] | None:
+    """With ``--fsdp``, ``shard(module, units=())``: moves a module to this process's device and
+    shards it (:mod:`rlhfkit.runtime.fsdp`), its sub-models in ``units`` as units of their own;
+    None without. Refuses what ``--fsdp`` does not support yet."""
+    if not cfg.fsdp:
+        return None
+    if cfg.hacking_check_every > 0:
+        raise ConfigError(
+            "--hacking-check-every is not supported with --fsdp yet (the monitor samples on "
+            "the main process only); run `rlhfkit detect` on the samples after training"
+        )
     device = accelerator.device
     settings = fsdp_settings(accelerator.mixed_precision)
     mesh = device_mesh(device)

@@ -22,7 +22,7 @@ from rlhfkit.runtime.checkpoint import (
     stage_shards,
 )
 from rlhfkit.runtime.fsdp import full_copy, is_sharded, read_shards
-from rlhfkit.runtime.io import atomic_dir
+from rlhfkit.runtime.io import atomic_dir, write_json
 from rlhfkit.runtime.renamed import upgrade_settings
 
 
@@ -74,6 +74,16 @@ def resume_mismatches(
     if saved_world != world:
         diffs.append(f"processes: checkpoint {saved_world}, now {world}")
     return diffs
+
+
+def start_run_files(out: Path, settings: dict[str, Any], resumed: bool) -> None:
+    """``OUT/config.json`` (``settings``: as given, and what they became for this policy); a
+    fresh run into a used directory starts its own logs (they are appended to)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", settings)
+    if not resumed:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (out / name).unlink(missing_ok=True)
 
 
 def checkpoint_to_resume(

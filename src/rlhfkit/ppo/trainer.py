@@ -8,8 +8,8 @@ detail of lm-human-preferences to the line that does it).
 
 The formulas are in :mod:`rlhfkit.losses`; buffers of the batch are named ``b_*`` (CleanRL). What
 the trainer calls lives next to it: ``setup`` (models, optimizer, KL controller), ``rewards``,
-``rollout`` (sampling), ``update`` (step 6), ``metrics`` (what is logged), ``monitoring``,
-``state`` (checkpoints, resume, the saved policy).
+``rollout`` (sampling), ``update`` (step 6), ``metrics`` (what is logged), ``monitoring``, and
+``checkpointing`` / ``state`` (checkpoints, resume, the saved policy).
 """
 
 from __future__ import annotations
@@ -26,35 +26,38 @@ import torch
 from rlhfkit.cards import publish_policy
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.data.prompts import read_prompt_inputs
-from rlhfkit.errors import ConfigError
 from rlhfkit.hacking.overoptimization import LiveGaoFit
 from rlhfkit.loading import check_model_source
 from rlhfkit.losses import gae, kl_estimate, per_token_rewards
+from rlhfkit.ppo.checkpointing import Checkpointing
 from rlhfkit.ppo.config import RUN_DIR_ENTRIES, PPOConfig, batch_sizes
 from rlhfkit.ppo.critic import ActorCritic
 from rlhfkit.ppo.metrics import Stopwatch, update_metrics, write_samples
-from rlhfkit.ppo.monitoring import LiveMonitor, record_hacking_stop
+from rlhfkit.ppo.monitoring import LiveMonitor, check_for_hacking, record_hacking_stop
 from rlhfkit.ppo.rewards import RewardFn, build_reward_sources
-from rlhfkit.ppo.rollout import Rollout, RolloutForward, RolloutSampler, rollout_forward
-from rlhfkit.ppo.setup import build_kl_controller, build_optimizer, build_policy, make_sharder
+from rlhfkit.ppo.rollout import (
+    Rollout,
+    RolloutForward,
+    RolloutSampler,
+    reference_logits,
+    rollout_forward,
+)
+from rlhfkit.ppo.setup import build_kl_controller, build_optimizer, build_policy, fsdp_sharder
 from rlhfkit.ppo.state import (
     PromptSampler,
-    checkpoint_to_resume,
-    restore_run_checkpoint,
-    save_run_checkpoint,
-    save_tuned_policy,
+    start_run_files,
 )
 from rlhfkit.ppo.update import Batch, normalize_returns, ppo_epochs, whiten_across
 from rlhfkit.runtime.checkpoint import TrainingStopped
 from rlhfkit.runtime.distributed import make_accelerator
 from rlhfkit.runtime.faults import inject_nan, kill_point
 from rlhfkit.runtime.fsdp import gathered, launched_with_fsdp
-from rlhfkit.runtime.io import MetricsLogger, clear_previous_run, truncate_jsonl, write_json
+from rlhfkit.runtime.io import MetricsLogger, clear_previous_run
 from rlhfkit.runtime.progress import progress_bar
 from rlhfkit.runtime.trackers import start_trackers, tracker_kwargs
 
 
-class PPOTrainer:
+class PPOTrainer(Checkpointing):
     """Holds the models, optimizer and state of one PPO run; ``train()`` runs it.
 
     ``reward_fn`` / ``reward_model`` / ``gold_reward_fn`` may be given as Python objects instead of
@@ -87,24 +90,16 @@ class PPOTrainer:
 
         # 2. The processes and OUT. Refuse to mix two runs in one OUT (a later --resume would take
         #    the newest checkpoint, whichever run wrote it), before any model is loaded.
-        self.accelerator = acc = make_accelerator(
-            **tracker_kwargs(cfg.report_to, cfg.out, cfg.run_name)
-        )
-        self.device = acc.device
+        tracking = tracker_kwargs(cfg.report_to, cfg.out, cfg.run_name)
+        self.accelerator = acc = make_accelerator(**tracking)
+        self.device, self.is_main = acc.device, acc.is_main_process
         clear_previous_run(
             self.out, RUN_DIR_ENTRIES,
             resume=cfg.resume, overwrite=cfg.overwrite, delete=acc.is_main_process,
         )  # fmt: skip
         acc.wait_for_everyone()
-        self.is_main = acc.is_main_process
         self.local_batch, self.mini_batch, self.micro_batch = batch_sizes(cfg, acc.num_processes)
-        if cfg.fsdp and cfg.hacking_check_every > 0:
-            raise ConfigError(
-                "--hacking-check-every is not supported with --fsdp yet (the monitor samples on "
-                "the main process only); run `rlhfkit detect` on the samples after training"
-            )
-        # --fsdp: each model sharded as soon as it is loaded (rlhfkit.runtime.fsdp)
-        shard_now = make_sharder(acc) if cfg.fsdp else None
+        shard_now = fsdp_sharder(cfg, acc)  # --fsdp: each model sharded as soon as it is loaded
 
         # 3. Prompts and reward sources (fail on bad input before loading the policy). A prompt
         #    is text or a conversation: the policy and a reward model each render it their own
@@ -138,18 +133,10 @@ class PPOTrainer:
         # 5. β, the counters, the over-optimization fit, the hacking monitor (main process only).
         self.kl_ctl = build_kl_controller(cfg)
         self.gao = LiveGaoFit()
-        self.step = self.episode = 0
-        self.bad_in_a_row = self.nonfinite_total = 0
+        self.step = self.episode = self.bad_in_a_row = self.nonfinite_total = 0
         self.last_good_checkpoint: str | None = None
         self.last_hacking_warning: str | None = None
-        self.monitor: LiveMonitor | None = None
-        if cfg.hacking_check_every > 0 and self.is_main:
-            self.monitor = LiveMonitor(
-                self.prompts[: cfg.hacking_num_prompts], self._sample_texts,
-                reward_fn=self.rewards.as_reward_fn(self._input_of_text),
-                gold_fn=self.rewards.gold_fn, factory=hacking_monitor,
-                disagreement_fn=self.rewards.disagreement_fn(self._input_of_text),
-            )  # fmt: skip
+        self.monitor = self._live_monitor(hacking_monitor)
 
         # 6. Resume; then a different sampling seed per process (the models are built identically).
         self._resumed_from: Path | None = None
@@ -162,24 +149,29 @@ class PPOTrainer:
     def reward_model(self) -> Any | None:
         return self.rewards.reward_model
 
+    def _live_monitor(self, factory: Callable[..., Any] | None) -> LiveMonitor | None:
+        """The hacking monitor (``--hacking-check-every``), on the main process only."""
+        cfg = self.config
+        if cfg.hacking_check_every <= 0 or not self.is_main:
+            return None
+        return LiveMonitor(
+            self.prompts[: cfg.hacking_num_prompts], self._sample_texts,
+            reward_fn=self.rewards.as_reward_fn(self._input_of_text),
+            gold_fn=self.rewards.gold_fn, factory=factory,
+            disagreement_fn=self.rewards.disagreement_fn(self._input_of_text),
+        )  # fmt: skip
+
     # ---------------------------------------------------------------------------- main loop
 
     def train(self) -> dict[str, Any]:
         """Run every update; returns ``{"stopped": None | "hacking", "step", "episode", ...}``."""
         cfg, acc = self.config, self.accelerator
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            # The settings as given, and what they became for this policy.
-            write_json(
-                self.out / "config.json",
-                {**dataclasses.asdict(cfg), "critic_resolved": self.critic_kind,
-                 "chat_template_resolved": self.chat, "stop_token_ids": self.stop_ids,
-                 "pad_token_id": self.pad_id},
-            )  # fmt: skip
-            if self._resumed_from is None:
-                # A fresh run into a used directory starts its own logs (they are appended to).
-                for name in ("metrics.jsonl", "samples.jsonl"):
-                    (self.out / name).unlink(missing_ok=True)
+        if self.is_main:  # the settings as given, and what they became for this policy
+            start_run_files(self.out, {
+                **dataclasses.asdict(cfg), "critic_resolved": self.critic_kind,
+                "chat_template_resolved": self.chat, "stop_token_ids": self.stop_ids,
+                "pad_token_id": self.pad_id,
+            }, resumed=self._resumed_from is not None)  # fmt: skip
         logger = MetricsLogger(
             self.out / "metrics.jsonl", enabled=self.is_main, trackers=start_trackers(acc, cfg)
         )
@@ -198,7 +190,9 @@ class PPOTrainer:
                 t0 = time.perf_counter()
                 checked = cfg.hacking_check_every > 0 and self.step % cfg.hacking_check_every == 0
                 if checked:
-                    found, flagged = self._check_hacking()
+                    found, self.last_hacking_warning, flagged = check_for_hacking(
+                        self.monitor, self.step, acc
+                    )
                     metrics.update(found)
                     stopped = "hacking" if flagged and cfg.stop_on_hacking else None
                 metrics["time/hacking"] = time.perf_counter() - t0
@@ -296,13 +290,7 @@ class PPOTrainer:
             eos_token_id=self.tokenizer.eos_token_id, accelerator=acc,
         )  # fmt: skip
         self.kl_ctl.update(metrics["objective/kl"], cfg.batch_size)
-        if "objective/gold_scores" in metrics:  # Gao et al.'s fit through the run so far
-            fitted, warning = self.gao.add(
-                metrics["objective/kl"], metrics["objective/gold_scores"]
-            )
-            metrics.update(fitted)
-            if warning is not None and self.is_main:
-                warnings.warn(f"update {self.step + 1}: {warning}", stacklevel=2)
+        metrics.update(self._gao_fit(metrics))
 
         # Every process agrees on whether an optimizer step was skipped.
         skipped_steps = int(
@@ -334,18 +322,9 @@ class PPOTrainer:
 
     def _rollout_forward(self, unwrapped: ActorCritic, roll: Rollout) -> RolloutForward:
         return rollout_forward(
-            unwrapped, lambda *a: self._ref_logits(unwrapped, *a), self.critic_trunk, roll,
+            unwrapped, reference_logits(self.ref_model, unwrapped.policy), self.critic_trunk, roll,
             self.config.temperature, self.config.forward_batch_size,
         )  # fmt: skip
-
-    def _ref_logits(self, unwrapped: ActorCritic, ids, am, pos, keep: int) -> torch.Tensor:
-        kwargs = dict(
-            input_ids=ids, attention_mask=am, position_ids=pos, logits_to_keep=keep, use_cache=False
-        )
-        if self.ref_model is not None:
-            return self.ref_model(**kwargs).logits[:, -keep:]
-        with unwrapped.policy.disable_adapter():  # LoRA: the reference is the base model
-            return unwrapped.policy(**kwargs).logits[:, -keep:]
 
     def _ppo_epochs(
         self, batch: Batch, beta: float, value_scale: float
@@ -354,6 +333,16 @@ class PPOTrainer:
             self.model, self.optimizer, self.accelerator, batch, self.config, beta, value_scale,
             self.mini_batch, self.micro_batch, self.step + 1,
         )  # fmt: skip
+
+    def _gao_fit(self, metrics: dict[str, Any]) -> dict[str, float]:
+        """With a gold reward: Gao et al.'s fit of gold against KL through the run so far (and
+        its warning when the gold reward turns down), else nothing."""
+        if "objective/gold_scores" not in metrics:
+            return {}
+        fitted, warning = self.gao.add(metrics["objective/kl"], metrics["objective/gold_scores"])
+        if warning is not None and self.is_main:
+            warnings.warn(f"update {self.step + 1}: {warning}", stacklevel=3)
+        return fitted
 
     def _count_update(self, bad: bool) -> None:
         """One more update done; ``bad``: it had a non-finite reward, loss or gradient."""
@@ -382,93 +371,3 @@ class PPOTrainer:
         policy = self.accelerator.unwrap_model(self.model).policy
         prompts = [self._input_of_text[p] for p in prompt_texts]
         return self.rollouts.answers(policy, prompts, self.local_batch)
-
-    def _check_hacking(self) -> tuple[dict[str, float], bool]:
-        """Run the monitor (main process): its ``hacking/*`` metrics, and whether it warned (which
-        every process learns)."""
-        from accelerate.utils import broadcast_object_list
-
-        found: dict[str, float] = {}
-        verdict = [False]
-        self.last_hacking_warning = None
-        if self.monitor is not None:
-            found, warning = self.monitor.check(self.step)
-            if warning is not None:
-                verdict[0] = True
-                self.last_hacking_warning = warning
-                warnings.warn(f"update {self.step}: hacking monitor: {warning}", stacklevel=2)
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(verdict)
-        return found, bool(verdict[0])
-
-    # ------------------------------------------------------------------------- saving / resume
-
-    def save_policy(self, path: str | Path) -> None:
-        """The tuned policy as a plain model (LoRA adapters merged) + tokenizer, atomically. A
-        sharded policy is gathered onto the main process first."""
-        save_tuned_policy(
-            self.accelerator, self.model, self.tokenizer, path,
-            lora=self.config.lora_r > 0, fsdp=self.config.fsdp,
-        )  # fmt: skip
-
-    def trainer_state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "episode": self.episode,
-            "data": self.sampler.state_dict(),
-            "kl_controller": {"kind": type(self.kl_ctl).__name__, **self.kl_ctl.state_dict()},
-            "bad_in_a_row": self.bad_in_a_row,
-            "nonfinite_total": self.nonfinite_total,
-            "world_size": self.accelerator.num_processes,
-            "monitor": self.monitor.state if self.monitor is not None else None,
-            "gao": vars(self.gao),
-            "config": self._settings_as_trained(),
-        }
-
-    def _settings_as_trained(self) -> dict[str, Any]:
-        """The settings, with ``--critic`` and ``--chat-template`` as trained (``auto``
-        resolved): what a checkpoint records, and what resuming compares."""
-        return {
-            **dataclasses.asdict(self.config), "critic": self.critic_kind, "chat_template": self.chat
-        }  # fmt: skip
-
-    def save_checkpoint(self) -> Path | None:
-        """``OUT/checkpoints/step-N/`` with everything needed to resume."""
-        path = save_run_checkpoint(
-            self.accelerator, self.out, self.step, self.trainer_state(), self.model,
-            self.tokenizer, self.optimizer, self.scheduler, self.config.save_total_limit,
-        )  # fmt: skip
-        if path is not None:
-            self.last_good_checkpoint = str(path)
-        return path
-
-    def _resume(self) -> None:
-        """Continue from the newest checkpoint in --out (refusing one made with different
-        settings): weights, optimizer, RNG, data position, β, counters, monitor."""
-        acc, cfg = self.accelerator, self.config
-        found = checkpoint_to_resume(self.out, self._settings_as_trained(), acc.num_processes)
-        if found is None:
-            return
-        path, ckpt = found
-        state = ckpt.state
-        restore_run_checkpoint(
-            ckpt, acc, self.model, self.optimizer, self.scheduler, cfg.lora_r > 0,
-            getattr(torch, cfg.dtype),
-        )  # fmt: skip
-        self.sampler.load_state_dict(state["data"])
-        self.kl_ctl.load_state_dict(
-            {k: v for k, v in state["kl_controller"].items() if k != "kind"}
-        )
-        self.step, self.episode = int(state["step"]), int(state["episode"])
-        self.bad_in_a_row = int(state["bad_in_a_row"])
-        self.nonfinite_total = int(state["nonfinite_total"])
-        self.last_good_checkpoint = str(path)
-        if state.get("gao"):
-            vars(self.gao).update(state["gao"])
-        if state.get("monitor") and self.monitor is not None:
-            self.monitor.restore(state["monitor"])
-        if self.is_main:
-            # Lines logged after the checkpoint belong to updates that will be redone.
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                truncate_jsonl(self.out / name, self.step)
-        self._resumed_from = path
