@@ -52,23 +52,36 @@ def run_ppo(
     configs: dict[str, Any], reward_model: Any, say: Say, console: Any, processes: int
 ) -> dict[str, float]:
     """Train every PPO run; returns each run's seconds. ``reward_model`` (already loaded) serves
-    the runs on a single reward model; a run on an ensemble loads it with its objective. With ``processes`` > 1 the runs train side by side in spawned
-    processes (torch's threads split between them), one progress bar each, fed from the runs' own
-    metrics.jsonl; their warnings (the live hacking monitor's) are shown here."""
+    the runs on a single reward model; a run on an ensemble loads it with its objective. With
+    ``processes`` > 1 the runs train side by side in spawned processes (torch's threads split
+    between them), one progress bar each, fed from the runs' own metrics.jsonl; their warnings
+    (the live hacking monitor's) are shown here."""
+    if processes <= 1:
+        return _run_one_after_another(configs, reward_model, say)
+    return _run_side_by_side(configs, console, processes)
+
+
+def _run_one_after_another(
+    configs: dict[str, Any], reward_model: Any, say: Say
+) -> dict[str, float]:
+    """Every run in this process, in turn; its warnings as demo output lines."""
     from rlhfkit.ppo import PPOTrainer
     from rlhfkit.reward.ensemble import is_ensemble
     from rlhfkit.world import gold_reward_fn
 
     seconds: dict[str, float] = {}
-    if processes <= 1:
-        for name, config in configs.items():
-            t0 = time.perf_counter()
-            reward = _load_reward(config) if is_ensemble(config.reward_model) else reward_model
-            with warnings_to(say):
-                PPOTrainer(config, reward_model=reward, gold_reward_fn=gold_reward_fn).train()
-            seconds[name] = time.perf_counter() - t0
-        return seconds
+    for name, config in configs.items():
+        t0 = time.perf_counter()
+        reward = _load_reward(config) if is_ensemble(config.reward_model) else reward_model
+        with warnings_to(say):
+            PPOTrainer(config, reward_model=reward, gold_reward_fn=gold_reward_fn).train()
+        seconds[name] = time.perf_counter() - t0
+    return seconds
 
+
+def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> dict[str, float]:
+    """At most ``processes`` runs at once, each in a spawned process that loads its own reward
+    model; a run that fails, or whose process dies, stops them all."""
     import multiprocessing as mp
     import queue as queue_module
 
@@ -77,6 +90,7 @@ def run_ppo(
 
     from rlhfkit.errors import RlhfkitError
 
+    seconds: dict[str, float] = {}
     threads = max(1, torch.get_num_threads() // processes)
     ctx = mp.get_context("spawn")  # fork would copy torch's thread pool state: not safe
     messages = ctx.Queue()
@@ -95,16 +109,7 @@ def run_ppo(
             while waiting or running:
                 while waiting and len(running) < processes:
                     name = waiting.pop(0)
-                    config = replace(configs[name], progress=False)
-                    # the trainer would start a fresh log too; removing it first keeps the bar
-                    # from showing an earlier demo's updates
-                    (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
-                    proc = ctx.Process(
-                        target=_ppo_process, args=(name, config, threads, messages),
-                        daemon=True,
-                    )  # fmt: skip
-                    proc.start()
-                    running[name] = proc
+                    running[name] = _start_run(ctx, name, configs[name], threads, messages)
                 try:
                     kind, name, value = messages.get(timeout=0.5)
                 except queue_module.Empty:
@@ -131,6 +136,17 @@ def run_ppo(
             proc.terminate()
             proc.join()
     return seconds
+
+
+def _start_run(ctx: Any, name: str, config: Any, threads: int, messages: Any) -> Any:
+    """Start one run's process (without a progress bar of its own: the parent draws it)."""
+    config = replace(config, progress=False)
+    # the trainer would start a fresh log too; removing it first keeps the bar from showing an
+    # earlier demo's updates
+    (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
+    proc = ctx.Process(target=_ppo_process, args=(name, config, threads, messages), daemon=True)
+    proc.start()
+    return proc
 
 
 def _progress_from_log(run_dir: str) -> dict[str, Any]:

@@ -4,16 +4,20 @@ Reproduces the implementation details of OpenAI's lm-human-preferences (Ziegler 
 catalogued in "The N Implementation Details of RLHF with PPO" (Huang et al. 2023); docs/ppo.md
 lists every detail with the place it lives. The rooms, in the order a run uses them:
 
-- ``config``: :class:`PPOConfig`, every setting with its help (the command line);
+- ``config``: :class:`PPOConfig`, every setting with its help (the command line), batch sizes;
 - ``rewards``: where the reward comes from (reward model, reward function, gold);
-- ``setup``: the policy, its reference, the critic, the optimizer;
-- ``rollout``: sampling and the no-gradient forward passes;
+- ``setup``: the policy, its reference, the critic, the optimizer, the KL controller, the
+  ``--fsdp`` sharder;
+- ``rollout``: sampling (:class:`~rlhfkit.ppo.rollout.RolloutSampler`) and the no-gradient
+  forward passes of policy, reference and critic;
 - ``critic``: value heads and the module that holds policy and critic;
 - ``trainer``: :class:`PPOTrainer`, the loop in numbered steps (the formulas are in
   :mod:`rlhfkit.losses`);
 - ``update``: step 6, the PPO epochs over a batch;
+- ``metrics``: what an update logs (step times, batch statistics, samples);
 - ``monitoring``: the hacking monitor during training;
-- ``state``: the data position, resume checks, logs cut back on resume.
+- ``checkpointing``: the trainer's saving and resuming (``OUT/policy``, checkpoints, --resume);
+- ``state``: the data position, resume checks, checkpoint files, logs cut back on resume.
 """
 
 from rlhfkit.ppo.config import HEAD_LR_MULTIPLIER, RUN_DIR_ENTRIES, PPOConfig, lora_targets

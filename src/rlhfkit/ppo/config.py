@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhfkit.errors import ConfigError
 from rlhfkit.runtime.trackers import LOGGING_DIR, ReportTo
 
 # What a run leaves in its --out (besides config.json and report.html, which a new run rewrites).
@@ -251,6 +252,28 @@ _RESUME_MUST_MATCH = (
     "learning_rate", "lr_scheduler_type", "value_norm", "value_head_lr_scale", "chat_template",
     "fsdp", "sample_chunk", "ensemble_objective", "uwo_lambda",
 )  # fmt: skip
+
+
+def batch_sizes(cfg: PPOConfig, world: int) -> tuple[int, int, int]:
+    """Global batch -> per process -> minibatch -> micro-batch, each dividing exactly (the error
+    says which does not)."""
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is not divisible by {world} processes")
+    local = cfg.batch_size // world
+    if local % cfg.num_mini_batches:
+        raise ConfigError(
+            f"per-process batch {local} is not divisible by --num-mini-batches {cfg.num_mini_batches}"
+        )
+    if cfg.sample_chunk and local % cfg.sample_chunk:
+        raise ConfigError(
+            f"per-process batch {local} is not divisible by --sample-chunk {cfg.sample_chunk}"
+        )
+    mini = local // cfg.num_mini_batches
+    if mini % cfg.gradient_accumulation_steps:
+        raise ConfigError(
+            f"minibatch {mini} is not divisible by --gradient-accumulation-steps {cfg.gradient_accumulation_steps}"
+        )
+    return local, mini, mini // cfg.gradient_accumulation_steps
 
 
 def lora_targets(spec: str | None, model_type: str) -> list[str] | str | None:

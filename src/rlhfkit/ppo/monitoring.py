@@ -5,10 +5,13 @@ Runs on the main process; its state (the initial answers) is part of a checkpoin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rlhfkit.ppo.rewards import RewardFn
+from rlhfkit.runtime.io import write_json
 
 # ``sample(prompt_texts) -> (responses, has_eos)``: the current policy on those prompts.
 Sampler = Callable[[list[str]], tuple[list[str], list[bool]]]
@@ -64,3 +67,38 @@ class LiveMonitor:
         if report.flagged or getattr(report, "suspected", False):
             return metrics, report.warning or f"flagged: {report.flagged}"
         return metrics, None
+
+
+def check_for_hacking(
+    monitor: LiveMonitor | None, step: int, accelerator: Any
+) -> tuple[dict[str, float], str | None, bool]:
+    """Run the monitor (it lives on the main process): its ``hacking/*`` metrics, its warning
+    (also warned) or None, and whether it warned, which every process learns."""
+    from accelerate.utils import broadcast_object_list
+
+    found: dict[str, float] = {}
+    warning = None
+    if monitor is not None:
+        found, warning = monitor.check(step)
+        if warning is not None:
+            warnings.warn(f"update {step}: hacking monitor: {warning}", stacklevel=2)
+    verdict = [warning is not None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(verdict)
+    return found, warning, bool(verdict[0])
+
+
+def record_hacking_stop(
+    out: Path, step: int, last_good_checkpoint: str | None, warning: str | None
+) -> None:
+    """The run stopped because the monitor flagged the policy: say so in ``OUT/stopped.json`` and
+    in a warning (to the caller of ``train()``), with the checkpoint to go back to."""
+    where = last_good_checkpoint or "none (the first check flagged)"
+    write_json(out / "stopped.json", {
+        "reason": "hacking", "step": step, "last_good_checkpoint": where, "warning": warning,
+    })  # fmt: skip
+    warnings.warn(
+        f"stopped at update {step}: the hacking monitor flagged the policy; "
+        f"last good checkpoint: {where}",
+        stacklevel=3,
+    )

@@ -22,7 +22,10 @@ import torch
 
 from rlhfkit.chat import Prompt, as_text
 from rlhfkit.errors import ConfigError
+from rlhfkit.loading import fuse_activations
 from rlhfkit.losses import ensemble_reward
+from rlhfkit.ppo.config import PPOConfig
+from rlhfkit.ppo.critic import trunk_of
 
 RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
@@ -152,3 +155,36 @@ class RewardSources:
             return total.tolist()
 
         return combined
+
+
+def build_reward_sources(
+    cfg: PPOConfig, device: Any, shard: Callable[..., Any] | None = None, *,
+    reward_model: Any | None = None, reward_fn: RewardFn | None = None,
+    gold_fn: RewardFn | None = None,
+) -> RewardSources:  # fmt: skip
+    """A run's reward sources: the objects given, else those the config names. A reward model (or
+    an ensemble of them, ``train-rm --ensemble``) is loaded, put on ``device`` and, with
+    ``shard`` (``--fsdp``), sharded; reward functions are imported. Needs one reward to train on."""
+    if reward_model is None and cfg.reward_model is not None:
+        from rlhfkit.reward.ensemble import load_reward
+
+        reward_model = load_reward(
+            cfg.reward_model, cfg.ensemble_objective, cfg.uwo_lambda, "--reward-model"
+        )
+        for member in getattr(reward_model, "members", [reward_model]):
+            fuse_activations(member.model)  # ours: same function, one kernel
+    if reward_model is not None:
+        reward_model.to(device)
+        if shard is not None:  # each trunk is called on its own by the frozen critics
+            for member in getattr(reward_model, "members", [reward_model]):
+                shard(member.model, units=[trunk_of(member.model)])
+    sources = RewardSources(
+        reward_model=reward_model,
+        reward_fn=reward_fn or (load_reward_fn(cfg.reward_fn) if cfg.reward_fn else None),
+        gold_fn=gold_fn or (load_reward_fn(cfg.gold_reward_fn) if cfg.gold_reward_fn else None),
+        reward_clip=cfg.reward_clip,
+        missing_eos_penalty=cfg.missing_eos_penalty,
+    )
+    if reward_model is None and sources.reward_fn is None:
+        raise ConfigError("give --reward-model and/or --reward-fn")
+    return sources

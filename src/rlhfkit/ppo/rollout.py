@@ -104,6 +104,76 @@ def concat_rollouts(rolls: list[Rollout], pad_id: int) -> Rollout:
     )
 
 
+def chunk_seed(seed: int, update: int, chunk: int) -> int:
+    """The seed of one sampling chunk (``--sample-chunk``): a function of the run's seed, the update
+    and the chunk's place in the global batch only."""
+    return ((seed * 1_000_003 + update) * 1_000_033 + chunk) % 2**63
+
+
+@dataclass(frozen=True)
+class RolloutSampler:
+    """How a run's policy answers prompts: its tokenizer and prompt rendering, the stop and pad
+    ids, and the sampling settings of the config (the same for training and the monitor)."""
+
+    tokenizer: Any
+    chat: bool
+    pad_id: int
+    stop_ids: list[int]
+    response_length: int
+    temperature: float
+    top_k: int
+    top_p: float
+    max_prompt_length: int | None
+    device: Any
+    seed: int  # --seed, for --sample-chunk's seeds
+    chunk: int  # --sample-chunk (0: the whole batch at once)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Any, tokenizer: Any, chat: bool, pad_id: int, stop_ids: list[int], device: Any
+    ) -> RolloutSampler:
+        """The sampling settings of ``cfg`` (a ``PPOConfig``) for a policy that reads and writes
+        text this way."""
+        return cls(
+            tokenizer, chat, pad_id, stop_ids, cfg.response_length, cfg.temperature, cfg.top_k,
+            cfg.top_p, cfg.max_prompt_length, device, seed=cfg.seed, chunk=cfg.sample_chunk,
+        )  # fmt: skip
+
+    def sample(self, policy: Any, prompts: list[Prompt]) -> Rollout:
+        return sample_rollout(
+            policy, self.tokenizer, prompts, chat=self.chat, pad_id=self.pad_id,
+            stop_ids=self.stop_ids, response_length=self.response_length,
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            max_prompt_length=self.max_prompt_length, device=self.device,
+        )  # fmt: skip
+
+    def sample_batch(
+        self, policy: Any, prompts: list[Prompt], first_row: int, update: int
+    ) -> Rollout:
+        """This process's share of update ``update``'s global batch (which starts at row
+        ``first_row`` of it); with ``--sample-chunk C`` sampled C rows at a time, each chunk from
+        its own seed, so the samples do not depend on how the batch is split across processes."""
+        if self.chunk <= 0:
+            return self.sample(policy, prompts)
+        rolls = []
+        for start in range(0, len(prompts), self.chunk):
+            torch.manual_seed(chunk_seed(self.seed, update, (first_row + start) // self.chunk))
+            rolls.append(self.sample(policy, prompts[start : start + self.chunk]))
+        return concat_rollouts(rolls, self.pad_id)
+
+    def answers(
+        self, policy: Any, prompts: list[Prompt], batch: int
+    ) -> tuple[list[str], list[bool]]:
+        """The policy's answers to ``prompts``, ``batch`` at a time, and whether each stopped."""
+        texts: list[str] = []
+        has_eos: list[bool] = []
+        for s in range(0, len(prompts), batch):
+            roll = self.sample(policy, prompts[s : s + batch])
+            texts += roll.texts
+            has_eos += roll.has_stop.tolist()
+        return texts, has_eos
+
+
 @dataclass(frozen=True)
 class RolloutForward:
     """What the frozen models say about a rollout's tokens: logprobs under the policy and the
@@ -114,6 +184,23 @@ class RolloutForward:
     ref_logprobs: torch.Tensor
     values: torch.Tensor
     critic_hidden: torch.Tensor | None
+
+
+def reference_logits(ref_model: Any | None, policy: Any) -> Callable[..., torch.Tensor]:
+    """``fn(ids, mask, positions, keep)``: the reference's logits of the last ``keep`` positions;
+    the reference is the frozen copy ``ref_model``, or with LoRA (``ref_model`` None) ``policy``
+    itself with its adapters disabled (no second copy in memory)."""
+
+    def logits(ids: torch.Tensor, am: torch.Tensor, pos: torch.Tensor, keep: int) -> torch.Tensor:
+        kwargs = dict(
+            input_ids=ids, attention_mask=am, position_ids=pos, logits_to_keep=keep, use_cache=False
+        )
+        if ref_model is not None:
+            return ref_model(**kwargs).logits[:, -keep:]
+        with policy.disable_adapter():  # LoRA: the reference is the base model
+            return policy(**kwargs).logits[:, -keep:]
+
+    return logits
 
 
 @torch.no_grad()

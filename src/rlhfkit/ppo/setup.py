@@ -1,5 +1,6 @@
 """Building what a PPO run trains: the policy (plus LoRA), the frozen reference, the critic the
-config asks for, and the optimizer with its learning-rate schedule."""
+config asks for, the optimizer with its learning-rate schedule, and the KL controller; and, with
+``--fsdp``, the function that shards each model as it is built."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from rlhfkit.chat import Prompt, is_conversational, use_chat_template
 from rlhfkit.errors import ConfigError
+from rlhfkit.kl import AdaptiveKLController, FixedKLController
 from rlhfkit.loading import (
     choose_pad_id,
     disable_dropout,
@@ -30,6 +32,7 @@ from rlhfkit.ppo.critic import (
     trunk_of,
     value_head_from_score,
 )
+from rlhfkit.runtime.fsdp import device_mesh, fsdp_settings, shard
 from rlhfkit.runtime.optim import adamw
 
 
@@ -45,6 +48,27 @@ class PolicySetup:
     pad_id: int
     critic_kind: str  # --critic as trained (auto resolved)
     critic_trunk: Any | None  # frozen-reward-model(+head): the reward model's own trunk
+
+
+def fsdp_sharder(cfg: PPOConfig, accelerator: Any) -> Callable[..., Any] | None:
+    """With ``--fsdp``, ``shard(module, units=())``: moves a module to this process's device and
+    shards it (:mod:`rlhfkit.runtime.fsdp`), its sub-models in ``units`` as units of their own;
+    None without. Refuses what ``--fsdp`` does not support yet."""
+    if not cfg.fsdp:
+        return None
+    if cfg.hacking_check_every > 0:
+        raise ConfigError(
+            "--hacking-check-every is not supported with --fsdp yet (the monitor samples on "
+            "the main process only); run `rlhfkit detect` on the samples after training"
+        )
+    device = accelerator.device
+    settings = fsdp_settings(accelerator.mixed_precision)
+    mesh = device_mesh(device)
+
+    def shard_now(module: Any, units: list[Any] | tuple[Any, ...] = ()) -> Any:
+        return shard(module.to(device), mesh, settings, units)
+
+    return shard_now
 
 
 def resolve_critic(kind: str, tokenizer: Any, reward_model: Any | None) -> str:
@@ -163,3 +187,10 @@ def build_optimizer(cfg: PPOConfig, model: ActorCritic, critic_kind: str) -> tup
     else:
         decay = lambda u: 1.0  # noqa: E731
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+
+
+def build_kl_controller(cfg: PPOConfig) -> AdaptiveKLController | FixedKLController:
+    """β: adaptive toward ``--kl-target`` when one is given, else fixed at ``--kl-coef``."""
+    if cfg.kl_target is not None:
+        return AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+    return FixedKLController(cfg.kl_coef)

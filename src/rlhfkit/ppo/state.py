@@ -4,6 +4,7 @@ the checkpoint when it resumes."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,16 @@ import torch
 from rlhfkit.errors import ConfigError
 from rlhfkit.ppo.config import _RESUME_MUST_MATCH, _SETTINGS_BEFORE_THEY_EXISTED
 from rlhfkit.runtime.checkpoint import (
+    Checkpoint,
     capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
     restore_rng_state,
     save_checkpoint,
     stage_shards,
 )
-from rlhfkit.runtime.fsdp import is_sharded, read_shards
+from rlhfkit.runtime.fsdp import full_copy, is_sharded, read_shards
+from rlhfkit.runtime.io import atomic_dir, write_json
 from rlhfkit.runtime.renamed import upgrade_settings
 
 
@@ -69,6 +74,35 @@ def resume_mismatches(
     if saved_world != world:
         diffs.append(f"processes: checkpoint {saved_world}, now {world}")
     return diffs
+
+
+def start_run_files(out: Path, settings: dict[str, Any], resumed: bool) -> None:
+    """``OUT/config.json`` (``settings``: as given, and what they became for this policy); a
+    fresh run into a used directory starts its own logs (they are appended to)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", settings)
+    if not resumed:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (out / name).unlink(missing_ok=True)
+
+
+def checkpoint_to_resume(
+    out: Path, settings: dict[str, Any], world: int
+) -> tuple[Path, Checkpoint] | None:
+    """The newest checkpoint in ``out`` (None, warned, when there is none), refusing one made with
+    other ``settings`` (as trained) or another number of processes."""
+    path = latest_checkpoint(out)
+    if path is None:
+        warnings.warn(
+            f"--resume: no checkpoint in {out / 'checkpoints'}; starting fresh", stacklevel=3
+        )
+        return None
+    ckpt = load_checkpoint(path)
+    state = ckpt.state
+    diffs = resume_mismatches(state.get("config", {}), settings, state.get("world_size"), world)
+    if diffs:
+        raise ConfigError(f"cannot resume from {path}: settings differ — " + "; ".join(diffs))
+    return path, ckpt
 
 
 def load_policy_weights(policy: Any, directory: Path, lora: bool, dtype: torch.dtype) -> None:
@@ -137,3 +171,28 @@ def restore_run_checkpoint(
         optimizer.load_state_dict(ckpt.object("optimizer"))
     scheduler.load_state_dict(ckpt.object("scheduler"))
     restore_rng_state(ckpt.object("rng")[accelerator.process_index])
+
+
+def save_tuned_policy(
+    accelerator: Any, model: Any, tokenizer: Any, path: str | Path, *, lora: bool, fsdp: bool
+) -> None:
+    """The tuned policy of ``model`` (policy + critic) as a plain model (LoRA adapters merged) +
+    tokenizer, atomically, by the main process. A sharded policy is gathered onto it first."""
+    accelerator.wait_for_everyone()
+    policy = accelerator.unwrap_model(model).policy
+    if fsdp:
+        policy = full_copy(policy)  # every process takes part; None but on the main one
+    if not accelerator.is_main_process:
+        return
+    if lora and not fsdp:
+        policy = _merged_copy(policy)
+    with atomic_dir(path) as tmp:
+        policy.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def _merged_copy(peft_model: Any) -> Any:
+    """A copy of a PEFT model with its adapters merged into plain weights."""
+    import copy
+
+    return copy.deepcopy(peft_model).merge_and_unload()
