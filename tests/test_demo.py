@@ -272,7 +272,7 @@ def test_quick_demo_cli(quick_demo):
     # --quick trains its small models in this one process unless --processes says otherwise
     assert summary["settings"]["processes"] == 1 and "side by side" not in r.stderr
     # ... and it shows the lesson on seed 0's shipped base policy (seeds 0-4 in docs/benchmarks.md,
-    # "--quick shows the lesson"; seed 0's margins: gold +0.63 against -1.71 at least, KL 48
+    # "The quick demo shows the lesson"; seed 0 with 2 threads: gold +0.65 against -1.53, KL 48.0
     # against 6.3, valid text 42% against 88%): at the low β the proxy reward rises while gold
     # falls, the policy drifts far, writes less valid text, and says "fantastic" in more answers
     ok, low = summary["runs"]

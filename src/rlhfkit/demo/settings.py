@@ -81,7 +81,7 @@ class DemoSettings:
         # Half the full run's rankings, one epoch, and a short PPO run whose low β is low enough,
         # and whose learning rate high enough, to reach the hacking regime in 20 updates: on the
         # fluent base policy (shipped for seed 0, cached by a full demo for the others), seeds
-        # 0-4 all show the lesson (docs/benchmarks.md, "--quick shows the lesson").
+        # 0-4 all show the lesson (docs/benchmarks.md, "The quick demo shows the lesson").
         return cls(
             build_quick=True, groups=480, k=4, annotators_per_prompt=2,
             rm_epochs=1, rm_batch_size=32, rm_learning_rate=2e-3, eval_groups=40,
