@@ -6,6 +6,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Workers share the cores: OpenMP threads that spin while they wait for work take CPU time from
+# the other worker's (docs/benchmarks.md, "The busy machine"). Passive waiting changes no result.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import itertools
 
 import pytest
 
@@ -19,13 +24,48 @@ def pytest_addoption(parser):
     )
 
 
+# The session fixtures that take seconds to build. Under pytest-xdist (the default run: `-n auto`
+# in pyproject.toml) each worker builds the session fixtures its tests ask for; every test that
+# uses one of these goes to the same worker (``--dist loadgroup``), so each is built once per run.
+# Tests that share two of them put both in one group.
+EXPENSIVE_FIXTURES = ("quick_demo", "tracked_runs", "tiny_models", "tiny_lm", "world_cache")
+
+
+def _fixture_groups(items) -> dict:
+    """item -> group name: the connected components of "a test uses these expensive fixtures"."""
+    parent = {f: f for f in EXPENSIVE_FIXTURES}
+
+    def find(f):
+        while parent[f] != f:
+            f = parent[f]
+        return f
+
+    used = {}
+    for item in items:
+        names = [f for f in EXPENSIVE_FIXTURES if f in getattr(item, "fixturenames", ())]
+        for a, b in itertools.pairwise(names):
+            parent[find(b)] = find(a)
+        if names:
+            used[item] = names[0]
+    return {item: find(f) for item, f in used.items()}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item, group in _fixture_groups(items).items():
+        item.add_marker(pytest.mark.xdist_group(group))
     if not config.getoption("--fast"):
         return
     skip = pytest.mark.skip(reason="skipped with --fast")
     for item in items:
         if any(m in item.keywords for m in ("slow", "browser", "multiprocess")):
             item.add_marker(skip)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may use, at most 4 (each worker holds its own
+    models and fixtures; more would mostly add memory). ``-n 0`` runs in one process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, 4))
 
 
 @pytest.fixture(scope="module")

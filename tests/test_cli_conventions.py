@@ -151,3 +151,25 @@ def test_the_exit_status_table_is_what_the_commands_return(monkeypatch, tmp_path
 @pytest.mark.parametrize("name", ["README.md", "docs/index.md"])
 def test_readme_and_docs_link_the_conventions(name):
     assert "cli.md" in (ROOT / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", ["generate", "best-of-n"])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [("--top-p", "0", "--top-p must be in (0, 1]"), ("--top-p", "1.5", "--top-p must be in (0, 1]"),
+     ("--temperature", "0", "--temperature must be > 0"),
+     ("--max-new-tokens", "0", "--max-new-tokens and --batch-size must be at least 1"),
+     ("--batch-size", "0", "--max-new-tokens and --batch-size must be at least 1")],
+)  # fmt: skip
+def test_sampling_commands_check_their_options_alike(command, flag, value, message, capsys):
+    """generate and best-of-n take the same sampling options and refuse the same bad values with
+    one line, before any file is read or model loaded (the paths here do not exist)."""
+    paths = {
+        "generate": ["--model", "m", "--prompts", "p", "--out", "o"],
+        "best-of-n": ["--policy", "m", "--reward-model", "r", "--prompts", "p", "--out", "o"],
+    }
+    with pytest.raises(SystemExit) as exit_:
+        cli([command, *paths[command], flag, value])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())  # tyro's box, unwrapped
+    assert message in err and "file not found" not in err and "Traceback" not in err

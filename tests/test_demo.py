@@ -271,6 +271,17 @@ def test_quick_demo_cli(quick_demo):
     assert "report:" in r.stdout
     # --quick trains its small models in this one process unless --processes says otherwise
     assert summary["settings"]["processes"] == 1 and "side by side" not in r.stderr
+    # ... and it shows the lesson on seed 0's shipped base policy (seeds 0-4 in docs/benchmarks.md,
+    # "The quick demo shows the lesson"; seed 0 with 2 threads: gold +0.65 against -1.53, KL 48.0
+    # against 6.3, valid text 42% against 88%): at the low β the proxy reward rises while gold
+    # falls, the policy drifts far, writes less valid text, and says "fantastic" in more answers
+    ok, low = summary["runs"]
+    assert summary["base_policy_build"]["valid_rate"] > 0.9  # the fluent one, not a quick build
+    assert ok["gold_reward_tuned"] - ok["gold_reward_base"] > 0.2, ok
+    assert low["gold_reward_tuned"] - low["gold_reward_base"] < -0.5, low
+    assert low["proxy_reward_tuned"] - low["proxy_reward_base"] > 0.2, low
+    assert low["kl"] > 3 * ok["kl"] and low["valid_rate_tuned"] < ok["valid_rate_tuned"] - 0.2
+    assert low["fantastic"]["flagged"] and low["flagged_tokens"], low
 
 
 @pytest.mark.slow

@@ -183,3 +183,24 @@ def test_ppo_two_processes_with_the_reward_models_frozen_trunk(assets, tmp_path)
     assert json.loads((out / "config.json").read_text())["critic_resolved"] == (
         "frozen-reward-model+head"
     )
+
+
+def test_every_command_leaves_its_process_group(tmp_path, monkeypatch):
+    """``rlhfkit.cli.main`` destroys the process group a command joined, whatever the command
+    returns (a rank that exits with its gloo group alive can abort at shutdown)."""
+    import torch.distributed as dist
+
+    from rlhfkit import cli
+
+    def joins_and_fails(argv):
+        dist.init_process_group(
+            "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+        )
+        raise cli.RlhfkitError("failed after joining")
+
+    monkeypatch.setitem(cli.COMMANDS, "joins", ("_joins", ""))
+    module = type(sys)("rlhfkit.cli._joins")
+    module.main = joins_and_fails
+    monkeypatch.setitem(sys.modules, "rlhfkit.cli._joins", module)
+    assert cli.main(["joins"]) == 2
+    assert not dist.is_initialized()

@@ -112,3 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head` and closed early: not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        from rlhfkit.runtime.distributed import end_process_group
+
+        end_process_group()

@@ -199,3 +199,19 @@ def parse_config(
 
 def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr)
+
+
+def check_sampling(
+    count_flag: str, count: int, max_new_tokens: int, temperature: float, top_p: float,
+    batch_size: int,
+) -> None:  # fmt: skip
+    """The sampling options of ``generate`` and ``best-of-n``, checked before any model loads
+    (``count_flag``: ``-k`` or ``-n``, the responses per prompt)."""
+    if count < 1:
+        raise ValueError(f"{count_flag} must be at least 1")
+    if temperature <= 0:
+        raise ValueError("--temperature must be > 0")
+    if not 0 < top_p <= 1:
+        raise ValueError("--top-p must be in (0, 1]")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise ValueError("--max-new-tokens and --batch-size must be at least 1")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from rlhfkit.cli._common import parse_config
+from rlhfkit.cli._common import check_sampling, parse_config
 
 
 @dataclasses.dataclass
@@ -46,10 +46,9 @@ class BestOfNConfig:
     """A true reward FILE.py:NAME, only to report the chosen responses' gold reward."""
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("-n must be at least 1")
-        if self.temperature <= 0:
-            raise ValueError("--temperature must be > 0")
+        check_sampling(
+            "-n", self.n, self.max_new_tokens, self.temperature, self.top_p, self.batch_size
+        )
 
 
 def main(argv: list[str]) -> int:

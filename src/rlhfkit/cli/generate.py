@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from rlhfkit.cli._common import parse_config
+from rlhfkit.cli._common import check_sampling, parse_config
 
 
 @dataclasses.dataclass
@@ -39,14 +39,9 @@ class GenerateConfig:
     (the bare flag --chat-template), never = plain text (--no-chat-template)."""
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise ValueError("-k must be at least 1")
-        if self.temperature <= 0:
-            raise ValueError("--temperature must be > 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("--top-p must be in (0, 1]")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("--max-new-tokens and --batch-size must be at least 1")
+        check_sampling(
+            "-k", self.k, self.max_new_tokens, self.temperature, self.top_p, self.batch_size
+        )
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,7 @@ class PPORunSpec:
 
 @dataclass
 class DemoSettings:
-    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the ≤ 60 s one."""
+    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the one-minute one."""
 
     build_quick: bool
     """Build the small, barely fluent quick base policy (unless the full one is already cached)."""
@@ -78,19 +78,23 @@ class DemoSettings:
 
     @classmethod
     def quick(cls) -> DemoSettings:
+        # Half the full run's rankings, one epoch, and a short PPO run whose low β is low enough,
+        # and whose learning rate high enough, to reach the hacking regime in 20 updates: on the
+        # fluent base policy (shipped for seed 0, cached by a full demo for the others), seeds
+        # 0-4 all show the lesson (docs/benchmarks.md, "The quick demo shows the lesson").
         return cls(
-            build_quick=True, groups=240, k=4, annotators_per_prompt=2,
-            rm_epochs=1, rm_batch_size=16, rm_learning_rate=2e-3, eval_groups=40,
-            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=1e-4, ppo_mini_batches=2,
+            build_quick=True, groups=480, k=4, annotators_per_prompt=2,
+            rm_epochs=1, rm_batch_size=32, rm_learning_rate=2e-3, eval_groups=40,
+            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=3e-4, ppo_mini_batches=2,
             response_length=40, eval_samples=128, hacking_check_every=10,
             # Models this small finish before worker processes would pay for their start-up
             # (2 cores: 43 s in one process, 53 s in two).
             processes=1,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
-                PPORunSpec("low-beta", 0.01, "β = 0.01: too low, the policy games the reward model"),
+                PPORunSpec("low-beta", 0.002, "β = 0.002: too low, the policy games the reward model"),
             ],
-            mitigation_runs=_mitigation_runs(0.01), bon_prompts=32, bon_max_n=32,
+            mitigation_runs=_mitigation_runs(0.002), bon_prompts=32, bon_max_n=32,
         )  # fmt: skip
 
 

@@ -38,3 +38,21 @@ def make_accelerator(**kwargs: Any) -> Any:
     if launched_world_size() > 1 and not has_accelerator_device():
         kwargs.setdefault("cpu", True)
     return Accelerator(**kwargs)
+
+
+def end_process_group() -> None:
+    """Leave the launcher's process group, if this process joined one.
+
+    Every command calls it on its way out (``rlhfkit.cli.main``). A process that exits with its
+    gloo group still alive can abort at interpreter shutdown ("terminate called without an active
+    exception", exit code -6) while its peers are still writing: seen on a busy machine with
+    the rank that has nothing left to write. PyTorch asks for ``destroy_process_group()`` at the
+    end of every distributed program for this reason."""
+    import sys
+
+    if "torch.distributed" not in sys.modules:  # nothing distributed was ever started
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
