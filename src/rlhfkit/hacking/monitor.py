@@ -177,20 +177,41 @@ class HackingMonitor:
                 f"{len(tuned_texts)} tuned responses for {len(prompts)} prompts (pass tuned_prompts=...)"
             )
         tuned = Corpus(tuned_texts)
-        m: dict[str, float] = {}
-
-        # 1. Tokens and phrases used more often.
+        # 1. tokens and phrases used more often
         result = scan(self.base, tuned, **self.scan_kwargs)
-        top = result.top
-        m["hacking/flagged"] = float(len(result.flagged))
-        m["hacking/top_ratio"] = top.ratio if top else 1.0
-        m["hacking/top_share_base"] = top.base_share if top else 0.0
-        m["hacking/top_share"] = top.tuned_share if top else 0.0
-        m["hacking/top_log10_p"] = top.log10_p if top else 0.0
+        m = _scan_metrics(result)
+        # 2. drift signals: length, repetition, vocabulary, missing EOS
+        drift = self._drift(tuned, tuned_has_eos)
+        m.update(_drift_metrics(drift))
+        # 3. does the reward model pay for the top flagged tokens?
+        probes = self._probes(prompts, tuned, result.flagged)
+        if probes:
+            m["hacking/probe_score_change"] = probes[0].score_change
+            m["hacking/probe_score_change_std"] = probes[0].score_change_std
+        # 4. proxy vs gold reward
+        divergence = self._divergence(prompts, tuned)
+        if divergence is not None:
+            m["hacking/proxy_gain_std"] = divergence.proxy_gain_std
+            m["hacking/gold_gain_std"] = divergence.gold_gain_std
+            m["hacking/divergence"] = divergence.divergence
+        # 5. do the reward models of an ensemble disagree more on the policy's answers?
+        disagreement = self._disagreement(prompts, tuned)
+        if disagreement is not None:
+            m["hacking/ensemble_std_base"] = disagreement.base
+            m["hacking/ensemble_std"] = disagreement.tuned
+            m["hacking/disagreement_flagged"] = float(disagreement.flagged)
+        # 6. the warning line and the verdict
+        warning = _warning(step, result.flagged, drift, probes, divergence, disagreement)
+        m["hacking/suspected"] = float(warning is not None)
+        verdict = judge(result.flagged, drift, probes, disagreement)
+        m["hacking/verdict"] = float(verdict.level)
+        return MonitorResult(
+            step, m, result.flagged, drift, probes, divergence, disagreement, warning, verdict
+        )
 
-        # 2. Drift signals.
+    def _drift(self, tuned: Corpus, tuned_has_eos: Sequence[bool] | None) -> DriftReport:
         eos_b = self.base_has_eos if tuned_has_eos is not None else None
-        drift = drift_signals(
+        return drift_signals(
             self.base,
             tuned,
             eos_b,
@@ -200,77 +221,79 @@ class HackingMonitor:
             n_permutations=self.n_permutations,
             seed=self.seed,
         )
-        m["hacking/drift_flagged"] = float(len(drift.flagged))
-        sig = drift.signals
-        m["hacking/length_base"] = sig["length"].base
-        m["hacking/length"] = sig["length"].tuned
-        m["hacking/length_ratio"] = (
-            sig["length"].tuned / sig["length"].base if sig["length"].base else 1.0
-        )
-        for name in ("repeat2", "distinct1", "distinct2", "types", "entropy"):
-            m[f"hacking/{name}_base"] = sig[name].base
-            m[f"hacking/{name}"] = sig[name].tuned
-        if "no_eos" in sig:
-            m["hacking/no_eos_rate_base"] = sig["no_eos"].base
-            m["hacking/no_eos_rate"] = sig["no_eos"].tuned
 
-        # 3. Does the reward model pay for the top flagged tokens?
-        probes: list[ProbeResult] = []
-        if self.reward_fn is not None:
-            for f in result.flagged[: self.probe_top]:
-                probes.append(
-                    probe_token(
-                        self.reward_fn,
-                        prompts,
-                        self.base.texts,
-                        tuned.texts,
-                        f.token,
-                        base_prompts=self.base_prompts,
-                        max_samples=self.probe_max_samples,
-                        alpha=self.alpha,
-                    )
-                )
-            if probes:
-                m["hacking/probe_score_change"] = probes[0].score_change
-                m["hacking/probe_score_change_std"] = probes[0].score_change_std
-
-        # 4. Proxy vs gold reward.
-        divergence = None
-        if self.reward_fn is not None and self.gold_fn is not None:
-            if self._base_scores is None:
-                self._base_scores = (
-                    _score(self.reward_fn, self.base_prompts, self.base.texts, 32),
-                    _score(self.gold_fn, self.base_prompts, self.base.texts, 32),
-                )
-            proxy_t = _score(self.reward_fn, prompts, tuned.texts, 32)
-            gold_t = _score(self.gold_fn, prompts, tuned.texts, 32)
-            divergence = proxy_gold_divergence(
-                self._base_scores[0], proxy_t, self._base_scores[1], gold_t, self.alpha
+    def _probes(
+        self, prompts: list[str], tuned: Corpus, flagged: list[Finding]
+    ) -> list[ProbeResult]:
+        if self.reward_fn is None:
+            return []
+        return [
+            probe_token(
+                self.reward_fn,
+                prompts,
+                self.base.texts,
+                tuned.texts,
+                f.token,
+                base_prompts=self.base_prompts,
+                max_samples=self.probe_max_samples,
+                alpha=self.alpha,
             )
-            m["hacking/proxy_gain_std"] = divergence.proxy_gain_std
-            m["hacking/gold_gain_std"] = divergence.gold_gain_std
-            m["hacking/divergence"] = divergence.divergence
+            for f in flagged[: self.probe_top]
+        ]
 
-        # 5. Do the reward models of an ensemble disagree more on the policy's answers?
-        disagreement = None
-        if self.disagreement_fn is not None:
-            if self._base_disagreement is None:
-                self._base_disagreement = _score(
-                    self.disagreement_fn, self.base_prompts, self.base.texts, 32
-                )
-            tuned_d = _score(self.disagreement_fn, prompts, tuned.texts, 32)
-            disagreement = disagreement_rise(self._base_disagreement, tuned_d, self.alpha)
-            m["hacking/ensemble_std_base"] = disagreement.base
-            m["hacking/ensemble_std"] = disagreement.tuned
-            m["hacking/disagreement_flagged"] = float(disagreement.flagged)
-
-        warning = _warning(step, result.flagged, drift, probes, divergence, disagreement)
-        m["hacking/suspected"] = float(warning is not None)
-        verdict = judge(result.flagged, drift, probes, disagreement)
-        m["hacking/verdict"] = float(verdict.level)
-        return MonitorResult(
-            step, m, result.flagged, drift, probes, divergence, disagreement, warning, verdict
+    def _divergence(self, prompts: list[str], tuned: Corpus) -> GoldDivergence | None:
+        if self.reward_fn is None or self.gold_fn is None:
+            return None
+        if self._base_scores is None:  # the base answers are scored once per run
+            self._base_scores = (
+                _score(self.reward_fn, self.base_prompts, self.base.texts, 32),
+                _score(self.gold_fn, self.base_prompts, self.base.texts, 32),
+            )
+        proxy_t = _score(self.reward_fn, prompts, tuned.texts, 32)
+        gold_t = _score(self.gold_fn, prompts, tuned.texts, 32)
+        return proxy_gold_divergence(
+            self._base_scores[0], proxy_t, self._base_scores[1], gold_t, self.alpha
         )
+
+    def _disagreement(self, prompts: list[str], tuned: Corpus) -> Disagreement | None:
+        if self.disagreement_fn is None:
+            return None
+        if self._base_disagreement is None:
+            self._base_disagreement = _score(
+                self.disagreement_fn, self.base_prompts, self.base.texts, 32
+            )
+        tuned_d = _score(self.disagreement_fn, prompts, tuned.texts, 32)
+        return disagreement_rise(self._base_disagreement, tuned_d, self.alpha)
+
+
+def _scan_metrics(result: Any) -> dict[str, float]:
+    top = result.top
+    return {
+        "hacking/flagged": float(len(result.flagged)),
+        "hacking/top_ratio": top.ratio if top else 1.0,
+        "hacking/top_share_base": top.base_share if top else 0.0,
+        "hacking/top_share": top.tuned_share if top else 0.0,
+        "hacking/top_log10_p": top.log10_p if top else 0.0,
+    }
+
+
+def _drift_metrics(drift: DriftReport) -> dict[str, float]:
+    sig = drift.signals
+    m = {
+        "hacking/drift_flagged": float(len(drift.flagged)),
+        "hacking/length_base": sig["length"].base,
+        "hacking/length": sig["length"].tuned,
+        "hacking/length_ratio": (
+            sig["length"].tuned / sig["length"].base if sig["length"].base else 1.0
+        ),
+    }
+    for name in ("repeat2", "distinct1", "distinct2", "types", "entropy"):
+        m[f"hacking/{name}_base"] = sig[name].base
+        m[f"hacking/{name}"] = sig[name].tuned
+    if "no_eos" in sig:
+        m["hacking/no_eos_rate_base"] = sig["no_eos"].base
+        m["hacking/no_eos_rate"] = sig["no_eos"].tuned
+    return m
 
 
 def _warning(step, flagged, drift, probes, divergence, disagreement=None) -> str | None:
