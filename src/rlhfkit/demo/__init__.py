@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,6 @@ def run_demo(
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from rlhfkit import world
-    from rlhfkit.demo import mitigations as mitigation_stages
     from rlhfkit.demo import stages
     from rlhfkit.demo.report import render_demo_report
     from rlhfkit.runtime.logs import info_enabled
@@ -70,12 +68,8 @@ def run_demo(
     # --quiet: no stage lines or progress bars (the summary still tells what the monitor found)
     console = Console(stderr=True, quiet=not info_enabled())
     say = say or console.print
-    s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
-    if mitigations:
-        s = replace(s, mitigations=True)
+    s = _resolved_settings(settings, quick, human, human_items, mitigations)
     if human:
-        # People rank a few dozen groups, not a thousand: fewer rankings, a weaker reward model.
-        s = replace(s, groups=human_items)
         human_serve = human_serve or _serve_for_humans
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,62 +77,115 @@ def run_demo(
     workers = s.processes or default_processes()
     sample = Sampler(workers, threads=max(1, torch.get_num_threads() // workers))
     st = stages.Stages(out, s, seed, say, sample, report_to=tuple(report_to))
-    train_prompts = [world.make_prompt(t) for t in world.TRAIN_TOPICS]
-    heldout_prompts = [world.make_prompt(t) for t in world.HELDOUT_TOPICS]
     try:
-        base_dir, build_info = stages.build_base_policy(st)  # 1
-        cands = stages.sample_candidates(st, base_dir, train_prompts)  # 2
-        rankings, label_accuracy = stages.rank(st, cands, human_serve if human else None)  # 3
-        rm_dir, reward_model, rm_eval = stages.train_reward_model(
-            st, base_dir, train_prompts, heldout_prompts
-        )  # 4
-        ens_dir = ensemble = None
-        if s.mitigations:
-            ens_dir, ensemble, ens_eval = mitigation_stages.train_ensemble(
-                st, base_dir, train_prompts, heldout_prompts
-            )  # 4b
-        run_dirs = stages.tune_policies(
-            st, base_dir, rm_dir, reward_model, train_prompts, console, workers, ens_dir
-        )  # 5
-        cmp_prompts, outputs, runs = stages.compare_policies(
-            st, base_dir, run_dirs, reward_model, heldout_prompts, ensemble
-        )  # 6
-        if s.mitigations:
-            bon = mitigation_stages.best_of_n_curves(
-                st, base_dir, reward_model, ensemble, heldout_prompts
-            )  # 6b
+        r = _run_stages(st, console, workers, human_serve if human else None)  # 1-6
     finally:
         sample.close()
 
     # 7. the report and the summary
     t0 = st.start(7, "writing report.html and summary.json")
+    summary = _summary(r, st, t_start, quick, human, seed)
+    render_demo_report(out, summary, r.run_dirs, r.rm_dir, r.outputs, r.cmp_prompts)
+    st.seconds["report"] = time.perf_counter() - t0
+    summary["wall_seconds"] = time.perf_counter() - t_start
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _resolved_settings(
+    settings: DemoSettings | None, quick: bool, human: bool, human_items: int, mitigations: bool
+) -> DemoSettings:
+    s = settings or (DemoSettings.quick() if quick else DemoSettings.full())
+    if mitigations:
+        s = replace(s, mitigations=True)
+    if human:
+        # People rank a few dozen groups, not a thousand: fewer rankings, a weaker reward model.
+        s = replace(s, groups=human_items)
+    return s
+
+
+@dataclass
+class _Results:
+    """What stages 1-6 produced, for the report and the summary."""
+
+    base_dir: Path
+    build_info: dict[str, Any]
+    cands: Any
+    rankings: list[Any]
+    label_accuracy: float
+    rm_dir: Path
+    rm_eval: dict[str, Any]
+    run_dirs: Any
+    cmp_prompts: list[str]
+    outputs: Any
+    runs: list[dict[str, Any]]
+    ens_eval: Any = None
+    bon: Any = None
+
+
+def _run_stages(st: Any, console: Any, workers: int, human_serve: Callable | None) -> _Results:
+    """Stages 1-6 in order (4b and 6b with --mitigations)."""
+    from rlhfkit import world
+    from rlhfkit.demo import mitigations as mitigation_stages
+    from rlhfkit.demo import stages
+
+    s = st.s
+    train_prompts = [world.make_prompt(t) for t in world.TRAIN_TOPICS]
+    heldout_prompts = [world.make_prompt(t) for t in world.HELDOUT_TOPICS]
+    base_dir, build_info = stages.build_base_policy(st)  # 1
+    cands = stages.sample_candidates(st, base_dir, train_prompts)  # 2
+    rankings, label_accuracy = stages.rank(st, cands, human_serve)  # 3
+    rm_dir, reward_model, rm_eval = stages.train_reward_model(
+        st, base_dir, train_prompts, heldout_prompts
+    )  # 4
+    ens_dir = ensemble = ens_eval = None
+    if s.mitigations:
+        ens_dir, ensemble, ens_eval = mitigation_stages.train_ensemble(
+            st, base_dir, train_prompts, heldout_prompts
+        )  # 4b
+    run_dirs = stages.tune_policies(
+        st, base_dir, rm_dir, reward_model, train_prompts, console, workers, ens_dir
+    )  # 5
+    cmp_prompts, outputs, runs = stages.compare_policies(
+        st, base_dir, run_dirs, reward_model, heldout_prompts, ensemble
+    )  # 6
+    bon = None
+    if s.mitigations:
+        bon = mitigation_stages.best_of_n_curves(
+            st, base_dir, reward_model, ensemble, heldout_prompts
+        )  # 6b
+    return _Results(
+        base_dir, build_info, cands, rankings, label_accuracy, rm_dir, rm_eval, run_dirs,
+        cmp_prompts, outputs, runs, ens_eval, bon,
+    )  # fmt: skip
+
+
+def _summary(
+    r: _Results, st: Any, t_start: float, quick: bool, human: bool, seed: int
+) -> dict[str, Any]:
     (rm_accuracy, noise_ceiling), (topics_accuracy, topics_ceiling) = (
-        rm_eval["heldout"], rm_eval["heldout_topics"],
+        r.rm_eval["heldout"], r.rm_eval["heldout_topics"],
     )  # fmt: skip
     summary = {
         "rm_heldout_accuracy": rm_accuracy,
         "rm_noise_ceiling": noise_ceiling,
         "rm_heldout_topics_accuracy": topics_accuracy,
         "rm_heldout_topics_noise_ceiling": topics_ceiling,
-        "rm_label_accuracy": label_accuracy,
-        "n_rankings": len(rankings),
-        "dropped_candidate_groups": cands.dropped,
+        "rm_label_accuracy": r.label_accuracy,
+        "n_rankings": len(r.rankings),
+        "dropped_candidate_groups": r.cands.dropped,
         "wall_seconds": time.perf_counter() - t_start,  # the report's subtitle shows it
         "quick": quick,
         "human": human,
         "seed": seed,
-        "base_policy": str(base_dir),
-        "base_policy_build": build_info.get("evaluation", build_info),
-        "runs": runs,
+        "base_policy": str(r.base_dir),
+        "base_policy_build": r.build_info.get("evaluation", r.build_info),
+        "runs": r.runs,
         "stage_seconds": st.seconds,
-        "settings": asdict(s),
+        "settings": asdict(st.s),
     }
-    if s.mitigations:
-        summary["mitigations"] = {"ensemble": ens_eval, "best_of_n": bon}
-    render_demo_report(out, summary, run_dirs, rm_dir, outputs, cmp_prompts)
-    st.seconds["report"] = time.perf_counter() - t0
-    summary["wall_seconds"] = time.perf_counter() - t_start
-    write_json(out / "summary.json", summary)
+    if st.s.mitigations:
+        summary["mitigations"] = {"ensemble": r.ens_eval, "best_of_n": r.bon}
     return summary
 
 

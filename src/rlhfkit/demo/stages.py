@@ -222,12 +222,7 @@ def compare_policies(
     ``ensemble``, a second verdict that also weighs its members' disagreement), and Gao et al.'s
     RL fit through the run's logged gold against √KL; ``out/heldout-NAME.jsonl``. Returns the
     prompts, each policy's outputs, and each run's summary."""
-    from rlhfkit.hacking import scan, word_frequency_shift
-    from rlhfkit.hacking.monitor import HackingMonitor, disagreement_rise
-    from rlhfkit.hacking.overoptimization import fit_gao
-    from rlhfkit.hacking.verdict import judge
-    from rlhfkit.report import load_run
-    from rlhfkit.report.figures import run_gao_points
+    from rlhfkit.hacking.monitor import HackingMonitor
 
     s = st.s
     t0 = st.start(
@@ -253,51 +248,80 @@ def compare_policies(
     base_spread = spread(base["texts"]) if ensemble is not None else None
     specs = {run.name: run for run in [*s.runs, *s.mitigation_runs]}
     runs = []
-    for name in run_dirs:
-        run, tuned = specs[name], outputs[name]
-        result = scan(base["texts"], tuned["texts"])
-        fantastic = word_frequency_shift(base["texts"], tuned["texts"], "fantastic")
-        metrics = [
-            json.loads(line)
-            for line in (run_dirs[run.name] / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-        runs.append({
-            "name": run.name,
-            "beta": run.kl_coef,
-            "kl": _mean([m["objective/kl"] for m in metrics[-3:]]),
-            "kl_heldout": tuned["kl"],
-            "proxy_reward_base": _mean(base["proxy"]),
-            "proxy_reward_tuned": _mean(tuned["proxy"]),
-            "gold_reward_base": _mean(base["gold"]),
-            "gold_reward_tuned": _mean(tuned["gold"]),
-            "flagged_tokens": [f.token for f in result.flagged],
-            "fantastic": fantastic.to_dict(),
-            "valid_rate_base": base["eval"]["valid_rate"],
-            "valid_rate_tuned": tuned["eval"]["valid_rate"],
-            "empty_rate_base": base["eval"]["empty_rate"],
-            "empty_rate_tuned": tuned["eval"]["empty_rate"],
-            "scan": result.to_dict(),
-        })  # fmt: skip
-        if run.ensemble_objective is not None:
-            runs[-1]["ensemble_objective"] = run.ensemble_objective
-        checked = monitor.check(tuned["texts"], tuned["ended"])
-        evidence = {
-            "drift": checked.drift.to_dict(), "probes": [p.to_dict() for p in checked.probes],
-        }  # fmt: skip
-        runs[-1]["verdict"] = {**checked.verdict.to_dict(), **evidence, "disagreement": None}
-        if base_spread is not None:
-            # the same evidence, and the members' disagreement on the tuned answers
-            rise = disagreement_rise(base_spread, spread(tuned["texts"]), monitor.alpha)
-            again = judge(checked.flagged, checked.drift, checked.probes, rise)
-            runs[-1]["verdict_with_ensemble"] = {
-                **again.to_dict(), **evidence, "disagreement": rise.to_dict(),
-            }  # fmt: skip
-        d, _, gold_gain = run_gao_points(load_run(run_dirs[name], name))
-        fit = fit_gao(d, gold_gain, "rl")
-        runs[-1]["gao_fit"] = fit.to_dict() if fit is not None else None
+    for name, run_dir in run_dirs.items():
+        record = _run_record(specs[name], run_dir, base, outputs[name])
+        checked = monitor.check(outputs[name]["texts"], outputs[name]["ended"])
+        record.update(_verdicts(checked, monitor.alpha, base_spread, spread, outputs[name]))
+        record["gao_fit"] = _gao_fit(run_dir, name)
+        runs.append(record)
     st.seconds["compare"] = time.perf_counter() - t0
     return prompts, outputs, runs
+
+
+def _run_record(run: Any, run_dir: Path, base: dict, tuned: dict) -> dict[str, Any]:
+    """One run's held-out figures next to the base policy's, its scan and "fantastic"."""
+    from rlhfkit.hacking import scan, word_frequency_shift
+
+    result = scan(base["texts"], tuned["texts"])
+    fantastic = word_frequency_shift(base["texts"], tuned["texts"], "fantastic")
+    metrics = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    record = {
+        "name": run.name,
+        "beta": run.kl_coef,
+        "kl": _mean([m["objective/kl"] for m in metrics[-3:]]),
+        "kl_heldout": tuned["kl"],
+        "proxy_reward_base": _mean(base["proxy"]),
+        "proxy_reward_tuned": _mean(tuned["proxy"]),
+        "gold_reward_base": _mean(base["gold"]),
+        "gold_reward_tuned": _mean(tuned["gold"]),
+        "flagged_tokens": [f.token for f in result.flagged],
+        "fantastic": fantastic.to_dict(),
+        "valid_rate_base": base["eval"]["valid_rate"],
+        "valid_rate_tuned": tuned["eval"]["valid_rate"],
+        "empty_rate_base": base["eval"]["empty_rate"],
+        "empty_rate_tuned": tuned["eval"]["empty_rate"],
+        "scan": result.to_dict(),
+    }
+    if run.ensemble_objective is not None:
+        record["ensemble_objective"] = run.ensemble_objective
+    return record
+
+
+def _verdicts(
+    checked: Any, alpha: float, base_spread: list[float] | None,
+    spread: Callable[[list[str]], list[float]], tuned: dict,
+) -> dict[str, Any]:  # fmt: skip
+    """The verdict without gold; with an ensemble, the same evidence and the members'
+    disagreement on the tuned answers."""
+    from rlhfkit.hacking.monitor import disagreement_rise
+    from rlhfkit.hacking.verdict import judge
+
+    evidence = {
+        "drift": checked.drift.to_dict(), "probes": [p.to_dict() for p in checked.probes],
+    }  # fmt: skip
+    out = {"verdict": {**checked.verdict.to_dict(), **evidence, "disagreement": None}}
+    if base_spread is not None:  # an ensemble
+        rise = disagreement_rise(base_spread, spread(tuned["texts"]), alpha)
+        again = judge(checked.flagged, checked.drift, checked.probes, rise)
+        out["verdict_with_ensemble"] = {
+            **again.to_dict(), **evidence, "disagreement": rise.to_dict(),
+        }  # fmt: skip
+    return out
+
+
+def _gao_fit(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """Gao et al.'s RL fit through the run's logged gold against √KL."""
+    from rlhfkit.hacking.overoptimization import fit_gao
+    from rlhfkit.report import load_run
+    from rlhfkit.report.figures import run_gao_points
+
+    d, _, gold_gain = run_gao_points(load_run(run_dir, name))
+    fit = fit_gao(d, gold_gain, "rl")
+    return fit.to_dict() if fit is not None else None
 
 
 def _policy_outputs(
