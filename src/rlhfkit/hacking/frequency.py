@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rlhfkit.hacking import stats as st
+from rlhfkit.hacking.collapse import collapse_findings, residual_cut
 from rlhfkit.hacking.text import Corpus, phrase_tokens
 
 
@@ -219,57 +220,27 @@ def scan(
         raise ValueError(f"max_n must be ≥ 1, got {max_n}")
     base, tuned = _as_corpus(base_texts), _as_corpus(tuned_texts)
     nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
-    n_resp = base.n_responses + tuned.n_responses
 
-    # 1. Gather per-n-gram sums from both sets (tested: total count ≥ min_count).
-    tokens, orders, arr = _gather(base, tuned, max_n, min_count)
-    b, t, sq_b, sq_t, docs_b, docs_t = arr.T
-
-    # 2. Test each: rate per word (dispersion-adjusted) and share of responses; combine by max.
-    phi = st.dispersion(b, t, sq_b, sq_t, nb, nt, n_resp)
-    p_rate, logp_rate = st.rate_test(b, t, nb, nt, phi)
-    p_share, logp_share = st.share_test(docs_b, docs_t, base.n_responses, tuned.n_responses)
-    logp = np.maximum(logp_rate, logp_share)
-    log_adj = st.benjamini_hochberg(logp) if correction == "bh" else st.holm(logp)
-    ratio = st.smoothed_ratio(b, t, nb, nt)
-    significant = log_adj <= np.log(alpha)
-    flag = significant & (ratio > threshold) & (t >= min_count)
+    # 1-2. Gather per-n-gram sums (tested: total count ≥ min_count) and test each
+    r = _test_all(base, tuned, max_n, min_count, correction)
+    significant = r.log_adj <= np.log(alpha)
+    flag = significant & (r.ratio > threshold) & (r.t >= min_count)
     # Residual re-tests during collapsing use the same bar the significant findings met: the raw-p
     # threshold of the correction at k significant of m tested (BH: α·k/m; Holm: α/(m-k+1)).
-    log_cut = _residual_cut(int(significant.sum()), len(tokens), alpha, correction)
-
-    def finding(i: int, flagged: bool) -> Finding:
-        return Finding(
-            token=tokens[i],
-            n=orders[i],
-            base_count=int(b[i]),
-            tuned_count=int(t[i]),
-            base_rate=_per_1000(b[i], base.n_words),
-            tuned_rate=_per_1000(t[i], tuned.n_words),
-            ratio=float(ratio[i]),
-            base_share=float(docs_b[i] / base.n_responses) if base.n_responses else 0.0,
-            tuned_share=float(docs_t[i] / tuned.n_responses) if tuned.n_responses else 0.0,
-            p_rate=float(p_rate[i]),
-            p_share=float(p_share[i]),
-            p_value=float(np.exp(logp[i])),
-            p_adjusted=float(np.exp(log_adj[i])),
-            log10_p=float(logp[i] / np.log(10)),
-            dispersion=float(phi[i]),
-            flagged=flagged,
-        )
+    log_cut = residual_cut(int(significant.sum()), len(r.tokens), alpha, correction)
 
     # 3. Strongest first: smallest p; on a tie the longer n-gram first (a planted phrase such as
     #    "great question" then absorbs its words instead of being split into two findings).
-    rising = np.flatnonzero(t / nt > b / nb)
-    rank = sorted(rising.tolist(), key=lambda i: (logp[i], -orders[i], -ratio[i]))
-    flagged = [finding(i, True) for i in rank if flag[i]]
+    rising = np.flatnonzero(r.t / nt > r.b / nb)
+    rank = sorted(rising.tolist(), key=lambda i: (r.logp[i], -r.orders[i], -r.ratio[i]))
+    flagged = [r.finding(i, base, tuned, True) for i in rank if flag[i]]
     if collapse and len(flagged) > 1:
-        flagged = _collapse(flagged, base, tuned, threshold, min_count, log_cut)
-    candidates = [finding(i, False) for i in rank if not flag[i]][:n_candidates]
+        flagged = collapse_findings(flagged, base, tuned, threshold, min_count, log_cut)
+    candidates = [r.finding(i, base, tuned, False) for i in rank if not flag[i]][:n_candidates]
     return ScanResult(
         flagged=flagged,
         candidates=candidates,
-        n_tested=len(tokens),
+        n_tested=len(r.tokens),
         correction=correction,
         alpha=alpha,
         threshold=threshold,
@@ -279,6 +250,60 @@ def scan(
         base_responses=base.n_responses,
         tuned_responses=tuned.n_responses,
     )
+
+
+@dataclass
+class _Tested:
+    """Every tested n-gram's sums and test results, index-aligned (arrays of length m)."""
+
+    tokens: list[str]
+    orders: list[int]
+    b: np.ndarray  # occurrences in the base set
+    t: np.ndarray  # ... and in the tuned set
+    docs_b: np.ndarray  # responses containing it
+    docs_t: np.ndarray
+    phi: np.ndarray  # dispersion
+    p_rate: np.ndarray
+    p_share: np.ndarray
+    logp: np.ndarray  # log of the combined (larger) p-value
+    log_adj: np.ndarray  # ... corrected for testing m of them
+    ratio: np.ndarray  # smoothed rate ratio
+
+    def finding(self, i: int, base: Corpus, tuned: Corpus, flagged: bool) -> Finding:
+        return Finding(
+            token=self.tokens[i],
+            n=self.orders[i],
+            base_count=int(self.b[i]),
+            tuned_count=int(self.t[i]),
+            base_rate=_per_1000(self.b[i], base.n_words),
+            tuned_rate=_per_1000(self.t[i], tuned.n_words),
+            ratio=float(self.ratio[i]),
+            base_share=float(self.docs_b[i] / base.n_responses) if base.n_responses else 0.0,
+            tuned_share=float(self.docs_t[i] / tuned.n_responses) if tuned.n_responses else 0.0,
+            p_rate=float(self.p_rate[i]),
+            p_share=float(self.p_share[i]),
+            p_value=float(np.exp(self.logp[i])),
+            p_adjusted=float(np.exp(self.log_adj[i])),
+            log10_p=float(self.logp[i] / np.log(10)),
+            dispersion=float(self.phi[i]),
+            flagged=flagged,
+        )
+
+
+def _test_all(base: Corpus, tuned: Corpus, max_n: int, min_count: int, correction: str) -> _Tested:
+    """Steps 1-2 of :func:`scan`: the rate per word (dispersion-adjusted) and the share of
+    responses of every n-gram seen at least ``min_count`` times, combined by the max, corrected."""
+    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
+    n_resp = base.n_responses + tuned.n_responses
+    tokens, orders, arr = _gather(base, tuned, max_n, min_count)
+    b, t, sq_b, sq_t, docs_b, docs_t = arr.T
+    phi = st.dispersion(b, t, sq_b, sq_t, nb, nt, n_resp)
+    p_rate, logp_rate = st.rate_test(b, t, nb, nt, phi)
+    p_share, logp_share = st.share_test(docs_b, docs_t, base.n_responses, tuned.n_responses)
+    logp = np.maximum(logp_rate, logp_share)
+    log_adj = st.benjamini_hochberg(logp) if correction == "bh" else st.holm(logp)
+    ratio = st.smoothed_ratio(b, t, nb, nt)
+    return _Tested(tokens, orders, b, t, docs_b, docs_t, phi, p_rate, p_share, logp, log_adj, ratio)
 
 
 def _gather(
@@ -304,151 +329,3 @@ def _gather(
                 sb.docs.get(g, 0), stt.docs.get(g, 0),
             ])  # fmt: skip
     return tokens, orders, np.array(cols, dtype=float).reshape(-1, 6)
-
-
-def _residual_cut(k: int, m: int, alpha: float, correction: str) -> float:
-    """The log raw-p bar of the correction at k significant of m tested (BH: α·k/m; Holm:
-    α/(m−k+1)); −∞ when nothing was significant."""
-    if k == 0:
-        return -np.inf
-    if correction == "bh":
-        return float(np.log(alpha * k / m))
-    return float(np.log(alpha / (m - k + 1)))
-
-
-def _collapse(
-    flagged: list[Finding],
-    base: Corpus,
-    tuned: Corpus,
-    threshold: float,
-    min_count: int,
-    log_cut: float,
-) -> list[Finding]:
-    """Fold each flagged n-gram into a stronger kept one when it does not stand on its own.
-
-    Walk the findings strongest first. For each, drop its occurrences that overlap (share a word
-    position with) an occurrence of an already kept finding, and re-test what is left with the same
-    tests and the same significance bar. Keep it if the rest still passes; otherwise list it under
-    the kept finding it overlapped most.
-    """
-    occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
-    for n in sorted({f.n for f in flagged}):
-        phrases = {f.token for f in flagged if f.n == n}
-        ob, ot = base.occurrences(phrases, n), tuned.occurrences(phrases, n)
-        for p in sorted(phrases):  # a fixed order: the bridging pass below is order-sensitive
-            occ[p] = (ob[p], ot[p])
-
-    kept: list[Finding] = []
-    owner_b: dict[tuple[int, int], int] = {}  # word position -> index in kept
-    owner_t: dict[tuple[int, int], int] = {}
-    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
-    for f in flagged:
-        ob, ot = occ[f.token]
-        overlap: dict[int, int] = {}
-        free_b, free_t, taken_b, taken_t = [], [], [], []
-        for positions, owner, free, taken in (
-            (ob, owner_b, free_b, taken_b),
-            (ot, owner_t, free_t, taken_t),
-        ):
-            for r, j in positions:
-                hits = [owner[(r, j + k)] for k in range(f.n) if (r, j + k) in owner]
-                if hits:
-                    overlap[hits[0]] = overlap.get(hits[0], 0) + 1
-                    taken.append((r, j, hits[0]))
-                else:
-                    free.append((r, j))
-        if overlap and not _still_rises(
-            free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt
-        ):
-            kept[max(overlap, key=overlap.get)].subsumed.append(f.token)
-            # Its overlapping occurrences are explained by the kept finding, and so are their other
-            # words: "what a great" absorbs "great question", and then "question" as well.
-            for taken, owner in ((taken_b, owner_b), (taken_t, owner_t)):
-                for r, j, k_owner in taken:
-                    for k in range(f.n):
-                        owner.setdefault((r, j + k), k_owner)
-            continue
-        kept.append(f)
-        for positions, owner in ((ob, owner_b), (ot, owner_t)):
-            for r, j in positions:
-                for k in range(f.n):
-                    owner.setdefault((r, j + k), len(kept) - 1)
-    return _merge_bridged(kept, occ, base, tuned, threshold, min_count, log_cut)
-
-
-def _merge_bridged(
-    kept: list[Finding],
-    occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]],
-    base: Corpus,
-    tuned: Corpus,
-    threshold: float,
-    min_count: int,
-    log_cut: float,
-) -> list[Finding]:
-    """Second pass: merge a kept finding into a stronger one when flagged phrases bridge them.
-
-    "What a fantastic question!" gives "fantastic" and, ranked before "what a fantastic", the word
-    "what": the two do not overlap, so the walk keeps both. Here every flagged n-gram occurrence that
-    touches two kept findings' words ("what a fantastic") ties the weaker one's occurrence to the
-    stronger; the weaker is re-tested without its tied occurrences and merged if the rest fails.
-    Weakest first, so chains fold all the way up.
-    """
-    if len(kept) < 2:
-        return kept
-    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
-    sides = []  # per side: word position -> (kept index, start of that kept finding's occurrence)
-    for side in (0, 1):
-        where: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}
-        for i, f in enumerate(kept):
-            for r, j in occ[f.token][side]:
-                for k in range(f.n):
-                    where.setdefault((r, j + k), (i, (r, j)))
-        sides.append(where)
-    # tied[side][i]: occurrence start of kept[i] -> index of the stronger kept finding it is tied to
-    tied: list[list[dict[tuple[int, int], int]]] = [[{} for _ in kept] for _ in (0, 1)]
-    for tok, (ob, ot) in occ.items():
-        n = len(tok.split())
-        for side, positions in ((0, ob), (1, ot)):
-            where = sides[side]
-            for r, j in positions:
-                touching = {where[(r, j + k)] for k in range(n) if (r, j + k) in where}
-                if len({i for i, _ in touching}) < 2:
-                    continue
-                strongest = min(i for i, _ in touching)
-                for i, start in touching:
-                    if i != strongest:
-                        tied[side][i].setdefault(start, strongest)
-    alive = list(range(len(kept)))
-    for i in range(len(kept) - 1, 0, -1):
-        tb, tt = tied[0][i], tied[1][i]
-        if not tt:
-            continue
-        f = kept[i]
-        free_b = [o for o in occ[f.token][0] if o not in tb]
-        free_t = [o for o in occ[f.token][1] if o not in tt]
-        if _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt):
-            continue
-        targets = list(tt.values())
-        into = max(set(targets), key=targets.count)
-        while into not in alive:  # the target was itself merged further up
-            into = next(j for j in alive if kept[into].token in kept[j].subsumed)
-        kept[into].subsumed += [f.token, *f.subsumed]
-        alive.remove(i)
-    return [kept[i] for i in alive]
-
-
-def _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt) -> bool:
-    """Re-test the occurrences left after removing overlaps (same tests, same significance bar)."""
-    yb = np.bincount([r for r, _ in free_b], minlength=base.n_responses)
-    yt = np.bincount([r for r, _ in free_t], minlength=tuned.n_responses)
-    b, t = int(yb.sum()), int(yt.sum())
-    if t < min_count or st.smoothed_ratio(b, t, nb, nt) <= threshold:
-        return False
-    sq_b = float(np.sum(yb**2 / np.maximum(base.lengths, 1)))
-    sq_t = float(np.sum(yt**2 / np.maximum(tuned.lengths, 1)))
-    phi = st.dispersion(b, t, sq_b, sq_t, nb, nt, base.n_responses + tuned.n_responses)
-    _, logp_rate = st.rate_test(b, t, nb, nt, phi)
-    _, logp_share = st.share_test(
-        int((yb > 0).sum()), int((yt > 0).sum()), base.n_responses, tuned.n_responses
-    )
-    return float(max(logp_rate, logp_share)) <= log_cut
