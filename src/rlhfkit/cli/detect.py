@@ -138,7 +138,7 @@ class _WordFinding:
 
 def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
     """Everything ``detect`` reports, as a JSON-ready dict, and whether anything is flagged."""
-    from rlhfkit.hacking import Corpus, drift_signals, probe_token, scan, word_frequency_shift
+    from rlhfkit.hacking import Corpus, drift_signals, scan, word_frequency_shift
     from rlhfkit.hacking.text import phrase_tokens
     from rlhfkit.hacking.verdict import judge
 
@@ -170,33 +170,8 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
     drift = drift_signals(base, tuned, base_eos, tuned_eos, alpha=config.alpha, seed=config.seed)
 
     # 4. Probe flagged tokens (and --word words) with the reward model.
-    probes: dict[str, Any] = {}
-    if config.reward_model is not None:
-        from rlhfkit.reward.model import RewardModel
-
-        try:
-            rm = RewardModel.from_pretrained(
-                config.reward_model, trained=True, option="--reward-model"
-            )
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--reward-model {config.reward_model}: cannot load: {e}") from None
-
-        def reward_fn(prompts: list[str], responses: list[str]) -> list[float]:
-            return rm.score(prompts, responses, batch_size=config.batch_size).tolist()
-
-        to_probe = [f.token for f in flagged[: config.probe_top]] + [w.word for w in word_results]
-        for token in dict.fromkeys(to_probe):
-            probes[token] = probe_token(
-                reward_fn, [s.prompt for s in tuned_s], base_texts, tuned_texts, token,
-                base_prompts=[s.prompt for s in base_s], alpha=config.alpha,
-            )  # fmt: skip
-
-    def with_probe(d: dict[str, Any], token: str) -> dict[str, Any]:
-        if token in probes:
-            d["probe_score_change"] = probes[token].score_change
-            d["probe_score_change_std"] = probes[token].score_change_std
-            d["probe"] = probes[token].to_dict()
-        return d
+    to_probe = [f.token for f in flagged[: config.probe_top]] + [w.word for w in word_results]
+    probes = _probes(config, base_s, tuned_s, list(dict.fromkeys(to_probe)))
 
     any_flag = bool(flagged) or any(w.flagged for w in word_results) or bool(drift.flagged)
     # the --word words count as flagged findings for the verdict when their own test flags them
@@ -207,8 +182,8 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
     report = {
         "status": "flagged" if any_flag else "clean",
         "verdict": verdict.to_dict(),
-        "flagged": [with_probe(f.to_dict(), f.token) for f in flagged],
-        "words": [with_probe(w.to_dict(), w.word) for w in word_results],
+        "flagged": [_with_probe(f.to_dict(), probes.get(f.token)) for f in flagged],
+        "words": [_with_probe(w.to_dict(), probes.get(w.word)) for w in word_results],
         "candidates": [f.to_dict() for f in result.candidates],
         "drift": drift.to_dict(),
         "drift_flagged": [s.name for s in drift.flagged],
@@ -222,6 +197,46 @@ def run(config: DetectConfig) -> tuple[dict[str, Any], bool]:
         },
     }  # fmt: skip
     return report, any_flag
+
+
+def _probes(config: DetectConfig, base_s: list, tuned_s: list, tokens: list[str]) -> dict[str, Any]:
+    """token -> the reward model's probe of it (none without --reward-model)."""
+    from rlhfkit.hacking import probe_token
+
+    if config.reward_model is None:
+        return {}
+    from rlhfkit.reward.model import RewardModel
+
+    try:
+        rm = RewardModel.from_pretrained(config.reward_model, trained=True, option="--reward-model")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--reward-model {config.reward_model}: cannot load: {e}") from None
+
+    def reward_fn(prompts: list[str], responses: list[str]) -> list[float]:
+        return rm.score(prompts, responses, batch_size=config.batch_size).tolist()
+
+    base_texts, tuned_texts = [s.response for s in base_s], [s.response for s in tuned_s]
+    tuned_prompts, base_prompts = [s.prompt for s in tuned_s], [s.prompt for s in base_s]
+    return {
+        token: probe_token(
+            reward_fn,
+            tuned_prompts,
+            base_texts,
+            tuned_texts,
+            token,
+            base_prompts=base_prompts,
+            alpha=config.alpha,
+        )
+        for token in tokens
+    }
+
+
+def _with_probe(d: dict[str, Any], probe: Any) -> dict[str, Any]:
+    if probe is not None:
+        d["probe_score_change"] = probe.score_change
+        d["probe_score_change_std"] = probe.score_change_std
+        d["probe"] = probe.to_dict()
+    return d
 
 
 def _fmt_p(p: float) -> str:
