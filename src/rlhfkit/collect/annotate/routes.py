@@ -109,6 +109,14 @@ def annotator_routes(
 ) -> APIRouter:
     """The annotators' API: login and logout, who am I, the next item, rankings, skips, flags."""
     router = APIRouter()
+    router.include_router(_session_routes(store, auth, overlap))
+    router.include_router(_work_routes(store, auth, overlap, assignment_timeout_s))
+    return router
+
+
+def _session_routes(store: Store, auth: Auth, overlap: int) -> APIRouter:
+    """Login and logout (the session cookie and its CSRF token), and who am I."""
+    router = APIRouter()
     User = Annotated[Principal, Depends(auth.authenticated)]
 
     @router.post("/api/login", response_model=LoginOut, responses=errors(401, 413, 422))
@@ -138,6 +146,16 @@ def annotator_routes(
             "is_admin": p.annotator.is_admin,
             "progress": store.progress(p.annotator.id, overlap),
         }
+
+    return router
+
+
+def _work_routes(
+    store: Store, auth: Auth, overlap: int, assignment_timeout_s: float | None
+) -> APIRouter:
+    """An annotator's work: the next item, and a ranking, a skip or a flag of it."""
+    router = APIRouter()
+    User = Annotated[Principal, Depends(auth.authenticated)]
 
     @router.get(
         "/api/next",
@@ -217,6 +235,14 @@ def admin_routes(store: Store, auth: Auth, overlap: int) -> APIRouter:
         return p
 
     Admin = Annotated[Principal, Depends(admin)]
+    router.include_router(_report_routes(store, Admin, overlap))
+    router.include_router(_gold_routes(store, Admin))
+    return router
+
+
+def _report_routes(store: Store, Admin: Any, overlap: int) -> APIRouter:
+    """What the collection holds: stats with agreement and quality, and the export."""
+    router = APIRouter()
 
     @router.get("/api/stats", responses=errors(401, 403))
     def stats(p: Admin) -> dict[str, Any]:
@@ -263,8 +289,12 @@ def admin_routes(store: Store, auth: Auth, overlap: int) -> APIRouter:
             },
         )
 
-    # -- quality control: gold items (admins) -----------------------------------------------------
+    return router
 
+
+def _gold_routes(store: Store, Admin: Any) -> APIRouter:
+    """Quality control: an item as admins see it, and the gold items (set, list, remove)."""
+    router = APIRouter()
     PathItemId = Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)]
 
     @router.get(
