@@ -67,10 +67,7 @@ def build_world_tokenizer(texts: Iterable[str] | None = None):
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token=SPECIAL_TOKENS["pad"],
-        eos_token=SPECIAL_TOKENS["eos"],
-        bos_token=SPECIAL_TOKENS["bos"],
-        unk_token=SPECIAL_TOKENS["unk"],
+        **{f"{name}_token": token for name, token in SPECIAL_TOKENS.items()},  # pad, eos, bos, unk
         padding_side="left",
         clean_up_tokenization_spaces=False,
         model_max_length=256,
