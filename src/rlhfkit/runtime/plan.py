@@ -3,7 +3,7 @@ weight is loaded (``rlhfkit plan``).
 
 Parameters are counted exactly: each model is built on the ``meta`` device from its config (no
 memory, no weights read) and its tensors' sizes are summed; LoRA adapters are added to it with
-PEFT the way ``rlhfkit ppo --lora-r`` adds them. The rest is arithmetic over what rlhfkit keeps
+PEFT the way ``rlhfkit ppo --lora-r`` adds them (:mod:`rlhfkit.runtime.model_shape`). The rest is arithmetic over what rlhfkit keeps
 on each process:
 
 - **weights**: the policy, its frozen reference (none with LoRA: the adapters-off policy is the
@@ -35,113 +35,16 @@ policy) and a training step (weights + gradients + optimizer + activations + FSD
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rlhfkit.errors import ConfigError
+from rlhfkit.runtime.model_shape import ModelShape as ModelShape
+from rlhfkit.runtime.model_shape import read_shape as read_shape
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GiB = 1024**3
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the plan needs to know about one model, read from its config."""
-
-    name: str
-    params: int
-    """Every parameter (a tied embedding once)."""
-    embedding_params: int
-    """Input embedding + untied output head + final norms: the part outside the blocks."""
-    layers: int
-    hidden: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    lora_params: int = 0
-    """Adapter parameters for the requested LoRA rank (0 without LoRA)."""
-    eager_attention: bool = False
-    """Attention that keeps its (heads × tokens × tokens) scores for the backward pass; SDPA, the
-    default, keeps only its output and log-sum-exp."""
-
-    @property
-    def block_params(self) -> int:
-        return (self.params - self.embedding_params) // max(self.layers, 1)
-
-
-def _config_value(config: Any, *names: str) -> int:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise ConfigError(
-        f"the model config has none of {', '.join(names)}: cannot plan for a {config.model_type!r}"
-    )
-
-
-def read_shape(
-    name: str, option: str, lora_r: int = 0, lora_targets: str | None = None, head: str = "lm"
-) -> ModelShape:
-    """Count a model's parameters from its config (a directory, a ``config.json`` file or a hub
-    name) on the meta device. ``head``: ``lm`` (a causal LM: the policy) or ``score`` (one output:
-    a reward model)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from rlhfkit.loading import is_causal_lm_config, load_config
-    from rlhfkit.ppo.config import lora_targets as default_targets
-
-    config = load_config(name, option)
-    if head == "lm" and not is_causal_lm_config(config):
-        raise ConfigError(
-            f"{option} {name}: a {config.model_type!r} model is not a causal LM; give a decoder-only "
-            "language model such as GPT-2, Llama, Qwen or Mistral"
-        )
-    if head == "score":
-        config.num_labels = 1
-    auto = AutoModelForCausalLM if head == "lm" else AutoModelForSequenceClassification
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no initialization
-            model = auto.from_config(config)
-    except (ValueError, TypeError, KeyError) as e:
-        raise ConfigError(f"{option} {name}: cannot build the model from its config ({e})") from e
-    params = sum(p.numel() for p in model.parameters())  # a tied tensor is listed once
-    blocks = _block_params(model)
-    lora = 0
-    if lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-
-        lora_config = LoraConfig(
-            r=lora_r, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
-            target_modules=default_targets(lora_targets, config.model_type),
-        )  # fmt: skip
-        # (PEFT warns that GPT-2's Conv1D layers are transposed, which it handles, and transformers
-        # about a deprecated name PEFT calls: nothing for the user)
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            peft_model = get_peft_model(model, lora_config)
-        lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = _config_value(text, "num_attention_heads", "n_head")
-    return ModelShape(
-        name=str(name),
-        params=params,
-        embedding_params=params - blocks,
-        layers=_config_value(text, "num_hidden_layers", "n_layer"),
-        hidden=_config_value(text, "hidden_size", "n_embd", "d_model"),
-        heads=heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-        vocab=_config_value(text, "vocab_size"),
-        lora_params=lora,
-        eager_attention=getattr(model.config, "_attn_implementation", "eager") == "eager",
-    )
-
-
-def _block_params(model: Any) -> int:
-    from rlhfkit.runtime.fsdp import transformer_blocks
-
-    return sum(p.numel() for b in transformer_blocks(model) for p in b.parameters())
 
 
 @dataclass(frozen=True)
@@ -194,8 +97,32 @@ class Plan:
         }
 
 
-def plan_memory(p: PlanInput) -> Plan:
-    """Predict the bytes per device of ``p`` (see the module docstring for what each term is)."""
+@dataclass(frozen=True)
+class _Footprint:
+    """What one stage keeps per process, before the terms that follow from it (gradients,
+    optimizer, activations, FSDP/DDP buffers) are computed."""
+
+    weights: dict[str, int]
+    """Bytes of each model's weights held on a process (the components' first rows)."""
+    trained: int
+    """Parameters that get gradients and optimizer state."""
+    act_model: ModelShape
+    """The model whose activations a training micro-batch keeps."""
+    seq: int
+    logit_tokens: int
+    """Tokens whose logits (over ``logit_width`` classes) are kept: the responses in PPO."""
+    logit_width: int
+    generation: int
+    """Bytes of a rollout: the KV cache, the gathered policy and the last logits (PPO only)."""
+    load: int
+    """Bytes on the device while the models are loaded."""
+    host_load: int
+    """Bytes in host memory while the models are loaded."""
+
+
+def _micro_batch(p: PlanInput) -> tuple[int, int]:
+    """``(local, micro)``: the sequences of a rollout batch on one process, and of one training
+    micro-batch (train-rm scores each prompt's responses in one batch)."""
     if p.processes < 1:
         raise ConfigError("--processes must be ≥ 1")
     if p.batch_size % p.processes:
@@ -212,118 +139,179 @@ def plan_memory(p: PlanInput) -> Plan:
     micro = local // per_micro
     if p.stage == "train-rm":  # each prompt's responses are scored in one batch
         micro *= p.responses_per_prompt
+    return local, micro
+
+
+def _reward_model_footprint(p: PlanInput, share: Callable[[int], int]) -> _Footprint:
+    """train-rm: one model, trained whole; no rollout."""
+    rm = p.reward_model
+    if rm is None:
+        raise ConfigError("train-rm needs the reward model's config (--model)")
     b = DTYPE_BYTES[p.dtype]
-    n = p.processes if p.fsdp else 1  # each process's share of a sharded tensor: 1/n
-    pol, rm = p.policy, p.reward_model
-
-    def share(count: int) -> int:
-        return math.ceil(count / n) * b
-
-    lora = pol.lora_params > 0
-    if p.stage == "train-rm":
-        if rm is None:
-            raise ConfigError("train-rm needs the reward model's config (--model)")
-        trained = rm.params
-        weights = {"reward_model": share(rm.params)}
-        seq, act_model, logit_tokens, logit_width = p.prompt_length + p.response_length, rm, 0, 0
-        generation = 0
-        load = host_load = rm.params * b
-    else:
-        critic = p.critic
-        if critic == "auto":
-            critic = "frozen-reward-model+head" if rm is not None else "head"
-        if critic in ("frozen-reward-model", "frozen-reward-model+head", "reward-model") and (
-            rm is None
-        ):
-            raise ConfigError(f"--critic {critic} needs a reward model")
-        head = pol.hidden + 1
-        critic_params = {
-            "head": head,
-            "frozen-reward-model": rm.hidden + 1 if rm else 0,
-            "frozen-reward-model+head": (rm.hidden + 1 if rm else 0) + head,
-            "policy": pol.params - pol.vocab * pol.hidden + head,  # a trunk of its own
-            "reward-model": rm.params if rm else 0,
-        }[critic]
-        trained = (pol.lora_params if lora else pol.params) + critic_params
-        weights = {
-            "policy": share(pol.params + pol.lora_params),
-            "reference": 0 if lora else share(pol.params),
-            "critic": share(critic_params),
-            "reward_model": share(rm.params) if rm is not None else 0,
-        }
-        seq = p.prompt_length + p.response_length
-        act_model, logit_tokens, logit_width = pol, p.response_length, pol.vocab
-        # A rollout: every process's share of the batch with its KV cache (keys and values per
-        # layer and token), and a sharded policy gathered whole for the rollout.
-        kv = 2 * pol.layers * local * seq * pol.kv_heads * (pol.hidden // pol.heads) * b
-        gathered = (pol.params + pol.lora_params) * b - weights["policy"] if p.fsdp else 0
-        generation = kv + gathered + local * pol.vocab * b
-        # Loading (ppo/setup.py: build_policy): the whole policy is read into host memory and,
-        # without LoRA, copied for the reference; each goes to the device whole and is sharded
-        # there. On a CPU host and device are one memory and both copies count; on a GPU the
-        # device holds one whole model at a time (and the host both).
-        host_load = pol.params * b * (1 if lora else 2)
-        on_device = host_load if p.device == "cpu" else pol.params * b + weights["reference"]
-        load = on_device + weights["reward_model"]
-
-    grads = share(trained)
-    optimizer = 2 * share(trained)
-    # Activations of one micro-batch: 17·h values per token and layer (inputs of the norms,
-    # projections, MLP and its activation) + 2·a·s attention scores and probabilities (eager
-    # attention only); with
-    # gradient checkpointing only each block's input is kept (plus one block recomputed).
-    scores = 2 * act_model.heads * seq if act_model.eager_attention else 0
-    per_token_layer = 17 * act_model.hidden + scores
-    layers_kept = (
-        act_model.layers * act_model.hidden + per_token_layer
-        if p.gradient_checkpointing
-        else act_model.layers * per_token_layer
+    return _Footprint(
+        weights={"reward_model": share(rm.params)},
+        trained=rm.params,
+        act_model=rm,
+        seq=p.prompt_length + p.response_length,
+        logit_tokens=0,
+        logit_width=0,
+        generation=0,
+        load=rm.params * b,
+        host_load=rm.params * b,
     )
-    activations = micro * seq * layers_kept * b
+
+
+def _critic_params(p: PlanInput) -> int:
+    """The parameters of ``--critic`` (``auto``: the frozen reward model's trunk with a head when
+    there is a reward model, else a head on the policy)."""
+    pol, rm = p.policy, p.reward_model
+    critic = p.critic
+    if critic == "auto":
+        critic = "frozen-reward-model+head" if rm is not None else "head"
+    if critic in ("frozen-reward-model", "frozen-reward-model+head", "reward-model") and (
+        rm is None
+    ):
+        raise ConfigError(f"--critic {critic} needs a reward model")
+    head = pol.hidden + 1
+    return {
+        "head": head,
+        "frozen-reward-model": rm.hidden + 1 if rm else 0,
+        "frozen-reward-model+head": (rm.hidden + 1 if rm else 0) + head,
+        "policy": pol.params - pol.vocab * pol.hidden + head,  # a trunk of its own
+        "reward-model": rm.params if rm else 0,
+    }[critic]
+
+
+def _ppo_footprint(p: PlanInput, share: Callable[[int], int], local: int) -> _Footprint:
+    """ppo: the policy, its reference, the critic and the reward model; rollouts and training."""
+    pol, rm = p.policy, p.reward_model
+    b = DTYPE_BYTES[p.dtype]
+    lora = pol.lora_params > 0
+    critic_params = _critic_params(p)
+    weights = {
+        "policy": share(pol.params + pol.lora_params),
+        "reference": 0 if lora else share(pol.params),
+        "critic": share(critic_params),
+        "reward_model": share(rm.params) if rm is not None else 0,
+    }
+    seq = p.prompt_length + p.response_length
+    # A rollout: every process's share of the batch with its KV cache (keys and values per
+    # layer and token), and a sharded policy gathered whole for the rollout.
+    kv = 2 * pol.layers * local * seq * pol.kv_heads * (pol.hidden // pol.heads) * b
+    gathered = (pol.params + pol.lora_params) * b - weights["policy"] if p.fsdp else 0
+    # Loading (ppo/setup.py: build_policy): the whole policy is read into host memory and,
+    # without LoRA, copied for the reference; each goes to the device whole and is sharded
+    # there. On a CPU host and device are one memory and both copies count; on a GPU the
+    # device holds one whole model at a time (and the host both).
+    host_load = pol.params * b * (1 if lora else 2)
+    on_device = host_load if p.device == "cpu" else pol.params * b + weights["reference"]
+    return _Footprint(
+        weights=weights,
+        trained=(pol.lora_params if lora else pol.params) + critic_params,
+        act_model=pol,
+        seq=seq,
+        logit_tokens=p.response_length,
+        logit_width=pol.vocab,
+        generation=kv + gathered + local * pol.vocab * b,
+        load=on_device + weights["reward_model"],
+        host_load=host_load,
+    )
+
+
+def _activations(p: PlanInput, f: _Footprint, micro: int) -> int:
+    """Bytes of one micro-batch's activations in training."""
+    b = DTYPE_BYTES[p.dtype]
+    model = f.act_model
+    # 17·h values per token and layer (inputs of the norms, projections, MLP and its activation)
+    # + 2·a·s attention scores and probabilities (eager attention only); with gradient
+    # checkpointing only each block's input is kept (plus one block recomputed).
+    scores = 2 * model.heads * f.seq if model.eager_attention else 0
+    per_token_layer = 17 * model.hidden + scores
+    layers_kept = (
+        model.layers * model.hidden + per_token_layer
+        if p.gradient_checkpointing
+        else model.layers * per_token_layer
+    )
+    activations = micro * f.seq * layers_kept * b
     # Response logits, their log-softmax and their gradient (3 × B × R × V).
-    activations += 3 * micro * logit_tokens * logit_width * b
+    activations += 3 * micro * f.logit_tokens * f.logit_width * b
     if p.stage == "ppo" and p.critic in ("policy", "reward-model"):
         activations *= 2  # a second trunk runs forward and backward
-    # FSDP's working set in training: a unit gathered, the next prefetched, and one unit's
-    # unsharded gradients with their reduce-scatter buffer; the largest unit is a block or the root
-    # (embedding, final norm, untied head). DDP instead keeps a second copy of every gradient in
-    # its all-reduce buckets.
-    largest_unit = max(act_model.block_params, act_model.embedding_params)
-    if p.fsdp and n > 1:
-        working = (3 * largest_unit + act_model.block_params) * b
-    elif p.processes > 1:
-        working = trained * b
-    else:
-        working = 0
+    return activations
 
-    components = {
-        **weights,
-        "gradients": grads,
-        "optimizer": optimizer,
-        "activations": activations,
-        "generation": generation,
-        "fsdp_or_ddp_buffers": working,
-        "runtime": p.runtime_bytes,
-    }
-    stored = sum(weights.values()) + p.runtime_bytes
-    moments = {
-        "load": load + p.runtime_bytes,
-        "rollout": stored + generation,
-        "train": stored + grads + optimizer + activations + working,
-    }
-    if p.stage == "train-rm":
-        del moments["rollout"]
+
+def _working_set(p: PlanInput, f: _Footprint, n: int) -> int:
+    """Bytes of FSDP's working set in training, or of DDP's gradient buckets.
+
+    FSDP: a unit gathered, the next prefetched, and one unit's unsharded gradients with their
+    reduce-scatter buffer; the largest unit is a block or the root (embedding, final norm, untied
+    head). DDP instead keeps a second copy of every gradient in its all-reduce buckets.
+    """
+    b = DTYPE_BYTES[p.dtype]
+    model = f.act_model
+    largest_unit = max(model.block_params, model.embedding_params)
+    if p.fsdp and n > 1:
+        return (3 * largest_unit + model.block_params) * b
+    if p.processes > 1:
+        return f.trained * b
+    return 0
+
+
+def _notes(p: PlanInput, f: _Footprint) -> list[str]:
     notes = []
-    if lora:
+    if p.policy.lora_params > 0:
         notes.append(
-            f"LoRA: {pol.lora_params:,} adapter parameters trained; the reference is the "
+            f"LoRA: {p.policy.lora_params:,} adapter parameters trained; the reference is the "
             "adapters-off policy (no copy)"
         )
     if p.fsdp and p.stage == "ppo":
         notes.append("the policy is gathered whole for each rollout (counted under generation)")
     if p.device != "cpu":
-        notes.append(f"host memory per process at load: {host_load / GiB:.3f} GiB")
-    return Plan(components, moments, notes)
+        notes.append(f"host memory per process at load: {f.host_load / GiB:.3f} GiB")
+    return notes
+
+
+def plan_memory(p: PlanInput) -> Plan:
+    """Predict the bytes per device of ``p`` (see the module docstring for what each term is)."""
+    # 1. the batch each process holds: a rollout's share and one training micro-batch
+    local, micro = _micro_batch(p)
+    b = DTYPE_BYTES[p.dtype]
+    n = p.processes if p.fsdp else 1  # each process's share of a sharded tensor: 1/n
+
+    def share(count: int) -> int:
+        return math.ceil(count / n) * b
+
+    # 2. the models' weights, what is trained, the rollout and loading
+    if p.stage == "train-rm":
+        f = _reward_model_footprint(p, share)
+    else:
+        f = _ppo_footprint(p, share, local)
+    # 3. what training adds: gradients and AdamW's two moments of what is trained, activations,
+    # and FSDP's or DDP's buffers
+    grads = share(f.trained)
+    optimizer = 2 * share(f.trained)
+    activations = _activations(p, f, micro)
+    working = _working_set(p, f, n)
+
+    # 4. the components and the three moments, the peak being the largest
+    components = {
+        **f.weights,
+        "gradients": grads,
+        "optimizer": optimizer,
+        "activations": activations,
+        "generation": f.generation,
+        "fsdp_or_ddp_buffers": working,
+        "runtime": p.runtime_bytes,
+    }
+    stored = sum(f.weights.values()) + p.runtime_bytes
+    moments = {
+        "load": f.load + p.runtime_bytes,
+        "rollout": stored + f.generation,
+        "train": stored + grads + optimizer + activations + working,
+    }
+    if p.stage == "train-rm":
+        del moments["rollout"]
+    return Plan(components, moments, _notes(p, f))
 
 
 def format_plan(plan: Plan, p: PlanInput) -> str:
