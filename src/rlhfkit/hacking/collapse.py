@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,14 +26,37 @@ def residual_cut(k: int, m: int, alpha: float, correction: str) -> float:
     return float(np.log(alpha / (m - k + 1)))
 
 
-def collapse_findings(
-    flagged: list[Finding],
-    base: Corpus,
-    tuned: Corpus,
-    threshold: float,
-    min_count: int,
-    log_cut: float,
-) -> list[Finding]:
+@dataclass(frozen=True)
+class ResidualTest:
+    """The bar a flagged n-gram's leftover occurrences must still pass: the scan's two sets, its
+    ratio threshold and minimum count, and the raw-p cut its significant findings met."""
+
+    base: Corpus
+    tuned: Corpus
+    threshold: float
+    min_count: int
+    log_cut: float
+
+    def still_rises(self, free_b: list[tuple[int, int]], free_t: list[tuple[int, int]]) -> bool:
+        """Whether the occurrences at these (response, word) positions alone still pass."""
+        base, tuned = self.base, self.tuned
+        nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
+        yb = np.bincount([r for r, _ in free_b], minlength=base.n_responses)
+        yt = np.bincount([r for r, _ in free_t], minlength=tuned.n_responses)
+        b, t = int(yb.sum()), int(yt.sum())
+        if t < self.min_count or st.smoothed_ratio(b, t, nb, nt) <= self.threshold:
+            return False
+        sq_b = float(np.sum(yb**2 / np.maximum(base.lengths, 1)))
+        sq_t = float(np.sum(yt**2 / np.maximum(tuned.lengths, 1)))
+        phi = st.dispersion(b, t, sq_b, sq_t, nb, nt, base.n_responses + tuned.n_responses)
+        _, logp_rate = st.rate_test(b, t, nb, nt, phi)
+        _, logp_share = st.share_test(
+            int((yb > 0).sum()), int((yt > 0).sum()), base.n_responses, tuned.n_responses
+        )
+        return float(max(logp_rate, logp_share)) <= self.log_cut
+
+
+def collapse_findings(flagged: list[Finding], test: ResidualTest) -> list[Finding]:
     """Fold each flagged n-gram into a stronger kept one when it does not stand on its own.
 
     Walk the findings strongest first. For each, drop its occurrences that overlap (share a word
@@ -40,6 +64,7 @@ def collapse_findings(
     tests and the same significance bar. Keep it if the rest still passes; otherwise list it under
     the kept finding it overlapped most.
     """
+    base, tuned = test.base, test.tuned
     occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]] = {}
     for n in sorted({f.n for f in flagged}):
         phrases = {f.token for f in flagged if f.n == n}
@@ -50,7 +75,6 @@ def collapse_findings(
     kept: list[Finding] = []
     owner_b: dict[tuple[int, int], int] = {}  # word position -> index in kept
     owner_t: dict[tuple[int, int], int] = {}
-    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
     for f in flagged:
         ob, ot = occ[f.token]
         overlap: dict[int, int] = {}
@@ -66,9 +90,7 @@ def collapse_findings(
                     taken.append((r, j, hits[0]))
                 else:
                     free.append((r, j))
-        if overlap and not _still_rises(
-            free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt
-        ):
+        if overlap and not test.still_rises(free_b, free_t):
             kept[max(overlap, key=overlap.get)].subsumed.append(f.token)
             # Its overlapping occurrences are explained by the kept finding, and so are their other
             # words: "what a great" absorbs "great question", and then "question" as well.
@@ -82,17 +104,13 @@ def collapse_findings(
             for r, j in positions:
                 for k in range(f.n):
                     owner.setdefault((r, j + k), len(kept) - 1)
-    return _merge_bridged(kept, occ, base, tuned, threshold, min_count, log_cut)
+    return _merge_bridged(kept, occ, test)
 
 
 def _merge_bridged(
     kept: list[Finding],
     occ: dict[str, tuple[list[tuple[int, int]], list[tuple[int, int]]]],
-    base: Corpus,
-    tuned: Corpus,
-    threshold: float,
-    min_count: int,
-    log_cut: float,
+    test: ResidualTest,
 ) -> list[Finding]:
     """Second pass: merge a kept finding into a stronger one when flagged phrases bridge them.
 
@@ -104,7 +122,6 @@ def _merge_bridged(
     """
     if len(kept) < 2:
         return kept
-    nb, nt = max(base.n_words, 1), max(tuned.n_words, 1)
     sides = []  # per side: word position -> (kept index, start of that kept finding's occurrence)
     for side in (0, 1):
         where: dict[tuple[int, int], tuple[int, tuple[int, int]]] = {}
@@ -135,7 +152,7 @@ def _merge_bridged(
         f = kept[i]
         free_b = [o for o in occ[f.token][0] if o not in tb]
         free_t = [o for o in occ[f.token][1] if o not in tt]
-        if _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt):
+        if test.still_rises(free_b, free_t):
             continue
         targets = list(tt.values())
         into = max(set(targets), key=targets.count)
@@ -144,20 +161,3 @@ def _merge_bridged(
         kept[into].subsumed += [f.token, *f.subsumed]
         alive.remove(i)
     return [kept[i] for i in alive]
-
-
-def _still_rises(free_b, free_t, base, tuned, threshold, min_count, log_cut, nb, nt) -> bool:
-    """Re-test the occurrences left after removing overlaps (same tests, same significance bar)."""
-    yb = np.bincount([r for r, _ in free_b], minlength=base.n_responses)
-    yt = np.bincount([r for r, _ in free_t], minlength=tuned.n_responses)
-    b, t = int(yb.sum()), int(yt.sum())
-    if t < min_count or st.smoothed_ratio(b, t, nb, nt) <= threshold:
-        return False
-    sq_b = float(np.sum(yb**2 / np.maximum(base.lengths, 1)))
-    sq_t = float(np.sum(yt**2 / np.maximum(tuned.lengths, 1)))
-    phi = st.dispersion(b, t, sq_b, sq_t, nb, nt, base.n_responses + tuned.n_responses)
-    _, logp_rate = st.rate_test(b, t, nb, nt, phi)
-    _, logp_share = st.share_test(
-        int((yb > 0).sum()), int((yt > 0).sum()), base.n_responses, tuned.n_responses
-    )
-    return float(max(logp_rate, logp_share)) <= log_cut

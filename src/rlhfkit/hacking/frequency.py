@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from rlhfkit.hacking import stats as st
-from rlhfkit.hacking.collapse import collapse_findings, residual_cut
+from rlhfkit.hacking.collapse import ResidualTest, collapse_findings, residual_cut
 from rlhfkit.hacking.text import Corpus, phrase_tokens
 
 
@@ -235,7 +235,9 @@ def scan(
     rank = sorted(rising.tolist(), key=lambda i: (r.logp[i], -r.orders[i], -r.ratio[i]))
     flagged = [r.finding(i, base, tuned, True) for i in rank if flag[i]]
     if collapse and len(flagged) > 1:
-        flagged = collapse_findings(flagged, base, tuned, threshold, min_count, log_cut)
+        flagged = collapse_findings(
+            flagged, ResidualTest(base, tuned, threshold, min_count, log_cut)
+        )
     candidates = [r.finding(i, base, tuned, False) for i in rank if not flag[i]][:n_candidates]
     return ScanResult(
         flagged=flagged,
