@@ -8,6 +8,7 @@ from the time spent outside them (Python: the trainer, Hugging Face module code,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -22,11 +23,8 @@ class _Clock:
         self.calls: dict[str, int] = defaultdict(int)
         self.in_train = False
 
-    def wrap(self, obj, name: str, label: str | None = None, train_label: str | None = None):
-        """Replace ``obj.name`` with a timed version (skipped if the attribute does not exist)."""
-        fn = getattr(obj, name, None)
-        if fn is None:
-            return
+    def timed(self, fn, label: str | None, train_label: str | None = None):
+        """``fn``, timed under ``label`` (``train_label`` while in the PPO epochs, if given)."""
 
         def timed(*args, **kwargs):
             key = train_label if (train_label and self.in_train) else label
@@ -37,7 +35,24 @@ class _Clock:
                 self.seconds[key] += time.perf_counter() - t0
                 self.calls[key] += 1
 
-        setattr(obj, name, timed)
+        return timed
+
+    def wrap(self, obj, name: str, label: str | None = None, train_label: str | None = None):
+        """Replace ``obj.name`` with a timed version (skipped if the attribute does not exist)."""
+        fn = getattr(obj, name, None)
+        if fn is None:
+            return
+        try:
+            setattr(obj, name, self.timed(fn, label, train_label))
+        except dataclasses.FrozenInstanceError:  # the rollout sampler
+            object.__setattr__(obj, name, self.timed(fn, label, train_label))
+
+    def wrap_factory(self, obj, name: str, label: str) -> None:
+        """Replace the function factory ``obj.name`` with one whose functions are timed (the
+        trainer builds its reference forward per rollout: ``reference_logits(ref, policy)``)."""
+        factory = getattr(obj, name, None)
+        if factory is not None:
+            setattr(obj, name, lambda *a, **k: self.timed(factory(*a, **k), label))
 
 
 def profile_ours(spec: dict) -> dict:
@@ -45,6 +60,7 @@ def profile_ours(spec: dict) -> dict:
     from transformers.utils import logging as hf_logging
 
     from rlhfkit.ppo import PPOConfig, PPOTrainer
+    from rlhfkit.ppo import trainer as trainer_module
 
     hf_logging.set_verbosity_error()
     cfg = PPOConfig(
@@ -70,9 +86,9 @@ def profile_ours(spec: dict) -> dict:
     )
     trainer = PPOTrainer(cfg)
     clock = _Clock()
-    clock.wrap(trainer, "_sample", "generation")
+    clock.wrap(trainer.rollouts, "sample", "generation")
     clock.wrap(trainer, "_score", "reward model (decode, tokenize, forward)")
-    clock.wrap(trainer, "_ref_logits", "reference forward")
+    clock.wrap_factory(trainer_module, "reference_logits", "reference forward")
     clock.wrap(trainer, "_rollout_forward", "rollout forwards (policy+reference+critic)")
     clock.wrap(trainer.accelerator, "backward", "train backward")
     clock.wrap(trainer.accelerator, "clip_grad_norm_", "grad norm")

@@ -133,6 +133,7 @@ def test_benchmark_runs_end_to_end_in_a_tiny_configuration(tmp_path):
     # The profile covers both trainers, with the phases each one spends time in.
     prof = res["profile"]["tiny"]
     assert prof["ours"]["phases"]["generation"] > 0 and prof["ours"]["phases"]["train backward"] > 0
+    assert prof["ours"]["phases"]["reference forward"] > 0
     assert (
         prof["trl"]["phases"]["train backward"] > 0
         and prof["trl"]["phases"]["reference forward"] > 0
