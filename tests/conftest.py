@@ -26,8 +26,11 @@ def pytest_addoption(parser):
 
 # The session fixtures that take seconds to build. Under pytest-xdist (the default run: `-n auto`
 # in pyproject.toml) each worker builds the session fixtures its tests ask for; every test that
-# uses one of these goes to the same worker (``--dist loadgroup``), so each is built once per run.
-# Tests that share two of them put both in one group.
+# uses one of these is marked to go to one worker (``--dist loadgroup``), so that each would be
+# built once per run. Tests that share two of them put both in one group. NOTE: with pytest 9.2
+# and pytest-xdist 3.8 the marks do not take effect (xdist renames the test by writing
+# ``item._nodeid``, which pytest 9.2 no longer reads), so today a worker that needs a fixture
+# builds it (docs/benchmarks.md, "The test suite on 2 cores").
 EXPENSIVE_FIXTURES = ("quick_demo", "tracked_runs", "tiny_models", "tiny_lm", "world_cache")
 
 
