@@ -24,14 +24,19 @@ def pytest_addoption(parser):
     )
 
 
-# The session fixtures that take seconds to build. Under pytest-xdist (the default run: `-n auto`
-# in pyproject.toml) each worker builds the session fixtures its tests ask for; every test that
-# uses one of these is marked to go to one worker (``--dist loadgroup``), so that each would be
-# built once per run. Tests that share two of them put both in one group. NOTE: with pytest 9.2
-# and pytest-xdist 3.8 the marks do not take effect (xdist renames the test by writing
-# ``item._nodeid``, which pytest 9.2 no longer reads), so today a worker that needs a fixture
-# builds it (docs/benchmarks.md, "The test suite on 2 cores").
-EXPENSIVE_FIXTURES = ("quick_demo", "tracked_runs", "tiny_models", "tiny_lm", "world_cache")
+# The session fixtures that take a minute or more to build. Under pytest-xdist (the default run:
+# `-n auto` in pyproject.toml) each worker builds the session fixtures its tests ask for; every
+# test that uses one of these is marked to go to one worker (``--dist loadgroup``), so that each is
+# built once per run. Tests that share two of them put both in one group. The cheap session
+# fixtures (the tiny models, a few seconds) are not grouped: a group runs as one unit on one worker,
+# and a hundred tests tied together would unbalance the workers more than a rebuild costs.
+# Two conditions for the marks to take effect: this file's hook runs before xdist's (tryfirst),
+# which reads them, and pytest < 9.2 (pyproject.toml): pytest-xdist 3.8 groups a test by renaming
+# it through ``item._nodeid``, which pytest 9.2 no longer reads.
+EXPENSIVE_FIXTURES = ("quick_demo", "tracked_runs")
+
+# The heaviest tests start first (longest first keeps the workers' finishing times close).
+HEAVY_MARKERS = ("slow", "multiprocess")
 
 
 def _fixture_groups(items) -> dict:
@@ -53,9 +58,12 @@ def _fixture_groups(items) -> dict:
     return {item: find(f) for item, f in used.items()}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
 def pytest_collection_modifyitems(config, items):
     for item, group in _fixture_groups(items).items():
         item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # an xdist worker: every worker sorts alike
+        items.sort(key=lambda item: not any(m in item.keywords for m in HEAVY_MARKERS))
     if not config.getoption("--fast"):
         return
     skip = pytest.mark.skip(reason="skipped with --fast")
