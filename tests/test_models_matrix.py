@@ -541,7 +541,7 @@ def _policy_inputs(trainer, data) -> list[list[int]]:
     return encode_rendered(trainer.tokenizer, texts, trainer.chat)
 
 
-@pytest.mark.slow  # about two minutes: two PPO processes on a 100M-parameter policy
+@pytest.mark.slow  # a minute or two: two PPO processes on a 100M-parameter policy
 def test_a_realistic_size_runs(tmp_path):
     """The ~100M-parameter Llama-shaped policy of docs/scaling.md runs 2 PPO updates with LoRA
     and with full fine-tuning (benchmarks/realistic_size.py, the figures' own script)."""
@@ -551,7 +551,9 @@ def test_a_realistic_size_runs(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "realistic_size.py"
     out = tmp_path / "size.json"
     proc = subprocess.run(
-        [sys.executable, str(script), "--work-dir", str(tmp_path), "--json", str(out)],
+        [sys.executable, str(script), "--work-dir", str(tmp_path), "--json", str(out),
+         # the model's size is the point; half the figures' batch and response keep it shorter
+         "--batch-size", "4", "--response-length", "16"],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
