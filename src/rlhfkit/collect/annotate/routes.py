@@ -3,6 +3,8 @@ annotators' API (login, next item, rankings, skips, flags) and the admins' API (
 items). Each group is an ``APIRouter`` built around one app's store and :class:`Auth`."""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,6 +35,21 @@ from rlhfkit.collect.annotate.markdown import render_markdown
 from rlhfkit.collect.annotate.quality import store_quality
 from rlhfkit.collect.annotate.store import Conflict, InvalidRanking, NotFound, Store
 from rlhfkit.errors import ConfigError
+
+
+@contextmanager
+def store_refusals() -> Iterator[None]:
+    """The store's refusals as the API's answers: an unknown item 404, a conflict 409, and a ranking
+    that is not one 422, in the same shape as every other 422 (a list of ``{type, loc, msg}``)."""
+    try:
+        yield
+    except NotFound as e:
+        raise HTTPException(404, str(e)) from None
+    except Conflict as e:
+        raise HTTPException(409, str(e)) from None
+    except InvalidRanking as e:
+        error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
+        raise RequestValidationError([error]) from None
 
 
 class Guidelines:
@@ -175,18 +192,10 @@ def _work_routes(
         responses=errors(401, 403, 404, 409, 413, 422),
     )
     def submit(body: RankingBody, p: User) -> dict[str, Any]:
-        try:
+        with store_refusals():
             ranking_id = store.submit_ranking(
                 p.annotator.id, body.item_id, body.ranking, request_id=body.request_id
             )
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
-        except Conflict as e:
-            raise HTTPException(409, str(e)) from None
-        except InvalidRanking as e:
-            # the same shape as every other 422: a list of {type, loc, msg}
-            error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
-            raise RequestValidationError([error]) from None
         return {"id": ranking_id, "item_id": body.item_id}
 
     @router.post(
@@ -196,12 +205,8 @@ def _work_routes(
         responses=errors(401, 403, 404, 409, 413, 422),
     )
     def skip(body: SkipBody, p: User) -> dict[str, Any]:
-        try:
+        with store_refusals():
             store.skip(p.annotator.id, body.item_id, body.reason.strip() or "no reason")
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
-        except Conflict as e:
-            raise HTTPException(409, str(e)) from None
         return {"item_id": body.item_id, "skipped": True}
 
     @router.post(
@@ -214,10 +219,8 @@ def _work_routes(
         },
     )
     def flag(body: FlagBody, p: User, response: Response) -> dict[str, Any]:
-        try:
+        with store_refusals():
             created = store.flag(p.annotator.id, body.item_id, body.reason, body.note)
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
         if not created:
             response.status_code = 200  # same flag again: nothing new
         return {"item_id": body.item_id, "reason": body.reason}
@@ -314,13 +317,8 @@ def _gold_routes(store: Store, Admin: Any) -> APIRouter:
         "/api/gold/{item_id}", response_model=GoldOut, responses=errors(401, 403, 404, 413, 422)
     )
     def set_gold(item_id: PathItemId, body: GoldBody, p: Admin) -> dict[str, Any]:
-        try:
+        with store_refusals():
             ranking = store.set_gold(item_id, body.ranking, body.note)
-        except NotFound as e:
-            raise HTTPException(404, str(e)) from None
-        except InvalidRanking as e:
-            error = {"type": "invalid_ranking", "loc": ("body", "ranking"), "msg": str(e)}
-            raise RequestValidationError([error]) from None
         return {"item_id": item_id, "ranking": ranking}
 
     @router.delete(
