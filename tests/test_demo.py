@@ -61,6 +61,8 @@ def _check_outputs(out, summary):
 
 WATCH_TORCH_IMPORT = """
 import importlib.abc, os, sys
+import rlhfkit.cli.demo
+rlhfkit.cli.demo.busy_cores = lambda: float(sys.argv[1])  # the cores other work keeps busy
 seen = []
 class Watch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -74,23 +76,57 @@ print(rc, seen[0])
 """
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_demo_lets_waiting_threads_sleep_unless_told_otherwise(given, expected):
+@pytest.mark.parametrize(
+    ("busy", "given", "expected"),
+    [(0.0, None, "unset"), (1000.0, None, "PASSIVE"), (1000.0, "ACTIVE", "ACTIVE"),
+     (0.0, "PASSIVE", "PASSIVE")],
+)  # fmt: skip
+def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, given, expected):
     """`rlhfkit demo` sets OMP_WAIT_POLICY=PASSIVE before torch's OpenMP runtime is loaded (it is
-    read once, at load), so that its 2-thread stages do not spin against other work on the
-    cores; a value the user set is kept."""
+    read once, at load) when the machine is busy at the start, so that its 2-thread stages do not
+    spin against other work on the cores; on an idle machine it leaves OpenMP's default (spinning
+    a while keeps small steps fast); a value the user set is kept."""
     import os
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     if given:
         env["OMP_WAIT_POLICY"] = given
     proc = subprocess.run(
-        [sys.executable, "-c", WATCH_TORCH_IMPORT], capture_output=True, text=True, env=env
-    )
+        [sys.executable, "-c", WATCH_TORCH_IMPORT, str(busy)], capture_output=True, text=True,
+        env=env,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["2", expected], proc.stdout + proc.stderr[-3000:]
+
+
+def test_openmp_wait_policy_follows_the_load_and_the_user():
+    from rlhfkit.cli.demo import openmp_wait_policy
+
+    assert openmp_wait_policy({}, 0.4, 2) is None
+    assert openmp_wait_policy({}, 1.0, 2) == "PASSIVE"
+    assert openmp_wait_policy({}, 3.9, 8) is None and openmp_wait_policy({}, 4.0, 8) == "PASSIVE"
+    assert openmp_wait_policy({"GOMP_SPINCOUNT": "1000"}, 9.0, 2) is None
+    assert openmp_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, 9.0, 2) is None
+
+
+def test_busy_cores_sees_a_busy_core():
+    """Idle, then with a process that spins on one of our cores: the measure rises by about one."""
+    import subprocess
+    import sys
+
+    from rlhfkit.cli.demo import _our_cores, busy_cores
+
+    before = busy_cores(0.5)
+    assert 0.0 <= before <= len(_our_cores())
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        during = busy_cores(0.5)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert during >= 0.8 and during <= len(_our_cores()), (before, during)
 
 
 @pytest.mark.parametrize("processes", [1, 2])
