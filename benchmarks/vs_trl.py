@@ -52,9 +52,8 @@ PRESETS: dict[str, dict] = {
         "ppo_rm": {"n_train": 64, "epochs": 1},
         "ppo": {"tiny": {"layers": 1, "dim": 32, "heads": 2, "batch": 8, "response": 8,
                          "episodes": 16}},
-        "mfu_only": {"small": {"layers": 1, "dim": 64, "heads": 2, "batch": 8, "response": 8,
-                               "episodes": 16}},
-        "mfu_model": "small",
+        # The MFU from the PPO runs above, as the full preset takes it (no extra process).
+        "mfu_model": "tiny",
         "growth": [{"model": "tiny", "batch": 8, "response": 8, "updates": 1, "doublings": 1}],
         "profile": ["tiny"],
     },
