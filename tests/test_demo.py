@@ -61,8 +61,8 @@ def _check_outputs(out, summary):
 
 WATCH_TORCH_IMPORT = """
 import importlib.abc, os, sys
-import rlhfkit.cli.demo
-rlhfkit.cli.demo.busy_cores = lambda: float(sys.argv[1])  # the cores other work keeps busy
+import rlhfkit.runtime.cores
+rlhfkit.runtime.cores.busy_cores = lambda: float(sys.argv[1])  # the cores other work keeps busy
 seen = []
 class Watch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -102,7 +102,7 @@ def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, given, expected
 
 
 def test_openmp_wait_policy_follows_the_load_and_the_user():
-    from rlhfkit.cli.demo import openmp_wait_policy
+    from rlhfkit.runtime.cores import openmp_wait_policy
 
     assert openmp_wait_policy({}, 0.4, 2) is None
     assert openmp_wait_policy({}, 1.0, 2) == "PASSIVE"
@@ -116,17 +116,17 @@ def test_busy_cores_sees_a_busy_core():
     import subprocess
     import sys
 
-    from rlhfkit.cli.demo import _our_cores, busy_cores
+    from rlhfkit.runtime.cores import busy_cores, usable_cores
 
     before = busy_cores(0.5)
-    assert 0.0 <= before <= len(_our_cores())
+    assert 0.0 <= before <= len(usable_cores())
     spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         during = busy_cores(0.5)
     finally:
         spin.kill()
         spin.wait()
-    assert during >= 0.8 and during <= len(_our_cores()), (before, during)
+    assert during >= 0.8 and during <= len(usable_cores()), (before, during)
 
 
 @pytest.mark.parametrize("processes", [1, 2])

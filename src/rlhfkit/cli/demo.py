@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from rlhfkit.cli._common import parse_config
 from rlhfkit.runtime.trackers import ReportTo, resolve_report_to
@@ -37,59 +36,6 @@ class DemoArgs:
     or any of tensorboard (each run's runs/ directory), wandb, trackio, mlflow."""
 
 
-def openmp_wait_policy(env: dict | Any, busy: float, cores: int) -> str | None:
-    """``PASSIVE`` when other work already keeps half our cores busy (``busy``, measured at the
-    start by :func:`busy_cores`, at least ``cores / 2``), else None (OpenMP's own default); None
-    too when the user chose (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` set).
-
-    Between two parallel regions OpenMP's threads spin for a while before they sleep. On an idle
-    machine that is what keeps the demo's many small 2-thread steps fast: sleeping threads made the
-    quick demo 1.3-1.6x slower (its PPO runs 1.5x). On a busy one the spinning threads take the cores
-    from the threads with work: the reward model's training took 4-6x the wall time
-    (docs/benchmarks.md, "The demo on 2 AVX2 cores" and "OpenMP's waiting threads")."""
-    if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
-        return None
-    return "PASSIVE" if busy >= cores / 2 else None
-
-
-def busy_cores(window: float = 0.25) -> float:
-    """How many of the cores this process may use other work keeps busy now: their busy share of
-    the CPU time over ``window`` seconds (Linux's /proc/stat), times their number. Elsewhere the
-    1-minute load average, which lags: it still counts a job that ended a minute ago."""
-    import os
-    import time
-
-    def busy_and_total() -> tuple[int, int]:
-        busy = total = 0
-        with open("/proc/stat", encoding="ascii") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cores:
-                    ticks = [
-                        int(x) for x in fields[:8]
-                    ]  # user nice system idle iowait irq softirq steal
-                    total += sum(ticks)
-                    busy += sum(ticks) - ticks[3] - ticks[4]
-        return busy, total
-
-    cores = _our_cores()
-    try:
-        b0, t0 = busy_and_total()
-        time.sleep(window)
-        b1, t1 = busy_and_total()
-    except (OSError, ValueError):
-        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return len(cores) * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
-
-
-def _our_cores() -> set[int]:
-    import os
-
-    if hasattr(os, "sched_getaffinity"):
-        return set(os.sched_getaffinity(0))
-    return set(range(os.cpu_count() or 1))
-
-
 def main(argv: list[str]) -> int:
     args = parse_config(
         DemoArgs, argv, prog="rlhfkit demo", description=DemoArgs.__doc__, yaml_config=False
@@ -99,7 +45,9 @@ def main(argv: list[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before torch (and so its OpenMP runtime) is loaded: see openmp_wait_policy.
-    policy = openmp_wait_policy(os.environ, busy_cores(), len(_our_cores()))
+    from rlhfkit.runtime import cores
+
+    policy = cores.openmp_wait_policy(os.environ, cores.busy_cores(), len(cores.usable_cores()))
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy
     from dataclasses import replace

@@ -38,14 +38,11 @@ def warnings_to(say: Say) -> Iterator[None]:
 def default_processes() -> int:
     """One worker process per core torch may use (``OMP_NUM_THREADS=1``, for a busy machine, keeps
     all the work in this process)."""
-    import os
-
     import torch
 
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    return max(1, min(torch.get_num_threads(), cores))
+    from rlhfkit.runtime.cores import usable_cores
+
+    return max(1, min(torch.get_num_threads(), len(usable_cores())))
 
 
 def run_ppo(
