@@ -75,8 +75,9 @@ def pytest_collection_modifyitems(config, items):
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per core this process may use, at most 4 (each worker holds its own
     models and fixtures; more would mostly add memory). ``-n 0`` runs in one process."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, 4))
+    from rlhfkit.runtime.cores import usable_cores
+
+    return max(1, min(len(usable_cores()), 4))
 
 
 @pytest.fixture(scope="module")
