@@ -43,6 +43,8 @@ class DemoSettings:
     eval_samples: int
     """Held-out responses sampled from each policy for the comparison."""
     hacking_check_every: int
+    ppo_epochs: int = 4
+    """PPO epochs over each batch of rollouts (``PPOConfig.num_ppo_epochs``)."""
     temperature: float = SAMPLING_TEMPERATURE
     """Sampling temperature of every stage (candidates, PPO, comparison), as in lm-human-preferences:
     the base policy is a small model, and at 0.7 most of its samples are fluent world text."""
@@ -64,16 +66,21 @@ class DemoSettings:
 
     @classmethod
     def full(cls) -> DemoSettings:
+        # PPO: 45 updates of 2 epochs at 2e-4 (issue #25; it ran 4 epochs at 1e-4): half the
+        # training passes. Fewer updates (30 or 36, at 3e-4 or 4e-4) cost seed 3 its lesson, and
+        # at β = 0.005 seed 2's low-β run gained nearly as much gold as its sensible run, hence
+        # 0.003. The schedules tried are in docs/benchmarks.md (session 14); the promises hold on
+        # seeds 0-4 (README).
         return cls(
             build_quick=False, groups=1000, k=4, annotators_per_prompt=2,
             rm_epochs=2, rm_batch_size=32, rm_learning_rate=1e-3, eval_groups=150,
-            ppo_episodes=2880, ppo_batch_size=64, ppo_learning_rate=1e-4, ppo_mini_batches=2,
-            response_length=48, eval_samples=384, hacking_check_every=15,
+            ppo_episodes=2880, ppo_batch_size=64, ppo_learning_rate=2e-4, ppo_mini_batches=2,
+            ppo_epochs=2, response_length=48, eval_samples=384, hacking_check_every=15,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
-                PPORunSpec("low-beta", 0.005, "β = 0.005: too low, the policy games the reward model"),
+                PPORunSpec("low-beta", 0.003, "β = 0.003: too low, the policy games the reward model"),
             ],
-            mitigation_runs=_mitigation_runs(0.005),
+            mitigation_runs=_mitigation_runs(0.003),
         )  # fmt: skip
 
     @classmethod
