@@ -29,7 +29,7 @@ def _tiny() -> DemoSettings:
         build_quick=True, groups=32, k=4, annotators_per_prompt=2, rm_epochs=1, rm_batch_size=16,
         rm_learning_rate=2e-3, eval_groups=8, ppo_episodes=32, ppo_batch_size=16,
         ppo_learning_rate=5e-5, ppo_mini_batches=2, response_length=16, eval_samples=24,
-        hacking_check_every=1,
+        hacking_check_every=1, ppo_epochs=1,
         runs=[PPORunSpec("sensible-beta", 0.1, "sensible"), PPORunSpec("low-beta", 0.005, "low")],
     )  # fmt: skip
 
@@ -138,6 +138,11 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     _check_outputs(out, summary)
     assert ("side by side in 2 processes" in "\n".join(lines)) == (processes == 2)
     assert {"ppo_sensible-beta", "ppo_low-beta"} <= set(summary["stage_seconds"])
+    # the PPO schedule is the settings' (the full demo's 2 epochs came from them, issue #25)
+    assert summary["settings"]["ppo_epochs"] == 1
+    for run in ("sensible-beta", "low-beta"):
+        config = json.loads((out / "ppo" / run / "config.json").read_text())
+        assert config["num_ppo_epochs"] == 1 and config["learning_rate"] == 5e-5
     # the reward model learned something real about the simulated human on held-out topics
     assert summary["rm_heldout_accuracy"] > 0.5
     # gold is logged during PPO though never trained on
