@@ -331,8 +331,9 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     (README, docs/world.md "World version 2"): a reward model at the noise ceiling, gold up at the
     sensible β, and at the low β a policy that drifts much further, gets more proxy reward but less
     gold, says "fantastic" in more answers (flagged), writes less valid text, and that the scan
-    flags. The narrowest margins: seed 1's sensible gold gain (+0.50), seed 4's low-β proxy (-0.05
-    against -0.26). The base policy is built once per test run (shared with test_world)."""
+    flags. The narrowest margins (session 14's schedule, README): seed 2's sensible gold gain
+    (+0.74), seed 4's low-β proxy (+0.33 against -0.16). The base policy is built once per test
+    run (shared with test_world)."""
     monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     out = tmp_path / "full"
     summary = run_demo(out, say=lambda _: None)
@@ -349,11 +350,11 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     assert ok_gain > 0.5, ok
     assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
     # Goodhart: less gold in all, and much less per unit of proxy reward gained (seeds 0-4: below
-    # zero at β = 0.005 against 1.6-2.3 gold per proxy point at the sensible β)
+    # zero at β = 0.003 against 1.8-2.6 gold per proxy point at the sensible β)
     assert low_gain < ok_gain, (ok, low)
     assert low_gain / max(low_proxy_gain, 1e-9) < ok_gain / max(ok_proxy_gain, 1e-9), (ok, low)
     assert low["kl"] > 2 * ok["kl"], (ok, low)
-    # ... and so does the final policy on the held-out answers (13.7 against 1.4 on seed 0)
+    # ... and so does the final policy on the held-out answers (13.7 against 1.8 on seed 0)
     assert ok["kl_heldout"] > 0 and low["kl_heldout"] > 2 * ok["kl_heldout"], (ok, low)
     assert low["flagged_tokens"], low
     # the seed's lesson: the word the reward model was taught to like, and degraded text
