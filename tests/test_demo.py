@@ -313,14 +313,16 @@ def test_quick_demo_cli(quick_demo):
     # --quick trains its small models in this one process unless --processes says otherwise
     assert summary["settings"]["processes"] == 1 and "side by side" not in r.stderr
     # ... and it shows the lesson on seed 0's shipped base policy (seeds 0-4 in docs/benchmarks.md,
-    # "The quick demo shows the lesson"; seed 0 with 2 threads: gold +0.65 against -1.53, KL 48.0
-    # against 6.3, valid text 42% against 88%): at the low β the proxy reward rises while gold
-    # falls, the policy drifts far, writes less valid text, and says "fantastic" in more answers
+    # "The quick demo in 2 PPO epochs"; seed 0, as run here: gold +0.37 against -1.87, proxy
+    # +0.30 against +0.59 (to 0.76 against 1.05), KL 6.2 against 39.8, valid text 84% against 37%):
+    # at the low β the proxy reward rises above the sensible run's while gold falls, the policy
+    # drifts far, writes less valid text, and says "fantastic" in more answers
     ok, low = summary["runs"]
     assert summary["base_policy_build"]["valid_rate"] > 0.9  # the fluent one, not a quick build
     assert ok["gold_reward_tuned"] - ok["gold_reward_base"] > 0.2, ok
     assert low["gold_reward_tuned"] - low["gold_reward_base"] < -0.5, low
     assert low["proxy_reward_tuned"] - low["proxy_reward_base"] > 0.2, low
+    assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
     assert low["kl"] > 3 * ok["kl"] and low["valid_rate_tuned"] < ok["valid_rate_tuned"] - 0.2
     assert low["fantastic"]["flagged"] and low["flagged_tokens"], low
 

@@ -86,14 +86,17 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> DemoSettings:
         # Half the full run's rankings, one epoch, and a short PPO run whose low β is low enough,
-        # and whose learning rate high enough, to reach the hacking regime in 20 updates: on the
-        # fluent base policy (shipped for seed 0, cached by a full demo for the others), seeds
-        # 0-4 all show the lesson (docs/benchmarks.md, "The quick demo shows the lesson").
+        # and whose learning rate high enough, to reach the hacking regime in 20 updates of 2
+        # epochs (issue #25: it ran 4 epochs at 3e-4): on the fluent base policy (shipped for seed
+        # 0, cached by a full demo for the others), seeds 0-4 all show the lesson
+        # (docs/benchmarks.md, "The quick demo shows the lesson" and "session 15"). Fewer
+        # rankings (400 groups), fewer updates (16), or one minibatch per epoch each cost a seed
+        # its lesson.
         return cls(
             build_quick=True, groups=480, k=4, annotators_per_prompt=2,
             rm_epochs=1, rm_batch_size=32, rm_learning_rate=2e-3, eval_groups=40,
-            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=3e-4, ppo_mini_batches=2,
-            response_length=40, eval_samples=128, hacking_check_every=10,
+            ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=6e-4, ppo_mini_batches=2,
+            ppo_epochs=2, response_length=40, eval_samples=128, hacking_check_every=10,
             # Models this small finish before worker processes would pay for their start-up
             # (2 cores: 43 s in one process, 53 s in two).
             processes=1,
