@@ -103,6 +103,23 @@ def test_errors_go_to_stderr_with_status_2(tmp_path):
     assert proc.returncode == 2 and proc.stdout == "" and "unknown command" in proc.stderr
 
 
+def test_the_program_exits_with_mains_status_and_its_objects_frozen(monkeypatch):
+    """``rlhfkit`` and ``python -m rlhfkit`` run :func:`rlhfkit.cli.run`: main's status, and the
+    objects frozen so that Python's exit does not walk them (the subprocess tests here exercise
+    the whole program)."""
+    import gc
+
+    import rlhfkit.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "main", lambda: 3)
+    try:
+        with pytest.raises(SystemExit) as e:
+            cli_module.run()
+        assert e.value.code == 3 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_no_color(tmp_path):
     """detect colours its verdict; NO_COLOR=1 takes every colour out (rich honours it), even
     when colour is forced."""

@@ -1,3 +1,3 @@
-from rlhfkit.cli import main
+from rlhfkit.cli import run
 
-raise SystemExit(main())
+run()

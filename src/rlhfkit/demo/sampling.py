@@ -68,11 +68,17 @@ class Sampler:
 
 
 def init_worker(threads: int) -> None:
+    import atexit
+    import gc
+
     import torch
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # "Loading weights" bars would cut into the demo's output
+    # the worker's exit without the cycle collector's walk over torch's objects (about a second,
+    # which the demo would wait for): see rlhfkit.cli.run
+    atexit.register(gc.freeze)
 
 
 _LOADED: dict[str, tuple[Any, Any]] = {}
