@@ -16,7 +16,7 @@ class DemoArgs:
     out: str = "demo-out"
     """Output directory (report.html, summary.json and every stage's files)."""
     quick: bool = False
-    """A smaller run (about a minute on 2 cores): fewer rankings and a shorter PPO run at a lower
+    """A smaller run (about half a minute on 2 cores): fewer rankings and a shorter PPO run at a lower
     β, on fewer held-out samples."""
     human: bool = False
     """Rank the candidates yourself in the annotation app instead of simulated annotators."""

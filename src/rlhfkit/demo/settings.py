@@ -22,7 +22,7 @@ class PPORunSpec:
 
 @dataclass
 class DemoSettings:
-    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the one-minute one."""
+    """Sizes of every stage; ``full()`` is the default run, ``quick()`` the half-minute one."""
 
     build_quick: bool
     """Build the small, barely fluent quick base policy (unless the full one is already cached)."""
