@@ -3,6 +3,7 @@
 import itertools
 import json
 import math
+import os
 from dataclasses import replace
 
 import pytest
@@ -258,6 +259,31 @@ def test_samples_do_not_depend_on_how_many_processes_share_the_work(tmp_path, mo
     finally:
         shared.close()
     assert len(alone[0]) == len(prompts) and again != alone
+
+
+def test_workers_are_forks_of_a_server_that_take_the_demos_current_environment(monkeypatch):
+    """Where the platform has one, the demo's workers are forks of a server that imported torch
+    once (docs/benchmarks.md, session 15). The server keeps the environment it started with;
+    every worker takes the demo's as it is when the worker starts."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import rlhfkit.demo.sampling as demo
+
+    forkserver = "forkserver" in mp.get_all_start_methods()
+    assert demo.worker_context().get_start_method() == ("forkserver" if forkserver else "spawn")
+
+    def probe() -> str | None:
+        with ProcessPoolExecutor(
+            1, mp_context=demo.worker_context(), initializer=demo.init_worker,
+            initargs=(1, dict(os.environ)),
+        ) as pool:  # fmt: skip
+            return pool.submit(os.getenv, "RLHFKIT_WORKER_PROBE").result(timeout=120)
+
+    monkeypatch.setenv("RLHFKIT_WORKER_PROBE", "first")
+    assert probe() == "first"  # the server (if any) is running from here on
+    monkeypatch.setenv("RLHFKIT_WORKER_PROBE", "second")
+    assert probe() == "second"
 
 
 def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):

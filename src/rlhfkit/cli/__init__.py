@@ -128,7 +128,10 @@ def run() -> NoReturn:
     command); :func:`gc.freeze` spares that walk. Objects are still freed by reference counting
     and ``atexit`` handlers still run; only cycles among the frozen objects are left to the
     operating system. Not done by :func:`main`, which tests and scripts call in their own
-    process."""
+    process, nor in a process that ``torchrun`` or ``accelerate launch`` started: there a
+    process group's threads are joined by objects the collector must reach (frozen, one of them
+    aborted the process at exit)."""
     code = main()
-    gc.freeze()
+    if not any(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        gc.freeze()
     sys.exit(code)

@@ -54,7 +54,7 @@ def run_demo(
     ``mitigations`` (or ``settings.mitigations``) adds a reward-model ensemble, PPO on it at the
     low β and best-of-n curves (:mod:`rlhfkit.demo.mitigations`); ``summary["mitigations"]``.
 
-    With ``settings.processes`` > 1 (the default on a machine with several cores) the demo spawns
+    With ``settings.processes`` > 1 (the default on a machine with several cores) the demo starts
     worker processes: call it from a script under ``if __name__ == "__main__":``."""
     import torch
     from rich.console import Console

@@ -1,9 +1,10 @@
-"""The demo's PPO runs: one after the other in this process, or side by side in spawned processes
+"""The demo's PPO runs: one after the other in this process, or side by side in worker processes
 (one progress bar each, fed from the runs' own metrics.jsonl; their warnings shown here)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 from rich.markup import escape
 
-from rlhfkit.demo.sampling import init_worker
+from rlhfkit.demo.sampling import init_worker, worker_context
 
 Say = Callable[[str], None]
 
@@ -50,7 +51,7 @@ def run_ppo(
 ) -> dict[str, float]:
     """Train every PPO run; returns each run's seconds. ``reward_model`` (already loaded) serves
     the runs on a single reward model; a run on an ensemble loads it with its objective. With
-    ``processes`` > 1 the runs train side by side in spawned processes (torch's threads split
+    ``processes`` > 1 the runs train side by side in worker processes (torch's threads split
     between them), one progress bar each, fed from the runs' own metrics.jsonl; their warnings
     (the live hacking monitor's) are shown here."""
     if processes <= 1:
@@ -77,9 +78,8 @@ def _run_one_after_another(
 
 
 def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> dict[str, float]:
-    """At most ``processes`` runs at once, each in a spawned process that loads its own reward
+    """At most ``processes`` runs at once, each in a worker process that loads its own reward
     model; a run that fails, or whose process dies, stops them all."""
-    import multiprocessing as mp
     import queue as queue_module
 
     import torch
@@ -89,7 +89,7 @@ def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> 
 
     seconds: dict[str, float] = {}
     threads = max(1, torch.get_num_threads() // processes)
-    ctx = mp.get_context("spawn")  # fork would copy torch's thread pool state: not safe
+    ctx = worker_context()  # not a fork of this process: it would copy torch's thread pool state
     messages = ctx.Queue()
     waiting = list(configs)
     running: dict[str, Any] = {}
@@ -126,7 +126,7 @@ def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> 
                             f"PPO run {run_name!r}: its process ended without a result (exit "
                             f"code {proc.exitcode}: out of memory? or, from a script of yours, "
                             "a run_demo call not under `if __name__ == '__main__':`, which "
-                            "spawned processes re-run; DemoSettings.processes=1 avoids processes)"
+                            "worker processes re-run; DemoSettings.processes=1 avoids processes)"
                         )
     finally:
         for proc in running.values():
@@ -141,7 +141,9 @@ def _start_run(ctx: Any, name: str, config: Any, threads: int, messages: Any) ->
     # the trainer would start a fresh log too; removing it first keeps the bar from showing an
     # earlier demo's updates
     (Path(config.out) / "metrics.jsonl").unlink(missing_ok=True)
-    proc = ctx.Process(target=_ppo_process, args=(name, config, threads, messages), daemon=True)
+    proc = ctx.Process(
+        target=_ppo_process, args=(name, config, threads, messages, dict(os.environ)), daemon=True
+    )
     proc.start()
     return proc
 
@@ -176,12 +178,14 @@ def _load_reward(config: Any) -> Any:
     return load_reward(config.reward_model, config.ensemble_objective, config.uwo_lambda)
 
 
-def _ppo_process(name: str, config: Any, threads: int, messages: Any) -> None:
+def _ppo_process(
+    name: str, config: Any, threads: int, messages: Any, environ: dict[str, str]
+) -> None:
     """One PPO run in a process of its own; its warnings and its end go to ``messages``."""
     import traceback
 
     try:
-        init_worker(threads)
+        init_worker(threads, environ)
         from rlhfkit.ppo import PPOTrainer
         from rlhfkit.world import gold_reward_fn
 
