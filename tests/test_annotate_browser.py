@@ -310,3 +310,69 @@ def test_annotator_cannot_open_admin_page(server, browser_context):
     resp = page.goto(f"{server['url']}/admin")
     assert resp.status == 403
     page.close()
+
+
+def test_a_ranking_sent_while_the_progress_line_loads_is_not_dropped(browser_context):
+    """An annotator who ranks the next item before the progress line has come back (a slow
+    ``/api/me``) still gets it saved: the page used to stay "busy" until the progress came, and
+    the Enter was silently ignored (a flaky CI run found it)."""
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.store import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-slow-"))
+    cands = tmp / "c.jsonl"
+    cands.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": f"Question {i}?",
+                    "responses": [{"id": f"q{i}-{j}", "text": f"answer {j}"} for j in range(3)],
+                }
+            )
+            + "\n"
+            for i in range(3)
+        ),
+        encoding="utf-8",
+    )
+    store = Store(tmp / "ann.db")
+    store.init()
+    store.import_candidates(cands)
+    token = store.add_annotator("fast")
+    app = create_app(tmp / "ann.db", overlap=1, secret=b"s" * 48)
+    page = browser_context.new_page()
+    # every progress request answers 1.5 s late
+    page.add_init_script(
+        """(() => {
+          const real = window.fetch;
+          window.fetch = async (path, opts) => {
+            if (String(path).endsWith("/api/me")) await new Promise((r) => setTimeout(r, 1500));
+            return real(path, opts);
+          };
+        })();"""
+    )
+    try:
+        with serve_in_thread(app) as url:
+            page.goto(f"{url}/login#token={token}")
+            page.wait_for_url(f"{url}/")
+            item = wait_item(page)
+            for _ in range(3):
+                for key in ["1", "2", "3", "Enter"]:
+                    page.keyboard.press(key)
+                # the next item (or "all done") must come well before the slow progress would
+                page.wait_for_function(
+                    "prev => !document.getElementById('done').hidden"
+                    " || !document.getElementById('item-label').textContent.endsWith(' ' + prev)",
+                    arg=item,
+                    timeout=5000,
+                )
+                if page.is_visible("#done"):
+                    break
+                item = int(page.text_content("#item-label").split()[-1])
+            assert page.is_visible("#done")
+            assert len(store.rankings_by_item()) == 3
+            page.wait_for_function(
+                "() => document.getElementById('progress-text').textContent.startsWith('3 done')"
+            )
+    finally:
+        page.close()
+        shutil.rmtree(tmp, ignore_errors=True)

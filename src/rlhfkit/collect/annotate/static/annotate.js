@@ -162,8 +162,11 @@
   }
 
   // ---- talking to the server ------------------------------------------------------------
+  let progressAsked = 0;   // refreshes overlap when items go fast: only the newest one shows
   async function refreshProgress() {
+    const mine = ++progressAsked;
     const { data } = await api("GET", "/api/me");
+    if (mine !== progressAsked) return;
     const p = data.progress;
     const total = p.done + p.remaining;
     setProgress(p.done, total, p.done + " done · " + p.remaining + " left" + (p.skipped ? " · " + p.skipped + " skipped" : ""));
@@ -177,7 +180,9 @@
     } else {
       showItem(res.data);
     }
-    await refreshProgress();
+    // Not awaited: the next item is ready as soon as it shows. A ranking submitted while the
+    // progress line was still loading used to be dropped (the page was still "busy").
+    refreshProgress().catch((e) => showStatus("Could not update progress: " + e.message, "error"));
   }
 
   function newRequestId() {
