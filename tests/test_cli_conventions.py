@@ -111,6 +111,8 @@ def test_the_program_exits_with_mains_status_and_its_objects_frozen(monkeypatch)
 
     import rlhfkit.cli as cli_module
 
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(cli_module, "main", lambda: 3)
     try:
         with pytest.raises(SystemExit) as e:
@@ -118,6 +120,55 @@ def test_the_program_exits_with_mains_status_and_its_objects_frozen(monkeypatch)
         assert e.value.code == 3 and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+LAUNCHED_EXIT = """
+import atexit, os, sys, threading, time
+from pathlib import Path
+import rlhfkit.cli as cli
+
+out = Path(sys.argv[1])
+
+real_exit = os._exit
+
+def logged_exit(code):
+    os.write(2, b"os._exit(%d)" % code)
+    real_exit(code)
+
+os._exit = logged_exit
+
+def slow_writer():
+    time.sleep(0.3)
+    (out / "thread").write_text("joined")
+
+def fake_main():
+    threading.Thread(target=slow_writer).start()
+    atexit.register(lambda: (out / "atexit").write_text("ran"))
+    sys.stdout.write("buffered, no newline")
+    return 3
+
+cli.main = fake_main
+cli.run()
+"""
+
+
+def test_a_launched_process_exits_without_the_interpreters_finalization(tmp_path):
+    """Under ``torchrun`` (RANK set) the program leaves with ``os._exit`` once main returned, so
+    gloo's threads cannot abort it during finalization (upstream PyTorch bug), yet it exits like
+    ``sys.exit``: main's status, threads joined, atexit handlers run, stdout flushed."""
+    env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
+    proc = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout == "buffered, no newline"
+    assert (tmp_path / "thread").read_text() == "joined"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert proc.stderr == "os._exit(3)"  # the interpreter was not torn down
+    env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    plain = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path)], env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert plain.returncode == 3 and plain.stdout == "buffered, no newline"
+    assert plain.stderr == ""  # a plain command finalizes as usual
 
 
 def test_no_color(tmp_path):

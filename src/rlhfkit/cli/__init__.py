@@ -128,10 +128,13 @@ def run() -> NoReturn:
     command); :func:`gc.freeze` spares that walk. Objects are still freed by reference counting
     and ``atexit`` handlers still run; only cycles among the frozen objects are left to the
     operating system. Not done by :func:`main`, which tests and scripts call in their own
-    process, nor in a process that ``torchrun`` or ``accelerate launch`` started: there a
-    process group's threads are joined by objects the collector must reach (frozen, one of them
-    aborted the process at exit)."""
+    process. A process that ``torchrun`` or ``accelerate launch`` started skips the interpreter's
+    finalization altogether (:func:`rlhfkit.runtime.distributed.exit_without_finalizing`): gloo's
+    threads outlive the process group and could abort the process while it finalizes."""
+    from rlhfkit.runtime.distributed import exit_without_finalizing, launched_by_a_launcher
+
     code = main()
-    if not any(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
-        gc.freeze()
+    if launched_by_a_launcher():
+        exit_without_finalizing(code)
+    gc.freeze()
     sys.exit(code)
