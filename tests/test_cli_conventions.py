@@ -142,6 +142,10 @@ def slow_writer():
     (out / "thread").write_text("joined")
 
 def fake_main():
+    if sys.argv[2] == "raise":
+        raise ValueError("a bug in a command")
+    if sys.argv[2] == "usage":
+        raise SystemExit(2)
     threading.Thread(target=slow_writer).start()
     atexit.register(lambda: (out / "atexit").write_text("ran"))
     sys.stdout.write("buffered, no newline")
@@ -157,15 +161,22 @@ def test_a_launched_process_exits_without_the_interpreters_finalization(tmp_path
     gloo's threads cannot abort it during finalization (upstream PyTorch bug), yet it exits like
     ``sys.exit``: main's status, threads joined, atexit handlers run, stdout flushed."""
     env = {**os.environ, "RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}
-    proc = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path)], env=env,
+    proc = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path), "work"], env=env,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "buffered, no newline"
     assert (tmp_path / "thread").read_text() == "joined"
     assert (tmp_path / "atexit").read_text() == "ran"
     assert proc.stderr == "os._exit(3)"  # the interpreter was not torn down
+    # a command that fails still leaves this way: its traceback, status 1; a usage error its own
+    for how, status in (("raise", 1), ("usage", 2)):
+        failed = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path), how], env=env,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert failed.returncode == status, failed.stderr
+        assert failed.stderr.endswith(f"os._exit({status})")
+        assert ("ValueError: a bug in a command" in failed.stderr) == (how == "raise")
     env = {k: v for k, v in env.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    plain = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path)], env=env,
+    plain = subprocess.run([sys.executable, "-c", LAUNCHED_EXIT, str(tmp_path), "work"], env=env,
                            capture_output=True, text=True, timeout=60)  # fmt: skip
     assert plain.returncode == 3 and plain.stdout == "buffered, no newline"
     assert plain.stderr == ""  # a plain command finalizes as usual

@@ -10,6 +10,7 @@ import gc
 import importlib
 import os
 import sys
+import traceback
 from typing import NoReturn
 
 from rlhfkit import __version__
@@ -133,8 +134,26 @@ def run() -> NoReturn:
     threads outlive the process group and could abort the process while it finalizes."""
     from rlhfkit.runtime.distributed import exit_without_finalizing, launched_by_a_launcher
 
-    code = main()
-    if launched_by_a_launcher():
-        exit_without_finalizing(code)
-    gc.freeze()
-    sys.exit(code)
+    if not launched_by_a_launcher():
+        code = main()
+        gc.freeze()
+        sys.exit(code)
+    # launched: a failure too leaves this way, with its traceback and status 1 (not an abort's -6)
+    try:
+        code = main()
+    except SystemExit as e:  # argparse's usage errors and --help inside a command
+        code = _exit_status(e)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_without_finalizing(code)
+
+
+def _exit_status(e: SystemExit) -> int:
+    """The status Python would exit with for ``e`` (a message goes to stderr, status 1)."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    print(e.code, file=sys.stderr)
+    return 1
