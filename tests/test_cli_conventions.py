@@ -147,6 +147,11 @@ def fake_main():
     if sys.argv[2] == "usage":
         raise SystemExit(2)
     threading.Thread(target=slow_writer).start()
+    # an executor left open: its idle worker only ends when the interpreter's shutdown wakes it
+    from concurrent.futures import ThreadPoolExecutor
+    global pool
+    pool = ThreadPoolExecutor(1)
+    pool.submit(int, "1").result()
     atexit.register(lambda: (out / "atexit").write_text("ran"))
     sys.stdout.write("buffered, no newline")
     return 3

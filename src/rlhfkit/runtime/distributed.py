@@ -67,7 +67,7 @@ def launched_by_a_launcher() -> bool:
 
 def exit_without_finalizing(code: int) -> NoReturn:
     """End a launched process the way ``sys.exit(code)`` would, minus the interpreter's
-    finalization: non-daemon threads are joined, ``atexit`` handlers run (logging's flush,
+    finalization: threads are joined as at any exit, ``atexit`` handlers run (logging's flush,
     multiprocessing's clean-up, trackers), stdout and stderr are flushed, then ``os._exit``.
 
     Why: :func:`end_process_group` destroys the group, but the C++ gloo group outlives it while
@@ -82,9 +82,9 @@ def exit_without_finalizing(code: int) -> NoReturn:
     import atexit
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # what the interpreter does first at exit: threading's own exit hooks (an executor left
+    # open wakes its idle workers there), then every non-daemon thread joined
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         # closed, or a pipe whose reader left: nothing more to save
