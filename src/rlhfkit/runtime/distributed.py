@@ -76,7 +76,7 @@ def exit_without_finalizing(code: int) -> NoReturn:
     GIL to do it; if that happens while the interpreter finalizes, Python ends the thread inside
     C++ code and the process aborts ("terminate called without an active exception", exit -6).
     It hit about 1 run in 11 of a two-process FSDP script on 2 cores, whether or not the ranks met
-    at a barrier first, and never in 110 runs that left this way. PyTorch's issue: the abandoned
+    at a barrier first, and never in 130 runs that left this way. PyTorch's issue: the abandoned
     pytorch/pytorch#179291 (an ``atexit`` ``destroy_process_group``, not enough here for the same
     reason). Every file is written and closed before this is called."""
     import atexit
