@@ -376,3 +376,49 @@ def test_a_ranking_sent_while_the_progress_line_loads_is_not_dropped(browser_con
     finally:
         page.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_enter_pressed_again_while_saving_says_so_and_saves_once(browser_context):
+    """A second Enter while the ranking is still being saved (a slow ``POST /api/rankings``) is
+    not a second submission; the page says it is still saving."""
+    from rlhfkit.collect.annotate.app import create_app
+    from rlhfkit.collect.annotate.store import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-saving-"))
+    cands = tmp / "c.jsonl"
+    cands.write_text(
+        "".join(
+            json.dumps({"prompt": f"Q{i}?", "responses": [{"id": f"q{i}-{j}", "text": f"a{j}"} for j in range(2)]})
+            + "\n"
+            for i in range(2)
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    store = Store(tmp / "ann.db")
+    store.init()
+    store.import_candidates(cands)
+    token = store.add_annotator("double")
+    app = create_app(tmp / "ann.db", overlap=1, secret=b"d" * 48)
+    page = browser_context.new_page()
+    page.add_init_script(
+        """(() => {
+          const real = window.fetch;
+          window.fetch = async (path, opts) => {
+            if (String(path).endsWith("/api/rankings")) await new Promise((r) => setTimeout(r, 1500));
+            return real(path, opts);
+          };
+        })();"""
+    )
+    try:
+        with serve_in_thread(app) as url:
+            page.goto(f"{url}/login#token={token}")
+            page.wait_for_url(f"{url}/")
+            item = wait_item(page)
+            for key in ["1", "2", "Enter", "Enter"]:
+                page.keyboard.press(key)
+            assert "Still saving" in page.text_content("#status")
+            wait_item(page, previous=item)
+            assert len(store.rankings_by_item()) == 1
+    finally:
+        page.close()
+        shutil.rmtree(tmp, ignore_errors=True)

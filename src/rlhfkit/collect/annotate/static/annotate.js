@@ -288,7 +288,8 @@
     } else if (k === "Enter") {
       if (ev.target.matches("button") && ev.target.id !== "submit") return; // let buttons work
       ev.preventDefault();
-      if (complete()) submit();
+      if (busy) showStatus("Still saving the last ranking…", "ok");
+      else if (complete()) submit();
       else showStatus("Place every response first (" + placed().length + " of " + item.responses.length + ").", "error");
     } else if (k === "Backspace") {
       ev.preventDefault(); undo();
