@@ -102,3 +102,25 @@ def test_report_cli(tmp_path):
     )
     assert r.returncode == 2
     assert "metrics.jsonl is missing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_over_optimization_figure_needs_kl_proxy_and_gold_on_one_update(tmp_path):
+    """Gold logged, but never on an update that also logged KL and proxy: no figure (and no
+    empty panels that make matplotlib warn about a legend with nothing in it); with points, a
+    figure drawn without a warning."""
+    import warnings
+
+    from rlhfkit.report.figures import gold_vs_sqrt_kl_figure
+
+    apart = tmp_path / "apart"
+    apart.mkdir()
+    rows = [{"step": 1, "objective/kl": 0.1, "objective/scores": 0.2},
+            {"step": 2, "objective/gold_scores": 0.3}]  # fmt: skip
+    (apart / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    together = tmp_path / "together"
+    _write_run(together, gold=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gold_vs_sqrt_kl_figure([load_run(apart)]) is None
+        uri = gold_vs_sqrt_kl_figure([load_run(apart), load_run(together)])
+    assert uri.startswith("data:image/png;base64,")

@@ -77,12 +77,14 @@ def gold_vs_sqrt_kl_figure(runs: Sequence[Run], fits: dict[str, Any] | None = No
 
     if not any(r.has("objective/gold_scores") for r in runs):
         return None
+    points = [run_gao_points(run) for run in runs]
+    if not any(d for d, _, _ in points):  # no update logged KL, proxy and gold together
+        return None
     plt = _pyplot()
     fig, (ax_p, ax_g) = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     top = 0.0
-    for i, run in enumerate(runs):
-        d, proxy, gold = run_gao_points(run)
+    for i, (run, (d, proxy, gold)) in enumerate(zip(runs, points, strict=True)):
         if not d:
             continue
         color = colors[i % len(colors)]
@@ -116,7 +118,8 @@ def proxy_gold_panels(fig, axes, xlabel: str, ylabels: Sequence[str], titles: Se
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax.set_title(title, fontsize=title_size)
     fig.tight_layout()
     return figure_uri(fig)
