@@ -312,40 +312,32 @@ def test_annotator_cannot_open_admin_page(server, browser_context):
     page.close()
 
 
-def test_a_ranking_sent_while_the_progress_line_loads_is_not_dropped(browser_context):
-    """An annotator who ranks the next item before the progress line has come back (a slow
-    ``/api/me``) still gets it saved: the page used to stay "busy" until the progress came, and
-    the Enter was silently ignored (a flaky CI run found it)."""
+@contextlib.contextmanager
+def slow_endpoint_session(browser_context, endpoint: str, items: int, responses: int):
+    """A page logged in to a fresh server of ``items`` items with ``responses`` responses each,
+    whose every request to ``endpoint`` answers 1.5 s late; yields (page, store)."""
     from rlhfkit.collect.annotate.app import create_app
     from rlhfkit.collect.annotate.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-slow-"))
-    cands = tmp / "c.jsonl"
-    cands.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "prompt": f"Question {i}?",
-                    "responses": [{"id": f"q{i}-{j}", "text": f"answer {j}"} for j in range(3)],
-                }
-            )
-            + "\n"
-            for i in range(3)
-        ),
-        encoding="utf-8",
-    )
+    records = [
+        {"prompt": f"Question {i}?",
+         "responses": [{"id": f"q{i}-{j}", "text": f"answer {j}"} for j in range(responses)]}
+        for i in range(items)
+    ]  # fmt: skip
+    (tmp / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     store = Store(tmp / "ann.db")
     store.init()
-    store.import_candidates(cands)
+    store.import_candidates(tmp / "c.jsonl")
     token = store.add_annotator("fast")
     app = create_app(tmp / "ann.db", overlap=1, secret=b"s" * 48)
     page = browser_context.new_page()
-    # every progress request answers 1.5 s late
     page.add_init_script(
+        f"const slowEndpoint = {json.dumps(endpoint)};"
         """(() => {
           const real = window.fetch;
           window.fetch = async (path, opts) => {
-            if (String(path).endsWith("/api/me")) await new Promise((r) => setTimeout(r, 1500));
+            if (String(path).endsWith(slowEndpoint)) await new Promise((r) => setTimeout(r, 1500));
             return real(path, opts);
           };
         })();"""
@@ -354,71 +346,48 @@ def test_a_ranking_sent_while_the_progress_line_loads_is_not_dropped(browser_con
         with serve_in_thread(app) as url:
             page.goto(f"{url}/login#token={token}")
             page.wait_for_url(f"{url}/")
-            item = wait_item(page)
-            for _ in range(3):
-                for key in ["1", "2", "3", "Enter"]:
-                    page.keyboard.press(key)
-                # the next item (or "all done") must come well before the slow progress would
-                page.wait_for_function(
-                    "prev => !document.getElementById('done').hidden"
-                    " || !document.getElementById('item-label').textContent.endsWith(' ' + prev)",
-                    arg=item,
-                    timeout=5000,
-                )
-                if page.is_visible("#done"):
-                    break
-                item = int(page.text_content("#item-label").split()[-1])
-            assert page.is_visible("#done")
-            assert len(store.rankings_by_item()) == 3
-            page.wait_for_function(
-                "() => document.getElementById('progress-text').textContent.startsWith('3 done')"
-            )
+            yield page, store
     finally:
         page.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_ranking_sent_while_the_progress_line_loads_is_not_dropped(browser_context):
+    """An annotator who ranks the next item before the progress line has come back (a slow
+    ``/api/me``) still gets it saved: the page used to stay "busy" until the progress came, and
+    the Enter was silently ignored (a flaky CI run found it)."""
+    with slow_endpoint_session(browser_context, "/api/me", items=3, responses=3) as (page, store):
+        item = wait_item(page)
+        for _ in range(3):
+            for key in ["1", "2", "3", "Enter"]:
+                page.keyboard.press(key)
+            # the next item (or "all done") must come well before the slow progress would
+            page.wait_for_function(
+                "prev => !document.getElementById('done').hidden"
+                " || !document.getElementById('item-label').textContent.endsWith(' ' + prev)",
+                arg=item,
+                timeout=5000,
+            )
+            if page.is_visible("#done"):
+                break
+            item = int(page.text_content("#item-label").split()[-1])
+        assert page.is_visible("#done")
+        assert len(store.rankings_by_item()) == 3
+        page.wait_for_function(
+            "() => document.getElementById('progress-text').textContent.startsWith('3 done')"
+        )
 
 
 def test_enter_pressed_again_while_saving_says_so_and_saves_once(browser_context):
     """A second Enter while the ranking is still being saved (a slow ``POST /api/rankings``) is
     not a second submission; the page says it is still saving."""
-    from rlhfkit.collect.annotate.app import create_app
-    from rlhfkit.collect.annotate.store import Store
-
-    tmp = Path(tempfile.mkdtemp(prefix="rlhfkit-browser-saving-"))
-    cands = tmp / "c.jsonl"
-    cands.write_text(
-        "".join(
-            json.dumps({"prompt": f"Q{i}?", "responses": [{"id": f"q{i}-{j}", "text": f"a{j}"} for j in range(2)]})
-            + "\n"
-            for i in range(2)
-        ),
-        encoding="utf-8",
-    )  # fmt: skip
-    store = Store(tmp / "ann.db")
-    store.init()
-    store.import_candidates(cands)
-    token = store.add_annotator("double")
-    app = create_app(tmp / "ann.db", overlap=1, secret=b"d" * 48)
-    page = browser_context.new_page()
-    page.add_init_script(
-        """(() => {
-          const real = window.fetch;
-          window.fetch = async (path, opts) => {
-            if (String(path).endsWith("/api/rankings")) await new Promise((r) => setTimeout(r, 1500));
-            return real(path, opts);
-          };
-        })();"""
-    )
-    try:
-        with serve_in_thread(app) as url:
-            page.goto(f"{url}/login#token={token}")
-            page.wait_for_url(f"{url}/")
-            item = wait_item(page)
-            for key in ["1", "2", "Enter", "Enter"]:
-                page.keyboard.press(key)
-            assert "Still saving" in page.text_content("#status")
-            wait_item(page, previous=item)
-            assert len(store.rankings_by_item()) == 1
-    finally:
-        page.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with slow_endpoint_session(browser_context, "/api/rankings", items=2, responses=2) as (
+        page,
+        store,
+    ):
+        item = wait_item(page)
+        for key in ["1", "2", "Enter", "Enter"]:
+            page.keyboard.press(key)
+        assert "Still saving" in page.text_content("#status")
+        wait_item(page, previous=item)
+        assert len(store.rankings_by_item()) == 1
