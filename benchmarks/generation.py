@@ -1,7 +1,7 @@
 """Sampling speed: rlhfkit's sampling loop against ``transformers``' ``generate``, and both against
 the training FLOP rate of the same model, measured in one process, in turn.
 
-    python benchmarks/generation.py [--threads 1] [--runs 7] [--json FILE]
+    python benchmarks/generation.py [--threads 1] [--runs 7] [--batch N] [--json FILE]
 
 Two models, both GPT-2 with random weights (so no row stops early and every row samples the full
 response): ``large``, the ~20M-parameter policy of ``vs_trl.py``'s MFU figure (6 layers × 512,
@@ -18,6 +18,10 @@ training FLOP rate: the issue's target is ≥ 0.7 for the ~20M model.
 To see a CPU without AVX-512 on one that has it, run with ``ATEN_CPU_CAPABILITY=avx2
 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2`` (the header line prints the capability torch
 uses and the measured matmul peak).
+
+``--batch N`` samples N rows at once instead of each size's own batch (the training step then
+takes N / 2 rows, a PPO minibatch of that rollout batch): how the ratio grows with the rows each
+decoding step multiplies.
 """
 
 from __future__ import annotations
@@ -44,9 +48,8 @@ SIZES = {
 TEMPERATURE = 0.7
 
 
-def build(name: str, work: Path) -> tuple[Path, list[str]]:
-    """The model directory and the prompts of one size."""
-    s = SIZES[name]
+def build(name: str, work: Path, s: dict) -> tuple[Path, list[str]]:
+    """The model directory and the prompts of one size (``s``: its row of ``SIZES``)."""
     if name == "large":
         path = _world.build_model(work / name, s["layers"], s["dim"], s["heads"])
         prompts = [
@@ -71,15 +74,15 @@ def build(name: str, work: Path) -> tuple[Path, list[str]]:
     return work / name, [world.make_prompt(topics[i % len(topics)]) for i in range(s["batch"])]
 
 
-def measure(name: str, work: Path, runs: int) -> dict:
+def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from rlhfkit.collect.generate import encode_prompts, generate
     from rlhfkit.ops import logprobs_from_logits
 
-    s = SIZES[name]
-    path, prompts = build(name, work)
+    s = {**SIZES[name], **({"batch": batch} if batch else {})}
+    path, prompts = build(name, work, s)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     pad, eos, R = tok.pad_token_id, tok.eos_token_id, s["response"]
@@ -157,8 +160,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--runs", type=int, default=7, help="timed rounds of each side (default 7)")
     ap.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=list(SIZES))
+    ap.add_argument(
+        "--batch", type=int, metavar="N", help="rows sampled at once (default: each size's own)"
+    )
     ap.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     args = ap.parse_args()
+    if args.batch is not None and args.batch < 2:
+        ap.error("--batch must be at least 2 (the training step takes half of it)")
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -174,7 +182,7 @@ def main() -> int:
     results = {"machine": info, "matmul_peak": peak, "sizes": []}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sizes:
-            r = measure(name, Path(tmp), args.runs)
+            r = measure(name, Path(tmp), args.runs, args.batch)
             results["sizes"].append(r)
             print(
                 f"{name} ({r['params'] / 1e6:.2f}M, batch {r['batch']}, {r['response']} new "

@@ -159,3 +159,22 @@ def test_peak_rss_of_a_worker_is_its_own_not_its_parents():
     )  # fmt: skip
     assert len(held) == 300 * 2**20
     assert 1 < float(out.stdout) < 100
+
+
+def test_generation_benchmark_samples_the_batch_it_is_given(tmp_path):
+    """``benchmarks/generation.py --batch N``: N rows sampled at once by both sides, the training
+    step on N / 2; every ratio finite; a batch too small to halve is refused with a message."""
+    script = BENCH / "generation.py"
+    out = tmp_path / "gen.json"
+    cmd = [sys.executable, str(script), "--sizes", "demo", "--runs", "1", "--json", str(out)]
+    proc = subprocess.run([*cmd, "--batch", "6"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (size,) = json.loads(out.read_text())["sizes"]
+    assert size["model"] == "demo" and size["batch"] == 6
+    for side in ("transformers", "rlhfkit"):
+        assert size[side]["new_tokens"] == size["response"]
+        ratio = size[side]["gen_over_train"]
+        assert math.isfinite(ratio) and ratio > 0
+    assert "batch 6," in proc.stdout
+    bad = subprocess.run([*cmd, "--batch", "1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--batch must be at least 2" in bad.stderr
