@@ -172,10 +172,13 @@ def test_nonfinite_loss_never_reaches_weights_and_run_stops(world, monkeypatch):
     hidden = torch.randn(3, 5, model.value_head.linear.in_features)
     values_before = model.value_head(hidden).detach()
     with (
-        pytest.warns(UserWarning, match="optimizer step skipped"),
+        pytest.warns(UserWarning, match="optimizer step skipped") as caught,
         pytest.raises(TrainingStopped, match="2 updates in a row"),
     ):
         trainer.train()
+    # the schedule advances on skipped steps by design; torch's "scheduler before optimizer"
+    # warning (every optimizer step of the first update was skipped) is not the user's concern
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
     after = list(model.policy.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     # The value head's weights are rescaled with the return statistics, its values are not.

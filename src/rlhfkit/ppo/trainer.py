@@ -281,7 +281,7 @@ class PPOTrainer(Checkpointing):
         with clock.step("update"):
             train_stats, skipped_steps = self._ppo_epochs(batch, beta, value_scale)
         lr = self.scheduler.get_last_lr()[0]
-        self.scheduler.step()
+        self._advance_schedule()
 
         # 7. update the KL controller with this batch's mean KL per response
         metrics = update_metrics(
@@ -351,12 +351,23 @@ class PPOTrainer(Checkpointing):
         self.nonfinite_total += 1 if bad else 0
         self.bad_in_a_row = self.bad_in_a_row + 1 if bad else 0
 
+    def _advance_schedule(self) -> None:
+        """One update's step of the learning-rate schedule, whether or not an optimizer step
+        happened in it (a skipped update still counts). torch warns when a schedule's first step
+        comes before any optimizer step, which is what a run whose first update was skipped does;
+        that warning, and only that one, is silenced here."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore",
+                message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                category=UserWarning,
+            )
+            self.scheduler.step()
+
     def _skipped_update(self, clock: Stopwatch, why: str) -> dict[str, Any]:
         """Nothing is trained on this batch: count it and move on (the LR schedule advances)."""
         warnings.warn(f"update {self.step + 1}: {why}; update skipped", stacklevel=2)
-        with warnings.catch_warnings():  # "scheduler stepped before optimizer": intended here
-            warnings.simplefilter("ignore", UserWarning)
-            self.scheduler.step()
+        self._advance_schedule()
         self._count_update(bad=True)
         return {
             "step": self.step, "episode": self.episode, "objective/kl_coef": self.kl_ctl.value,
