@@ -167,3 +167,33 @@ def test_minilm_encoder_reads_text_pairs(tmp_path):
     torch.testing.assert_close(
         plain, rm.score(["what is a cat"], ["an animal"]), rtol=1e-5, atol=1e-5
     )
+
+
+def test_lora_adapters_on_gpt2_without_the_warnings_nobody_can_act_on(monkeypatch):
+    """GPT-2's Conv1D layers get LoRA with ``fan_in_fan_out`` set (by PEFT, as it should) and no
+    warning reaches the user for it; any other warning still does."""
+    import warnings
+
+    import peft
+    from peft import LoraConfig
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rlhfkit.loading import with_lora_adapters
+
+    config = GPT2Config(
+        vocab_size=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=1
+    )
+    model = GPT2LMHeadModel(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lora = with_lora_adapters(model, LoraConfig(r=2, target_modules=["c_attn"]))
+    assert lora.peft_config["default"].fan_in_fan_out is True
+    assert any("lora_A" in n for n, _ in lora.named_parameters())
+
+    def noisy(model, config):
+        warnings.warn("something the user should see", UserWarning, stacklevel=2)
+        return model
+
+    monkeypatch.setattr(peft, "get_peft_model", noisy)
+    with pytest.warns(UserWarning, match="something the user should see"):
+        with_lora_adapters(model, LoraConfig(r=2))

@@ -39,8 +39,10 @@ def plan_cli(capsys, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_parameters_are_counted_from_the_config_as_the_real_models_have_them(llama):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from rlhfkit.loading import with_lora_adapters
 
     real = AutoModelForCausalLM.from_pretrained(llama)
     shape = read_shape(str(llama), "--model", lora_r=4)
@@ -54,7 +56,7 @@ def test_parameters_are_counted_from_the_config_as_the_real_models_have_them(lla
     )
     # the blocks hold everything but the (tied) embedding and the final norm
     assert shape.embedding_params == 512 * 64 + 64
-    lora = get_peft_model(real, LoraConfig(r=4, task_type="CAUSAL_LM"))
+    lora = with_lora_adapters(real, LoraConfig(r=4, task_type="CAUSAL_LM"))
     assert shape.lora_params == sum(p.numel() for p in lora.parameters() if p.requires_grad)
     rm = AutoModelForSequenceClassification.from_pretrained(llama, num_labels=1)
     assert read_shape(str(llama), "--model", head="score").params == sum(

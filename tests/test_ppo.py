@@ -271,7 +271,10 @@ def test_a_drift_signal_alone_stops_a_run_that_stops_on_hacking(world):
 
     cfg = _config(world, out, total_episodes=640, hacking_check_every=2, hacking_num_prompts=5,
                   stop_on_hacking=True)  # fmt: skip
-    with pytest.warns(UserWarning, match="length 9 → 0"):
+    with (
+        pytest.warns(UserWarning, match="length 9 → 0"),
+        pytest.warns(UserWarning, match="stopped at update 2: the hacking monitor flagged"),
+    ):
         result = PPOTrainer(cfg, hacking_monitor=DriftMonitor).train()
     assert result["stopped"] == "hacking"
     assert _metrics(out)[-1]["step"] == 2  # the first check stopped it

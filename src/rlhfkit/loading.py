@@ -225,3 +225,22 @@ def fuse_activations(model: Any) -> int:
                 setattr(module, name, GELUTanh())
                 replaced += 1
     return replaced
+
+
+def with_lora_adapters(model: Any, lora_config: Any) -> Any:
+    """``peft.get_peft_model(model, lora_config)`` without two warnings the user cannot act on:
+    PEFT's note that GPT-2's ``Conv1D`` layers store their weights transposed (it sets
+    ``fan_in_fan_out`` itself, as it should), and transformers' deprecation of the
+    ``is_gradient_checkpointing`` name that PEFT reads. Every other warning passes."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"fan_in_fan_out is set to False but the target module is `Conv1D`"
+        )
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, lora_config)

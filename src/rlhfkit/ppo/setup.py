@@ -21,6 +21,7 @@ from rlhfkit.loading import (
     fuse_activations,
     load_causal_lm,
     stop_token_ids,
+    with_lora_adapters,
 )
 from rlhfkit.ppo.config import PPOConfig, lora_targets
 from rlhfkit.ppo.critic import (
@@ -123,14 +124,14 @@ def build_policy(
         policy.gradient_checkpointing_enable()
     if cfg.lora_r > 0:
         # Reference = the same model with adapters disabled: no second copy in memory.
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
 
         lora = LoraConfig(
             r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
             target_modules=lora_targets(cfg.lora_target_modules, policy.config.model_type),
             task_type="CAUSAL_LM",
         )  # fmt: skip
-        policy, ref_model = get_peft_model(policy, lora), None
+        policy, ref_model = with_lora_adapters(policy, lora), None
     else:
         ref_model = copy.deepcopy(policy).to(device).eval().requires_grad_(False)
         if shard is not None:

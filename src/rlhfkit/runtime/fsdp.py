@@ -255,9 +255,9 @@ def full_copy(model: nn.Module) -> nn.Module | None:
     with torch.device("meta"):
         plain = original_class(base)(base.config)
     if peft_config:
-        from peft import get_peft_model
+        from rlhfkit.loading import with_lora_adapters
 
-        plain = get_peft_model(plain, peft_config["default"])
+        plain = with_lora_adapters(plain, peft_config["default"])
     plain.load_state_dict(state, assign=True)
     if peft_config:
         plain = plain.merge_and_unload()

@@ -7,7 +7,6 @@ PEFT the way ``rlhfkit ppo --lora-r`` adds them (:func:`read_shape`).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,17 +78,16 @@ def read_shape(
     blocks = _block_params(model)
     lora = 0
     if lora_r > 0:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig
+
+        from rlhfkit.loading import with_lora_adapters
 
         lora_config = LoraConfig(
             r=lora_r, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
             target_modules=default_targets(lora_targets, config.model_type),
         )  # fmt: skip
-        # (PEFT warns that GPT-2's Conv1D layers are transposed, which it handles, and transformers
-        # about a deprecated name PEFT calls: nothing for the user)
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            peft_model = get_peft_model(model, lora_config)
+        with torch.device("meta"):
+            peft_model = with_lora_adapters(model, lora_config)
         lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = _config_value(text, "num_attention_heads", "n_head")
