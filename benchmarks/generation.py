@@ -9,7 +9,9 @@ batch 32, 32 new tokens after a 5-token prompt), and ``demo``, the size of the d
 policy (3 layers × 96 over its 1,827-word vocabulary, batch 64, 48 new tokens, as the demo's PPO
 samples). For each, in turn ``--runs`` times: ``transformers``' ``model.generate`` (plain sampling at
 temperature 0.7: what rlhfkit ran before its own loop), rlhfkit's
-:func:`rlhfkit.collect.generate.generate`, and a training step on half the batch (forward with the
+:func:`rlhfkit.collect.generate.generate` (which packs large layers' weights for oneDNN on an x86
+CPU, :mod:`rlhfkit.runtime.packing`), the same loop with packing switched off
+(``rlhfkit_unpacked``: the sampler before it), and a training step on half the batch (forward with the
 logits of the response positions, backward, AdamW: the work of a PPO minibatch without the critic).
 Seconds are medians; FLOPs are counted as ``vs_trl.py`` counts them (``_ppo.generation_flops``,
 ``_ppo.forward_flops``; backward = 2 × forward). ``gen/train`` is the sampling FLOP rate over the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -46,6 +49,7 @@ SIZES = {
     "demo": {"layers": 3, "dim": 96, "heads": 4, "batch": 64, "response": 48},
 }
 TEMPERATURE = 0.7
+GENERATORS = ("transformers", "rlhfkit", "rlhfkit_unpacked")
 
 
 def build(name: str, work: Path, s: dict) -> tuple[Path, list[str]]:
@@ -80,6 +84,7 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
 
     from rlhfkit.collect.generate import encode_prompts, generate
     from rlhfkit.ops import logprobs_from_logits
+    from rlhfkit.runtime import packing
 
     s = {**SIZES[name], **({"batch": batch} if batch else {})}
     path, prompts = build(name, work, s)
@@ -103,6 +108,17 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
         out = generate(model, ids, mask, R, TEMPERATURE, pad, [eos])
         return int((out != pad).any(0).sum())
 
+    def rlhfkit_unpacked() -> int:  # the same loop with every layer's own forward
+        saved = os.environ.get(packing.ENV)
+        os.environ[packing.ENV] = "0"
+        try:
+            return rlhfkit_generate()
+        finally:
+            if saved is None:
+                del os.environ[packing.ENV]
+            else:
+                os.environ[packing.ENV] = saved
+
     # a PPO minibatch's training work on the policy: half the batch, prompt + full response
     train_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
     optimizer = torch.optim.AdamW(train_model.parameters(), lr=1e-5)
@@ -124,6 +140,7 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     sides = {
         "transformers": transformers_generate,
         "rlhfkit": rlhfkit_generate,
+        "rlhfkit_unpacked": rlhfkit_unpacked,
         "train": train_step,
     }
     seconds: dict[str, list[float]] = {k: [] for k in sides}
@@ -148,10 +165,13 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
             "gflops": flops / sec / 1e9,
             "new_tokens": new_tokens[side],
         }
-    for side in ("transformers", "rlhfkit"):
+    for side in GENERATORS:
         out[side]["gen_over_train"] = out[side]["gflops"] / out["train"]["gflops"]
         assert new_tokens[side] == R, f"{side} stopped after {new_tokens[side]} of {R} tokens"
     out["speedup"] = out["transformers"]["seconds"] / out["rlhfkit"]["seconds"]
+    out["packing_speedup"] = out["rlhfkit_unpacked"]["seconds"] / out["rlhfkit"]["seconds"]
+    with packing.packed_linears(model, rows=s["batch"]) as n_packed:
+        out["packed_layers"] = n_packed
     return out
 
 
@@ -188,13 +208,16 @@ def main() -> int:
                 f"{name} ({r['params'] / 1e6:.2f}M, batch {r['batch']}, {r['response']} new "
                 f"tokens): train {r['train']['gflops']:.1f} GFLOP/s"
             )
-            for side in ("transformers", "rlhfkit"):
+            for side in GENERATORS:
                 x = r[side]
                 print(
-                    f"  {side:12s} {x['seconds']:.3f} s  {x['gflops']:6.1f} GFLOP/s  "
+                    f"  {side:16s} {x['seconds']:.3f} s  {x['gflops']:6.1f} GFLOP/s  "
                     f"{x['gflops'] / peak['gflops']:.1%} of peak  gen/train {x['gen_over_train']:.2f}"
                 )
-            print(f"  speedup {r['speedup']:.2f}x")
+            print(
+                f"  speedup {r['speedup']:.2f}x over transformers; oneDNN-packed weights "
+                f"({r['packed_layers']} layers) {r['packing_speedup']:.2f}x"
+            )
     results["load_average_end"] = machine_info()["load_average"]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -1,0 +1,169 @@
+"""oneDNN-packed weights while sampling (rlhfkit.runtime.packing): the same numbers as each layer's
+own forward, only large fp32 layers, always restored, and the sampler's samples unchanged."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+from transformers.pytorch_utils import Conv1D
+
+from rlhfkit.runtime import packing
+from rlhfkit.runtime.packing import packed_linears, packing_available
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+needs_packing = pytest.mark.skipif(
+    not packing_available(), reason="packing needs an x86-64 CPU and torch built with oneDNN"
+)
+
+
+def test_packing_is_available_on_this_kind_of_machine():
+    """CI's machines are x86-64 Linux with torch's oneDNN: the tests below must not skip there."""
+    if X86:
+        assert packing_available()
+
+
+def _layers() -> torch.nn.ModuleDict:
+    torch.manual_seed(0)
+    return torch.nn.ModuleDict({
+        "linear": torch.nn.Linear(512, 768),
+        "head": torch.nn.Linear(512, 1024, bias=False),
+        "conv1d": Conv1D(512, 1024),  # GPT-2's layer: weight (in, out) = (1024, 512)
+        "small": torch.nn.Linear(64, 64),  # under MIN_PACKED_WEIGHTS
+    })  # fmt: skip
+
+
+@needs_packing
+def test_packed_layers_compute_what_their_own_forward_does():
+    layers = _layers()
+    inputs = {"linear": (32, 512), "head": (4, 5, 512), "conv1d": (3, 1024), "small": (8, 64)}
+    xs = {k: torch.randn(*shape) for k, shape in inputs.items()}
+    with torch.no_grad():
+        plain = {k: layers[k](x) for k, x in xs.items()}
+        with packed_linears(layers, rows=32) as n:
+            assert n == 3
+            assert {k for k, m in layers.items() if "forward" in m.__dict__} == {
+                "linear", "head", "conv1d"
+            }  # fmt: skip
+            packed = {k: layers[k](x) for k, x in xs.items()}
+    for k in xs:
+        assert packed[k].shape == plain[k].shape
+        torch.testing.assert_close(packed[k], plain[k], atol=1e-5, rtol=1e-5)
+    assert torch.equal(packed["small"], plain["small"])  # not packed: its own forward
+    assert not any("forward" in m.__dict__ for m in layers.values())
+
+
+@needs_packing
+def test_a_forward_with_gradients_or_another_dtype_runs_the_layer_itself():
+    """Inside the block a training forward stays exact and differentiable, and a bf16 input or
+    autocast takes the layer's own path (the packed copy is fp32)."""
+    layer = torch.nn.Linear(512, 512)
+    x = torch.randn(6, 512)
+    expected = layer(x)
+    with packed_linears(layer, rows=6) as n:
+        assert n == 1
+        with torch.enable_grad():
+            y = layer(x)
+        assert torch.equal(y, expected) and y.requires_grad
+        y.sum().backward()
+        assert layer.weight.grad is not None
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layer(x.bfloat16()).dtype == torch.bfloat16
+            assert layer(x).dtype == torch.bfloat16  # autocast's own cast, not the fp32 copy
+
+
+@needs_packing
+def test_every_layer_gets_its_own_forward_back_when_the_block_fails():
+    layers = _layers()
+    with pytest.raises(RuntimeError, match="boom"), packed_linears(layers):
+        assert "forward" in layers["linear"].__dict__
+        raise RuntimeError("boom")
+    assert not any("forward" in m.__dict__ for m in layers.values())
+
+
+@needs_packing
+def test_layers_that_are_not_plain_fp32_cpu_linears_are_left_alone():
+    class Quantized(torch.nn.Linear):  # a subclass (bitsandbytes' layers are): its own math
+        pass
+
+    def hooked(x):  # a forward somebody else set (Accelerate's hooks do)
+        return x
+
+    own = torch.nn.Linear(512, 512)
+    own.forward = hooked
+    layers = torch.nn.ModuleDict({
+        "bf16": torch.nn.Linear(512, 512).to(torch.bfloat16),
+        "subclass": Quantized(512, 512),
+        "own_forward": own,
+    })  # fmt: skip
+    with packed_linears(layers) as n:
+        assert n == 0
+    assert layers["own_forward"].forward is hooked
+    assert not any("forward" in m.__dict__ for k, m in layers.items() if k != "own_forward")
+
+
+def test_packing_can_be_switched_off_and_stays_off_elsewhere(monkeypatch):
+    layers = _layers()
+    monkeypatch.setenv(packing.ENV, "0")
+    assert not packing_available()
+    with packed_linears(layers) as n:
+        assert n == 0
+    monkeypatch.setenv(packing.ENV, "1")
+    monkeypatch.setattr(packing.platform, "machine", lambda: "arm64")
+    assert not packing_available()
+    with packed_linears(layers) as n:
+        assert n == 0
+    assert not any("forward" in m.__dict__ for m in layers.values())
+
+
+@needs_packing
+def test_sampling_with_packed_weights_draws_the_same_samples(tiny_lm, monkeypatch):
+    """A GPT-2 of width 512 (its four block layers packed, its small head not): the same seed draws
+    the same tokens with packing on and off, from distributions within 1e-5 of each other."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import rlhfkit.collect.generate as gen
+    from rlhfkit.loading import choose_pad_id
+    from rlhfkit.rollout import encode_prompts, generate
+
+    path = tiny_lm(n_layer=1, n_embd=512)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    pad = choose_pad_id(tok)
+    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog", "big"] * 8, pad)
+    packed_counts: list[int] = []
+    steps: list[torch.Tensor] = []
+
+    def counting(model, rows=None):
+        cm = packed_linears(model, rows)
+
+        class Count:
+            def __enter__(self):
+                n = cm.__enter__()
+                packed_counts.append(n)
+                return n
+
+            def __exit__(self, *exc):
+                return cm.__exit__(*exc)
+
+        return Count()
+
+    def recording(logits, temperature, top_k=0, top_p=1.0):
+        steps.append(torch.log_softmax(logits.float() / temperature, -1))
+        return sample_next(logits, temperature, top_k, top_p)
+
+    sample_next = gen.sample_next
+    monkeypatch.setattr(gen, "packed_linears", counting)
+    monkeypatch.setattr(gen, "sample_next", recording)
+    runs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv(packing.ENV, setting)
+        steps.clear()
+        torch.manual_seed(5)
+        out = generate(model, ids, mask, 16, 0.7, pad, [tok.eos_token_id])
+        runs[setting] = (out, torch.stack(steps, 1))
+    assert packed_counts == [4, 0]
+    assert torch.equal(runs["1"][0], runs["0"][0])
+    assert (runs["1"][1] - runs["0"][1]).abs().max() < 1e-5
+    assert not any("forward" in m.__dict__ for m in model.modules())
