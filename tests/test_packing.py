@@ -167,3 +167,31 @@ def test_sampling_with_packed_weights_draws_the_same_samples(tiny_lm, monkeypatc
     assert torch.equal(runs["1"][0], runs["0"][0])
     assert (runs["1"][1] - runs["0"][1]).abs().max() < 1e-5
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@needs_packing
+def test_a_loop_over_batches_packs_once(tiny_lm, monkeypatch):
+    """``sample_responses`` over three batches packs the four layers once, not per batch (the
+    inner ``generate`` finds them packed), and samples what it samples with packing off."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.collect.generate import sample_responses
+
+    path = tiny_lm(n_layer=1, n_embd=512)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    packs = []
+    real = packing._packed_forward
+
+    def counting(module, *args):
+        packs.append(module)
+        return real(module, *args)
+
+    monkeypatch.setattr(packing, "_packed_forward", counting)
+    prompts = ["the cat sat on", "a dog", "big"] * 4
+    on = sample_responses(model, tok, prompts, max_new_tokens=8, batch_size=4, seed=2)
+    assert len(packs) == 4 == len(set(map(id, packs)))
+    monkeypatch.setenv(packing.ENV, "0")
+    off = sample_responses(model, tok, prompts, max_new_tokens=8, batch_size=4, seed=2)
+    assert len(packs) == 4 and on == off
+    assert not any("forward" in m.__dict__ for m in model.modules())

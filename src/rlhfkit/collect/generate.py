@@ -234,15 +234,18 @@ def sample_responses(
     texts: list[str] = []
     ended: list[bool] = []
     ids: list[list[int]] = []
-    for start in range(0, len(prompts), batch_size):
-        enc = tokenizer(list(prompts[start : start + batch_size]), add_special_tokens=False)
-        input_ids, attention_mask = left_pad(enc["input_ids"], pad)
-        raw = generate(model, input_ids, attention_mask, max_new_tokens, temperature, pad, [eos])
-        responses, mask, has_stop = truncate_after_stop(raw, [eos], pad)
-        rows = [r[m.bool()].tolist() for r, m in zip(responses, mask, strict=True)]
-        texts += tokenizer.batch_decode(rows, skip_special_tokens=True)
-        ended += has_stop.tolist()
-        ids += rows
+    with packed_linears(model, rows=batch_size):  # packed once, for every batch
+        for start in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[start : start + batch_size]), add_special_tokens=False)
+            input_ids, attention_mask = left_pad(enc["input_ids"], pad)
+            raw = generate(
+                model, input_ids, attention_mask, max_new_tokens, temperature, pad, [eos]
+            )
+            responses, mask, has_stop = truncate_after_stop(raw, [eos], pad)
+            rows = [r[m.bool()].tolist() for r, m in zip(responses, mask, strict=True)]
+            texts += tokenizer.batch_decode(rows, skip_special_tokens=True)
+            ended += has_stop.tolist()
+            ids += rows
     return texts, ended, ids
 
 
@@ -302,30 +305,34 @@ def _candidate_groups(
     """:func:`generate_candidates`' sampling, batch by batch."""
     from rlhfkit.chat import render_prompt
 
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        # 1. render (chat template with the generation prompt, or plain text), tokenize, left-pad
-        texts = [render_prompt(tokenizer, p, chat) for p in batch]
-        input_ids, attention_mask = encode_prompts(tokenizer, texts, pad_id, chat=chat)  # (B, T)
-        # 2. sample K continuations per prompt, the K copies of a prompt side by side (position
-        #    ids follow the attention mask, so a left-padded prompt reads the same positions as
-        #    alone, RoPE models included)
-        new_tokens = generate(
-            model,
-            input_ids.repeat_interleave(k, dim=0).to(device),
-            attention_mask.repeat_interleave(k, dim=0).to(device),
-            max_new_tokens,
-            temperature,
-            pad_id,
-            stop_ids,
-            top_p=top_p,
-        ).tolist()  # (B * k, max_new_tokens)
-        # 3. cut at the first stop token, decode, group K per prompt
-        for i, prompt in enumerate(batch):
-            responses = []
-            for j in range(k):
-                ids = new_tokens[i * k + j]
-                stop = next((n for n, t in enumerate(ids) if t in stop_ids), len(ids))
-                text = tokenizer.decode(ids[:stop], skip_special_tokens=True)
-                responses.append({"id": f"r{j}", "text": text.strip()})
-            yield {"prompt": prompt, "responses": responses}
+    with packed_linears(model, rows=batch_size * k):  # packed once, for every batch
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            # 1. render (chat template with the generation prompt, or plain text), tokenize,
+            #    left-pad
+            texts = [render_prompt(tokenizer, p, chat) for p in batch]
+            input_ids, attention_mask = encode_prompts(
+                tokenizer, texts, pad_id, chat=chat
+            )  # (B, T)
+            # 2. sample K continuations per prompt, the K copies of a prompt side by side (position
+            #    ids follow the attention mask, so a left-padded prompt reads the same positions as
+            #    alone, RoPE models included)
+            new_tokens = generate(
+                model,
+                input_ids.repeat_interleave(k, dim=0).to(device),
+                attention_mask.repeat_interleave(k, dim=0).to(device),
+                max_new_tokens,
+                temperature,
+                pad_id,
+                stop_ids,
+                top_p=top_p,
+            ).tolist()  # (B * k, max_new_tokens)
+            # 3. cut at the first stop token, decode, group K per prompt
+            for i, prompt in enumerate(batch):
+                responses = []
+                for j in range(k):
+                    ids = new_tokens[i * k + j]
+                    stop = next((n for n, t in enumerate(ids) if t in stop_ids), len(ids))
+                    text = tokenizer.decode(ids[:stop], skip_special_tokens=True)
+                    responses.append({"id": f"r{j}", "text": text.strip()})
+                yield {"prompt": prompt, "responses": responses}

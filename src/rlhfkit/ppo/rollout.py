@@ -19,6 +19,7 @@ from rlhfkit.collect.generate import (
     truncate_after_stop,
 )
 from rlhfkit.ops import logprobs_from_logits
+from rlhfkit.runtime.packing import packed_linears
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,10 @@ class RolloutSampler:
         if self.chunk <= 0:
             return self.sample(policy, prompts)
         rolls = []
-        for start in range(0, len(prompts), self.chunk):
-            torch.manual_seed(chunk_seed(self.seed, update, (first_row + start) // self.chunk))
-            rolls.append(self.sample(policy, prompts[start : start + self.chunk]))
+        with packed_linears(policy, rows=self.chunk):  # packed once, for every chunk
+            for start in range(0, len(prompts), self.chunk):
+                torch.manual_seed(chunk_seed(self.seed, update, (first_row + start) // self.chunk))
+                rolls.append(self.sample(policy, prompts[start : start + self.chunk]))
         return concat_rollouts(rolls, self.pad_id)
 
     def answers(
@@ -167,10 +169,11 @@ class RolloutSampler:
         """The policy's answers to ``prompts``, ``batch`` at a time, and whether each stopped."""
         texts: list[str] = []
         has_eos: list[bool] = []
-        for s in range(0, len(prompts), batch):
-            roll = self.sample(policy, prompts[s : s + batch])
-            texts += roll.texts
-            has_eos += roll.has_stop.tolist()
+        with packed_linears(policy, rows=batch):  # packed once, for every batch
+            for s in range(0, len(prompts), batch):
+                roll = self.sample(policy, prompts[s : s + batch])
+                texts += roll.texts
+                has_eos += roll.has_stop.tolist()
         return texts, has_eos
 
 
