@@ -195,3 +195,42 @@ def test_a_loop_over_batches_packs_once(tiny_lm, monkeypatch):
     off = sample_responses(model, tok, prompts, max_new_tokens=8, batch_size=4, seed=2)
     assert len(packs) == 4 and on == off
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+@needs_packing
+def test_lora_base_layers_are_packed_and_the_adapters_still_count(tiny_lm, monkeypatch):
+    """PPO with LoRA samples through PEFT's wrappers: the frozen base layers (GPT-2's ``Conv1D``)
+    are packed, the small adapters are not, and the samples are those of the unpacked model, with
+    adapters that are not zero (so a packed layer that dropped them would sample differently)."""
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.loading import choose_pad_id, with_lora_adapters
+    from rlhfkit.rollout import encode_prompts, generate
+
+    path = tiny_lm(n_layer=1, n_embd=512)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model = with_lora_adapters(model, LoraConfig(r=4, target_modules=["c_attn", "c_fc"])).eval()
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    pad = choose_pad_id(tok)
+    ids, mask = encode_prompts(tok, ["the cat sat on", "a dog", "big"] * 4, pad)
+    with packed_linears(model, rows=12) as n:
+        assert n == 4
+    out = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv(packing.ENV, setting)
+        torch.manual_seed(7)
+        out[setting] = generate(model, ids, mask, 12, 0.7, pad, [tok.eos_token_id])
+    assert torch.equal(out["1"], out["0"])
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        with packed_linears(model, rows=12):
+            packed = model(input_ids=ids, attention_mask=mask).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(packed, full, atol=1e-5, rtol=1e-5)
+    assert (full - base).abs().max() > 1e-2  # the adapters change the logits

@@ -1,16 +1,18 @@
 """Linear layers with their weights packed for oneDNN while a model samples on an x86 CPU.
 
-A decoding step multiplies only a few rows (one per sequence) by every weight matrix, and the MKL
-``sgemm`` behind ``torch.nn.functional.linear`` re-blocks the whole weight for every such product.
-oneDNN's matmul over a weight reordered once into its blocked layout runs GPT-2-sized products of
-32-64 rows (512 × 512 and up) 1.1-1.9× faster on one thread of an AMD EPYC, 1.2-2.9× on two
-(1.1-1.5× with oneDNN held to AVX2; docs/benchmarks.md, "oneDNN-packed weights while sampling").
-On small matrices its fixed cost per call loses: 96 × 384 runs at 0.7-0.9× of ``sgemm``. So
-:func:`packed_linears` packs only weights of at least :data:`MIN_PACKED_WEIGHTS` entries, and only
-while it is open: the sampler opens it around one batch, after the weights last changed.
+A decoding step multiplies only a few rows (one per sequence) by every weight matrix, where the MKL
+``sgemm`` behind ``torch.nn.functional.linear`` runs below its large-batch rate. oneDNN's matmul
+over a weight reordered once into its blocked layout runs GPT-2-sized products of 32-64 rows
+(512 × 512 and up) 1.1-1.9× faster on one thread of an AMD EPYC, 1.2-2.9× on two (0.95-1.45× with
+oneDNN held to AVX2; docs/benchmarks.md, "oneDNN-packed weights while sampling"). On small matrices
+its fixed cost per call loses: 96 → 288 runs at 0.68-0.83× of ``sgemm``. So :func:`packed_linears`
+packs only weights of at least :data:`MIN_PACKED_WEIGHTS` entries, and only while it is open: the
+sampler opens it around a call (a loop over batches around the loop), after the weights last
+changed.
 
 Packing is the same arithmetic in another order: over three seeds × 32 rows × 32 tokens of a ~20M
-GPT-2 the samples were identical, and log-probabilities differed by at most 4e-6. It costs a
+GPT-2 the samples were identical, and log-probabilities differed by at most 4e-6 (at most 1e-5 on
+a Qwen2-0.5B shape, whose near-uniform draws over 152k tokens can then differ). It costs a
 second copy of the packed weights while it is open; ``RLHFKIT_PACK_WEIGHTS=0`` switches it off.
 
 Only layers that are exactly ``torch.nn.Linear`` or ``transformers``' ``Conv1D`` with a plain fp32
@@ -79,14 +81,16 @@ def _packed_forward(
 ):
     plain = type(module).forward.__get__(module)
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if (
-            torch.is_grad_enabled()
+            args
+            or kwargs
+            or torch.is_grad_enabled()
             or x.dtype != torch.float32
             or x.device.type != "cpu"
             or torch.is_autocast_enabled("cpu")
         ):
-            return plain(x)
+            return plain(x, *args, **kwargs)
         shape = x.shape
         y = torch.ops.mkldnn._linear_pointwise(
             x.reshape(-1, shape[-1]), packed, bias, "none", [], ""
