@@ -89,8 +89,8 @@ def generate(
     ``torch.multinomial``, whose exponential draws over the whole vocabulary took a third of the
     demo's sampling time (docs/benchmarks.md, "Generation"). On an x86 CPU the model's large linear
     layers run with oneDNN-packed weights for the length of the call
-    (:func:`rlhfkit.runtime.packing.packed_linears`): the same samples, 1.3–1.6× faster on a ~20M
-    model. No defaults stored with the model
+    (:func:`rlhfkit.runtime.packing.packed_linears`): the same samples on a ~20M GPT-2, 1.1–1.4×
+    faster there. No defaults stored with the model
     (top_k=50, repetition penalties, ...) apply: the distribution is ``softmax(logits /
     temperature)``, filtered only by the ``top_k`` / ``top_p`` given here, the one PPO's logprobs,
     ratio and KL are computed under.
