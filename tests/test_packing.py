@@ -234,3 +234,39 @@ def test_lora_base_layers_are_packed_and_the_adapters_still_count(tiny_lm, monke
             base = model(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(packed, full, atol=1e-5, rtol=1e-5)
     assert (full - base).abs().max() > 1e-2  # the adapters change the logits
+
+
+@needs_packing
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_models_people_bring_sample_the_same_packed(arch, tiny_models, monkeypatch):
+    """``nn.Linear`` models (Llama: no biases, grouped-query attention; Qwen2: biased q/k/v) at a
+    width whose layers are packed: the same samples with packing on and off, and every layer of
+    2^18 weights or more packed (head, MLP, q/o; k/v of 512 × 128 stay plain)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.loading import choose_pad_id, stop_token_ids
+    from rlhfkit.rollout import encode_prompts, generate
+
+    tok = AutoTokenizer.from_pretrained(tiny_models[arch])
+    config = AutoConfig.from_pretrained(tiny_models[arch])
+    config.update({
+        "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 1,
+        "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 64,
+    })  # fmt: skip
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    stops = stop_token_ids(tok, model)
+    pad = choose_pad_id(tok, stops, model.get_input_embeddings().weight.shape[0])
+    ids, mask = encode_prompts(tok, ["the cat sat on the mat", "a dog", "hello"] * 4, pad)
+    expected = sum(
+        type(m) is torch.nn.Linear and m.weight.numel() >= packing.MIN_PACKED_WEIGHTS
+        for m in model.modules()
+    )
+    with packed_linears(model, rows=12) as n:
+        assert n == expected >= 5  # q, o, gate, up, down (+ the head over a large vocabulary)
+    out = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv(packing.ENV, setting)
+        torch.manual_seed(3)
+        out[setting] = generate(model, ids, mask, 16, 0.8, pad, stops)
+    assert torch.equal(out["1"], out["0"])
