@@ -270,3 +270,41 @@ def test_models_people_bring_sample_the_same_packed(arch, tiny_models, monkeypat
         torch.manual_seed(3)
         out[setting] = generate(model, ids, mask, 16, 0.8, pad, stops)
     assert torch.equal(out["1"], out["0"])
+
+
+@needs_packing
+@pytest.mark.parametrize("lora_r", [0, 4])
+def test_ppo_with_a_packed_policy_runs_as_it_does_unpacked(lora_r, tiny_lm, tmp_path, monkeypatch):
+    """PPO end to end on a policy whose layers are packed while it samples (a 512-wide GPT-2,
+    with and without LoRA): every logged figure of every update is the one the unpacked run logs,
+    and the policy it saves is the same."""
+    import json
+
+    from rlhfkit.ppo import PPOConfig, PPOTrainer
+
+    policy = tiny_lm(n_layer=1, n_embd=512)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(["tell me about cats", "a dog", "the cat sat"] * 8) + "\n")
+    reward = tmp_path / "reward.py"
+    reward.write_text(
+        "def reward(prompts, responses):\n"
+        "    return [r.split().count('cat') - 0.1 * len(r.split()) for r in responses]\n"
+    )
+    packs = []
+    real = packing._packed_forward
+    monkeypatch.setattr(packing, "_packed_forward", lambda m, *a: packs.append(m) or real(m, *a))
+    runs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv(packing.ENV, setting)
+        out = tmp_path / f"run{setting}"
+        PPOTrainer(PPOConfig(
+            policy=str(policy), prompts=str(prompts), out=str(out), reward_fn=f"{reward}:reward",
+            total_episodes=48, batch_size=16, response_length=8, seed=1, lora_r=lora_r,
+            progress=False,
+        )).train()  # fmt: skip
+        runs[setting] = [
+            {k: v for k, v in json.loads(line).items() if not k.startswith("time/")}
+            for line in (out / "metrics.jsonl").read_text().splitlines()
+        ]
+    assert len(packs) == 3 * 4  # four layers, packed once per update's sampling
+    assert runs["1"] == runs["0"] and len(runs["1"]) == 3
