@@ -3,6 +3,7 @@ own forward, only large fp32 layers, always restored, and the sampler's samples 
 
 from __future__ import annotations
 
+import contextlib
 import platform
 
 import pytest
@@ -135,19 +136,11 @@ def test_sampling_with_packed_weights_draws_the_same_samples(tiny_lm, monkeypatc
     packed_counts: list[int] = []
     steps: list[torch.Tensor] = []
 
+    @contextlib.contextmanager
     def counting(model, rows=None):
-        cm = packed_linears(model, rows)
-
-        class Count:
-            def __enter__(self):
-                n = cm.__enter__()
-                packed_counts.append(n)
-                return n
-
-            def __exit__(self, *exc):
-                return cm.__exit__(*exc)
-
-        return Count()
+        with packed_linears(model, rows) as n:
+            packed_counts.append(n)
+            yield n
 
     def recording(logits, temperature, top_k=0, top_p=1.0):
         steps.append(torch.log_softmax(logits.float() / temperature, -1))
