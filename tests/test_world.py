@@ -3,6 +3,7 @@ and the base policy build."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -538,33 +539,51 @@ def test_cli_world_build_prompts_rank_and_errors(tmp_path):
     assert run("nonsense").returncode == 2
 
 
-def test_the_demo_base_policy_ships_with_the_package(tmp_path, monkeypatch):
-    """Seed 0's base policy is in the package under the key the build would give it: a first
-    demo copies it into the cache instead of pretraining; other settings still build."""
+def test_the_demo_base_policies_ship_with_the_package(tmp_path, monkeypatch):
+    """The base policies of the demo's seeds 0-4 are in the package, each under the key the build
+    would give it and each a fluent build: a first demo of any of these seeds copies its policy
+    into the cache instead of pretraining; other seeds and settings still build."""
     import rlhfkit.world.policy as policy
     from rlhfkit.world import BaseBuildSettings, build_base_policy, read_build_info
 
     monkeypatch.setenv("RLHFKIT_CACHE", str(tmp_path / "cache"))
-    settings = BaseBuildSettings(seed=0)
-    assert policy.shipped_policy_dir(settings) == policy.SHIPPED_DIR, (
-        "the shipped base policy is stale: rebuild it with "
-        "`rlhfkit world build --no-cache --out src/rlhfkit/world/base_policy` (docs/world.md)"
-    )
-    assert policy.shipped_policy_dir(BaseBuildSettings(seed=1)) is None
+    assert sorted(p.name for p in policy.SHIPPED_ROOT.iterdir()) == [
+        f"seed-{seed}" for seed in policy.SHIPPED_SEEDS
+    ]
+    assert policy.SHIPPED_DIR == policy.SHIPPED_ROOT / "seed-0"
+    tokenizer = (policy.SHIPPED_DIR / "tokenizer.json").read_bytes()
+    for seed in policy.SHIPPED_SEEDS:
+        settings = BaseBuildSettings(seed=seed)
+        shipped = policy.shipped_policy_dir(settings)
+        assert shipped == policy.SHIPPED_ROOT / f"seed-{seed}", (
+            f"the shipped base policy of seed {seed} is stale: rebuild it with `rlhfkit world "
+            f"build --no-cache --seed {seed} --out src/rlhfkit/world/base_policies/seed-{seed}` "
+            "(docs/world.md)"
+        )
+        info = read_build_info(shipped)
+        assert info["settings"] == json.loads(json.dumps(dataclasses.asdict(settings)))
+        # the fluent build the demo's lesson was checked on, not a short or quick one
+        assert info["evaluation"]["valid_rate"] >= 0.95 and info["evaluation"]["eos_rate"] == 1.0
+        assert info["final_loss"] < 0.3, info["final_loss"]
+        assert (shipped / "tokenizer.json").read_bytes() == tokenizer  # one world, one tokenizer
+    assert policy.shipped_policy_dir(BaseBuildSettings(seed=max(policy.SHIPPED_SEEDS) + 1)) is None
     assert policy.shipped_policy_dir(BaseBuildSettings.quick(0)) is None
+    assert policy.shipped_policy_dir(BaseBuildSettings(seed=0, steps=100)) is None
 
     def no_training(*args, **kwargs):
         raise AssertionError("the shipped policy should have been used")
 
     monkeypatch.setattr(policy, "_train_and_save", no_training)
-    path = build_base_policy(seed=0)
-    assert path == policy.cached_policy_dir(settings)
-    assert read_build_info(path)["key"] == settings.key()
-    assert (path / "model.safetensors").read_bytes() == (
-        policy.SHIPPED_DIR / "model.safetensors"
-    ).read_bytes()
+    for seed in (0, 3):
+        settings = BaseBuildSettings(seed=seed)
+        path = build_base_policy(seed=seed)
+        assert path == policy.cached_policy_dir(settings)
+        assert read_build_info(path)["key"] == settings.key()
+        assert (path / "model.safetensors").read_bytes() == (
+            policy.SHIPPED_ROOT / f"seed-{seed}" / "model.safetensors"
+        ).read_bytes()
     with pytest.raises(AssertionError, match="shipped"):
-        build_base_policy(seed=1)
+        build_base_policy(seed=max(policy.SHIPPED_SEEDS) + 1)
 
 
 @pytest.mark.slow

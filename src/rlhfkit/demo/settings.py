@@ -87,11 +87,11 @@ class DemoSettings:
     def quick(cls) -> DemoSettings:
         # Half the full run's rankings, one epoch, and a short PPO run whose low β is low enough,
         # and whose learning rate high enough, to reach the hacking regime in 20 updates of 2
-        # epochs (issue #25: it ran 4 epochs at 3e-4): on the fluent base policy (shipped for seed
-        # 0, cached by a full demo for the others), seeds 0-4 all show the lesson
-        # (docs/benchmarks.md, "The quick demo shows the lesson" and "session 15"). Fewer
-        # rankings (400 groups), fewer updates (16), or one minibatch per epoch each cost a seed
-        # its lesson.
+        # epochs (issue #25: it ran 4 epochs at 3e-4): on the fluent base policy (shipped for seeds
+        # 0-4, cached by a full demo for the others), seeds 0-4 all show the lesson
+        # (docs/benchmarks.md, "The quick demo shows the lesson", "session 15" and "session 19").
+        # Fewer rankings (400 groups), fewer updates (16), one minibatch per epoch, or responses
+        # of 32 tokens each cost seeds their lesson.
         return cls(
             build_quick=True, groups=480, k=4, annotators_per_prompt=2,
             rm_epochs=1, rm_batch_size=32, rm_learning_rate=2e-3, eval_groups=40,

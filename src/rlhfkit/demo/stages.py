@@ -45,7 +45,9 @@ class Stages:
 def build_base_policy(st: Stages) -> tuple[Path, dict[str, Any]]:
     """1. The base policy: a small GPT-2 pretrained on the world's text (cached after the first
     run); returns its directory and its build record."""
-    t0 = st.start(1, "base policy: the world's GPT-2 (shipped for seed 0, else built and cached)")
+    t0 = st.start(
+        1, "base policy: the world's GPT-2 (shipped for seeds 0-4, else built and cached)"
+    )
     full = world.BaseBuildSettings(seed=st.seed)
     # the fluent base policy whenever it is at hand (shipped, or built by an earlier full demo):
     # the quick build is worse

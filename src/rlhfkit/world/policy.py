@@ -63,6 +63,8 @@ __all__ = [
     "BUILD_INFO_FILE",
     "SAMPLING_TEMPERATURE",
     "SHIPPED_DIR",
+    "SHIPPED_ROOT",
+    "SHIPPED_SEEDS",
     "SPECIAL_TOKENS",
     "WORLD_VERSION",
     "BaseBuildSettings",
@@ -136,19 +138,28 @@ def cached_policy_dir(settings: BaseBuildSettings) -> Path:
     return cache_root() / f"world-{settings.key()}"
 
 
-SHIPPED_DIR = Path(__file__).with_name("base_policy")
-"""The base policy of ``BaseBuildSettings(seed=0)`` (the demo's default), built by
-:func:`build_base_policy` and shipped inside the package, so that a first demo needs no
-pretraining. ``tests/test_world.py`` rebuilds it and checks that the rebuild writes text of the
-same quality; after a change to the world or the build, rebuild it with
-``rlhfkit world build --no-cache --out src/rlhfkit/world/base_policy`` (docs/world.md)."""
+SHIPPED_ROOT = Path(__file__).with_name("base_policies")
+"""The base policies of ``BaseBuildSettings(seed=N)`` for N in :data:`SHIPPED_SEEDS` (the demo's
+seeds), built by :func:`build_base_policy` and shipped inside the package in ``seed-N/``, so that a
+first demo of any of these seeds needs no pretraining and ``--quick`` starts from a fluent policy.
+``tests/test_world.py`` checks that each is the build of the current key, and rebuilds seed 0's to
+check that a rebuild writes text of the same quality; after a change to the world or the build,
+rebuild them with ``rlhfkit world build --no-cache --seed N --out
+src/rlhfkit/world/base_policies/seed-N`` (docs/world.md)."""
+
+SHIPPED_SEEDS = (0, 1, 2, 3, 4)
+"""The seeds whose full base-policy build ships in the package."""
+
+SHIPPED_DIR = SHIPPED_ROOT / "seed-0"
+"""Seed 0's shipped base policy (the demo's default seed)."""
 
 
 def shipped_policy_dir(settings: BaseBuildSettings) -> Path | None:
     """The shipped base policy when it is the one ``settings`` would build (same cache key), else
     ``None``."""
-    if is_built(SHIPPED_DIR) and read_build_info(SHIPPED_DIR).get("key") == settings.key():
-        return SHIPPED_DIR
+    path = SHIPPED_ROOT / f"seed-{settings.seed}"
+    if is_built(path) and read_build_info(path).get("key") == settings.key():
+        return path
     return None
 
 
@@ -172,9 +183,9 @@ def build_base_policy(
 
     ``settings`` overrides ``seed``/``steps``/``quick``. With ``use_cache`` the model is built once in
     ``cache_root()/world-<key>`` and reused (a second build is a copy, or nothing when ``out_dir`` is
-    ``None``); ``out_dir`` receives a copy; the shipped policy (:data:`SHIPPED_DIR`) fills the cache
-    instead of a build when it has the same key. ``eval_samples`` samples are drawn after training
-    to record the policy's quality in ``world_build.json`` (0 to skip).
+    ``None``); ``out_dir`` receives a copy; the shipped policy of its seed (:data:`SHIPPED_ROOT`)
+    fills the cache instead of a build when it has the same key. ``eval_samples`` samples are
+    drawn after training to record the policy's quality in ``world_build.json`` (0 to skip).
     """
     if settings is None:
         settings = BaseBuildSettings.quick(seed) if quick else BaseBuildSettings(seed=seed)
