@@ -100,6 +100,36 @@ def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, given, expected
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["2", expected], proc.stdout + proc.stderr[-3000:]
+    # the user is told when the demo chose it (a slower run on a machine that turns idle)
+    told = "torch's threads will sleep while they wait (OMP_WAIT_POLICY=PASSIVE)" in proc.stderr
+    assert told == (busy > 0 and given is None), proc.stderr[-3000:]
+
+
+FORKSERVER_EXIT = """
+import atexit, gc, sys
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count() > 0))  # runs last (LIFO)
+for name in sys.argv[1:]:
+    __import__(name)
+"""
+
+
+def test_the_fork_server_exits_without_the_last_collection():
+    """The demo's fork server imports torch and transformers and ends after the demo has returned:
+    its preload freezes the garbage collector at exit, as ``rlhfkit`` does, so that its exit does
+    not keep a core busy for a second (a demo started right after then took the machine for busy,
+    docs/benchmarks.md session 19)."""
+    import subprocess
+    import sys
+
+    from rlhfkit.demo.sampling import WORKER_PRELOAD
+
+    assert "rlhfkit.demo.forkserver_exit" in WORKER_PRELOAD
+    for preload, frozen in ((["rlhfkit.demo.sampling"], "False"), (WORKER_PRELOAD[3:], "True")):
+        proc = subprocess.run(
+            [sys.executable, "-c", FORKSERVER_EXIT, *preload], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.split() == ["frozen", "at", "exit:", frozen], proc.stdout
 
 
 def test_openmp_wait_policy_follows_the_load_and_the_user():

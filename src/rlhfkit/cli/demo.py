@@ -46,10 +46,17 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before torch (and so its OpenMP runtime) is loaded: see openmp_wait_policy.
     from rlhfkit.runtime import cores
+    from rlhfkit.runtime.logs import get_logger
 
-    policy = cores.openmp_wait_policy(os.environ, cores.busy_cores(), len(cores.usable_cores()))
+    busy, usable = cores.busy_cores(), len(cores.usable_cores())
+    policy = cores.openmp_wait_policy(os.environ, busy, usable)
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy
+        get_logger("demo").info(
+            f"other work keeps {busy:.1f} of the {usable} cores busy: torch's threads will sleep "
+            f"while they wait (OMP_WAIT_POLICY={policy}), slower on a machine that turns idle; "
+            "set OMP_WAIT_POLICY yourself to choose"
+        )
     from dataclasses import replace
 
     from rlhfkit.demo import DemoSettings, format_summary, run_demo

@@ -70,9 +70,10 @@ class Sampler:
 
 WORKER_PRELOAD = [
     "torch", "transformers", "accelerate", "rlhfkit.demo.sampling", "rlhfkit.demo.ppo_runs",
-    "rlhfkit.ppo", "rlhfkit.reward", "rlhfkit.world",
+    "rlhfkit.ppo", "rlhfkit.reward", "rlhfkit.world", "rlhfkit.demo.forkserver_exit",
 ]  # fmt: skip
-"""What the fork server imports once for every worker (about 4 s of one core's time each)."""
+"""What the fork server imports once for every worker (about 4 s of one core's time each); the
+last one makes the server's own exit quick (:mod:`rlhfkit.demo.forkserver_exit`)."""
 
 
 def worker_context() -> Any:
