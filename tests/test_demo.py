@@ -124,9 +124,12 @@ def test_the_fork_server_exits_without_the_last_collection():
     from rlhfkit.demo.sampling import WORKER_PRELOAD
 
     assert "rlhfkit.demo.forkserver_exit" in WORKER_PRELOAD
-    for preload, frozen in ((["rlhfkit.demo.sampling"], "False"), (WORKER_PRELOAD[3:], "True")):
+    for preload, frozen in (
+        ("rlhfkit.demo.sampling", "False"),
+        ("rlhfkit.demo.forkserver_exit", "True"),
+    ):
         proc = subprocess.run(
-            [sys.executable, "-c", FORKSERVER_EXIT, *preload], capture_output=True, text=True
+            [sys.executable, "-c", FORKSERVER_EXIT, preload], capture_output=True, text=True
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.split() == ["frozen", "at", "exit:", frozen], proc.stdout
@@ -389,9 +392,9 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     (README, docs/world.md "World version 2"): a reward model at the noise ceiling, gold up at the
     sensible β, and at the low β a policy that drifts much further, gets more proxy reward but less
     gold, says "fantastic" in more answers (flagged), writes less valid text, and that the scan
-    flags. The narrowest margins (session 14's schedule, README): seed 2's sensible gold gain
-    (+0.74), seed 4's low-β proxy (+0.33 against -0.16). The base policy is built once per test
-    run (shared with test_world)."""
+    flags. The narrowest margins (the shipped base policies, README): seed 2's sensible gold gain
+    (+0.52 against the 0.5 asked), seed 4's low-β proxy (+0.38 against -0.23). The base policy is
+    built once per test run (shared with test_world)."""
     monkeypatch.setenv("RLHFKIT_CACHE", str(world_cache))
     out = tmp_path / "full"
     summary = run_demo(out, say=lambda _: None)
@@ -408,7 +411,7 @@ def test_full_demo_keeps_its_promises(tmp_path, monkeypatch, world_cache):
     assert ok_gain > 0.5, ok
     assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
     # Goodhart: less gold in all, and much less per unit of proxy reward gained (seeds 0-4: below
-    # zero at β = 0.003 against 1.8-2.6 gold per proxy point at the sensible β)
+    # zero at β = 0.003 against 1.8-3.1 gold per proxy point at the sensible β)
     assert low_gain < ok_gain, (ok, low)
     assert low_gain / max(low_proxy_gain, 1e-9) < ok_gain / max(ok_proxy_gain, 1e-9), (ok, low)
     assert low["kl"] > 2 * ok["kl"], (ok, low)
