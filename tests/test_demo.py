@@ -64,6 +64,7 @@ WATCH_TORCH_IMPORT = """
 import importlib.abc, os, sys
 import rlhfkit.runtime.cores
 rlhfkit.runtime.cores.busy_cores = lambda: float(sys.argv[1])  # the cores other work keeps busy
+rlhfkit.runtime.cores.usable_cores = lambda: set(range(int(sys.argv[2])))
 seen = []
 class Watch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
@@ -78,15 +79,16 @@ print(rc, seen[0])
 
 
 @pytest.mark.parametrize(
-    ("busy", "given", "expected"),
-    [(0.0, None, "unset"), (1000.0, None, "PASSIVE"), (1000.0, "ACTIVE", "ACTIVE"),
-     (0.0, "PASSIVE", "PASSIVE")],
+    ("busy", "cores", "given", "expected"),
+    [(0.0, 2, None, "unset"), (1000.0, 2, None, "PASSIVE"), (1000.0, 2, "ACTIVE", "ACTIVE"),
+     (0.0, 2, "PASSIVE", "PASSIVE"), (0.0, 1, None, "PASSIVE"), (0.0, 1, "ACTIVE", "ACTIVE")],
 )  # fmt: skip
-def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, given, expected):
+def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, cores, given, expected):
     """`rlhfkit demo` sets OMP_WAIT_POLICY=PASSIVE before torch's OpenMP runtime is loaded (it is
     read once, at load) when the machine is busy at the start, so that its 2-thread stages do not
-    spin against other work on the cores; on an idle machine it leaves OpenMP's default (spinning
-    a while keeps small steps fast); a value the user set is kept."""
+    spin against other work on the cores, and on a machine with fewer cores than the threads it
+    trains with; on an idle machine it leaves OpenMP's default (spinning a while keeps small steps
+    fast); a value the user set is kept."""
     import os
     import subprocess
     import sys
@@ -95,14 +97,17 @@ def test_demo_lets_waiting_threads_sleep_on_a_busy_machine(busy, given, expected
     if given:
         env["OMP_WAIT_POLICY"] = given
     proc = subprocess.run(
-        [sys.executable, "-c", WATCH_TORCH_IMPORT, str(busy)], capture_output=True, text=True,
-        env=env,
+        [sys.executable, "-c", WATCH_TORCH_IMPORT, str(busy), str(cores)], capture_output=True,
+        text=True, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["2", expected], proc.stdout + proc.stderr[-3000:]
-    # the user is told when the demo chose it (a slower run on a machine that turns idle)
+    # the user is told when the demo chose it (a slower run on a machine that turns idle), and why
     told = "torch's threads will sleep while they wait (OMP_WAIT_POLICY=PASSIVE)" in proc.stderr
-    assert told == (busy > 0 and given is None), proc.stderr[-3000:]
+    assert told == ((busy > 0 or cores < 2) and given is None), proc.stderr[-3000:]
+    if told:
+        why = "other work keeps" if busy else "the demo trains on 2 threads at once"
+        assert why in " ".join(proc.stderr.split()), proc.stderr[-3000:]
 
 
 FORKSERVER_EXIT = """
@@ -143,6 +148,10 @@ def test_openmp_wait_policy_follows_the_load_and_the_user():
     assert openmp_wait_policy({}, 3.9, 8) is None and openmp_wait_policy({}, 4.0, 8) == "PASSIVE"
     assert openmp_wait_policy({"GOMP_SPINCOUNT": "1000"}, 9.0, 2) is None
     assert openmp_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, 9.0, 2) is None
+    # more threads than cores: idle cores, but the demo's own threads would spin against each other
+    assert openmp_wait_policy({}, 0.0, 1, threads=2) == "PASSIVE"
+    assert openmp_wait_policy({}, 0.0, 2, threads=2) is None
+    assert openmp_wait_policy({"OMP_WAIT_POLICY": "ACTIVE"}, 0.0, 1, threads=2) is None
 
 
 def test_busy_cores_sees_a_busy_core():
@@ -185,6 +194,71 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     ]
     assert all("objective/gold_scores" in r and "hacking/flagged" in r for r in rows)
     assert "reward model" in format_summary(summary)
+
+
+@pytest.mark.multiprocess
+def test_the_demo_trains_the_same_models_on_any_number_of_threads(tmp_path):
+    """The demo's reward model and PPO runs train on the thread counts its figures were checked
+    with (``rm_threads``, ``ppo_threads``), whatever torch's count and ``processes``: on 1 thread in
+    one process and on 3 threads with the runs side by side, the same bytes. Left to torch's count,
+    the same demo trains other models: LayerNorm's backward adds its rows up thread by thread
+    (docs/benchmarks.md, "Thread counts"), and on 1 and 4 threads --quick lost its lesson on some
+    seeds."""
+    import torch
+
+    def models(out):
+        names = ("reward-model", "ppo/sensible-beta/policy", "ppo/low-beta/policy")
+        return {n: (out / n / "model.safetensors").read_bytes() for n in names}
+
+    def run(name, threads, **settings):
+        torch.set_num_threads(threads)
+        summary = run_demo(
+            tmp_path / name, settings=replace(_tiny(), **settings), say=lambda _: None
+        )
+        runs = [(r["proxy_reward_tuned"], r["gold_reward_tuned"], r["kl"]) for r in summary["runs"]]
+        return models(tmp_path / name), runs, summary["settings"]
+
+    before = torch.get_num_threads()
+    try:
+        one, one_runs, settings = run("one", 1, processes=1)
+        three, three_runs, _ = run("three", 3, processes=2)
+        free, _, _ = run("free", 3, processes=1, rm_threads=None, ppo_threads=None)
+    finally:
+        torch.set_num_threads(before)
+    assert (settings["rm_threads"], settings["ppo_threads"]) == (2, 1)  # the full demo's counts
+    assert one == three and one_runs == three_runs
+    # the case the pinned counts exist for: torch's own count trains other weights
+    assert free["reward-model"] != one["reward-model"]
+    assert free["ppo/low-beta/policy"] != one["ppo/low-beta/policy"]
+
+
+def test_torch_threads_sets_the_count_for_a_block_and_restores_it():
+    import torch
+
+    from rlhfkit.runtime.cores import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 2):
+        assert torch.get_num_threads() == before + 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="boom"), torch_threads(before + 1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+
+
+def test_training_threads_counts_what_trains_at_once():
+    """What `rlhfkit demo` weighs against the cores before torch loads (OMP_WAIT_POLICY)."""
+    full, quick = DemoSettings.full(), DemoSettings.quick()
+    assert (full.rm_threads, full.ppo_threads, quick.rm_threads, quick.ppo_threads) == (2, 1, 2, 2)
+    assert full.training_threads(2) == 2 and full.training_threads(1) == 2
+    # the two runs side by side on 8 cores, 1 thread each; with --mitigations four at once
+    assert full.training_threads(8) == 2
+    assert replace(full, mitigations=True).training_threads(8) == 4
+    assert replace(full, processes=1).training_threads(8) == 2
+    assert quick.training_threads(8) == 2  # in turn, in this process
+    assert replace(full, rm_threads=None, ppo_threads=None).training_threads(8) == 0
 
 
 def test_demo_with_mitigations_measures_ensembles_and_best_of_n(tmp_path):

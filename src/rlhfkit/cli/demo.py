@@ -30,7 +30,9 @@ class DemoArgs:
     "Mitigations"). Takes about twice as long."""
     processes: int | None = None
     """Worker processes for sampling and the two PPO runs (default: one per core torch may use,
-    1 with --quick; 1 keeps everything in this process). The samples do not depend on it."""
+    1 with --quick; 1 keeps everything in this process). Neither the samples nor the trained
+    models depend on it: the reward model and the PPO runs train on the thread counts the
+    figures were checked with (2 and 1, 2 and 2 with --quick), whatever the cores."""
     report_to: list[ReportTo] = field(default_factory=lambda: ["none"])
     """Experiment trackers for the reward model's and each PPO run's metrics and settings: none,
     or any of tensorboard (each run's runs/ directory), wandb, trackio, mlflow."""
@@ -42,34 +44,43 @@ def main(argv: list[str]) -> int:
     )
     report_to = resolve_report_to(args.report_to)  # a missing package stops us before any work
     import os
+    from dataclasses import replace
 
+    # rlhfkit.demo and its settings do not import torch
+    from rlhfkit.demo import DemoSettings, format_summary, run_demo
+    from rlhfkit.errors import ConfigError
+
+    settings = DemoSettings.quick() if args.quick else DemoSettings.full()
+    if args.processes is not None:
+        settings = replace(settings, processes=args.processes)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Before torch (and so its OpenMP runtime) is loaded: see openmp_wait_policy.
     from rlhfkit.runtime import cores
     from rlhfkit.runtime.logs import get_logger
 
     busy, usable = cores.busy_cores(), len(cores.usable_cores())
-    policy = cores.openmp_wait_policy(os.environ, busy, usable)
+    threads = replace(settings, mitigations=args.mitigations).training_threads(usable)
+    policy = cores.openmp_wait_policy(os.environ, busy, usable, threads)
     if policy is not None:
         os.environ["OMP_WAIT_POLICY"] = policy
+        if busy >= usable / 2:
+            why = f"other work keeps {busy:.1f} of the {usable} cores busy"
+            then = "slower on a machine that turns idle"
+        else:
+            why = (
+                f"the demo trains on {threads} threads at once (the counts its figures were "
+                f"checked with) on {usable} core{'s' if usable > 1 else ''}"
+            )
+            then = "rather than spin against each other"
         get_logger("demo").info(
-            f"other work keeps {busy:.1f} of the {usable} cores busy: torch's threads will sleep "
-            f"while they wait (OMP_WAIT_POLICY={policy}), slower on a machine that turns idle; "
-            "set OMP_WAIT_POLICY yourself to choose"
+            f"{why}: torch's threads will sleep while they wait (OMP_WAIT_POLICY={policy}), "
+            f"{then}; set OMP_WAIT_POLICY yourself to choose"
         )
-    from dataclasses import replace
-
-    from rlhfkit.demo import DemoSettings, format_summary, run_demo
-    from rlhfkit.errors import ConfigError
-
     if args.processes is not None and args.processes < 1:
         raise ConfigError(f"--processes must be at least 1, got {args.processes}")
-    settings = DemoSettings.quick() if args.quick else DemoSettings.full()
     summary = run_demo(
         args.out, quick=args.quick, human=args.human, seed=args.seed, human_items=args.human_items,
-        mitigations=args.mitigations,
-        settings=settings if args.processes is None else replace(settings, processes=args.processes),
-        report_to=report_to,
+        mitigations=args.mitigations, settings=settings, report_to=report_to,
     )  # fmt: skip
     print(format_summary(summary))
     print(f"report: {os.path.join(args.out, 'report.html')}")

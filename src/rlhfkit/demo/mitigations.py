@@ -21,6 +21,7 @@ import numpy as np
 from rlhfkit import world
 from rlhfkit.demo.evaluate import evaluate_reward_models
 from rlhfkit.demo.stages import Stages
+from rlhfkit.runtime.cores import torch_threads
 from rlhfkit.runtime.io import write_json
 
 
@@ -37,15 +38,16 @@ def train_ensemble(
     s = st.s
     t0 = st.start("4b", f"training a reward-model ensemble of {s.ensemble_members} members")
     ens_dir = st.out / "reward-ensemble"
-    ens_eval = train(
-        RewardConfig(
-            model=str(base_dir), data=str(st.out / "rankings.jsonl"), out=str(ens_dir),
-            eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
-            learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed, overwrite=True,
-            max_length=128, logging_steps=5, ensemble=s.ensemble_members,
-            report_to=list(st.report_to),
-        )
-    )  # fmt: skip
+    with torch_threads(s.rm_threads):  # the single reward model's, as checked
+        ens_eval = train(
+            RewardConfig(
+                model=str(base_dir), data=str(st.out / "rankings.jsonl"), out=str(ens_dir),
+                eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
+                learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed,
+                overwrite=True, max_length=128, logging_steps=5, ensemble=s.ensemble_members,
+                report_to=list(st.report_to),
+            )
+        )  # fmt: skip
     ensemble = RewardEnsemble.from_pretrained(ens_dir)
     vs_gold: dict[str, Any] = {}
     for name, prompts, offset in (("heldout", train_prompts, 1), ("heldout_topics", heldout_prompts, 3)):  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 from rich.markup import escape
 
 from rlhfkit.demo.sampling import init_worker, worker_context
+from rlhfkit.runtime.cores import torch_threads
 
 Say = Callable[[str], None]
 
@@ -47,20 +48,22 @@ def default_processes() -> int:
 
 
 def run_ppo(
-    configs: dict[str, Any], reward_model: Any, say: Say, console: Any, processes: int
-) -> dict[str, float]:
+    configs: dict[str, Any], reward_model: Any, say: Say, console: Any, processes: int,
+    threads: int | None = None,
+) -> dict[str, float]:  # fmt: skip
     """Train every PPO run; returns each run's seconds. ``reward_model`` (already loaded) serves
     the runs on a single reward model; a run on an ensemble loads it with its objective. With
-    ``processes`` > 1 the runs train side by side in worker processes (torch's threads split
-    between them), one progress bar each, fed from the runs' own metrics.jsonl; their warnings
-    (the live hacking monitor's) are shown here."""
+    ``processes`` > 1 the runs train side by side in worker processes, one progress bar each,
+    fed from the runs' own metrics.jsonl; their warnings (the live hacking monitor's) are shown
+    here. Each run trains with ``threads`` torch threads (None: in this process as many as torch
+    has, side by side torch's threads split between the processes)."""
     if processes <= 1:
-        return _run_one_after_another(configs, reward_model, say)
-    return _run_side_by_side(configs, console, processes)
+        return _run_one_after_another(configs, reward_model, say, threads)
+    return _run_side_by_side(configs, console, processes, threads)
 
 
 def _run_one_after_another(
-    configs: dict[str, Any], reward_model: Any, say: Say
+    configs: dict[str, Any], reward_model: Any, say: Say, threads: int | None = None
 ) -> dict[str, float]:
     """Every run in this process, in turn; its warnings as demo output lines."""
     from rlhfkit.ppo import PPOTrainer
@@ -71,13 +74,15 @@ def _run_one_after_another(
     for name, config in configs.items():
         t0 = time.perf_counter()
         reward = _load_reward(config) if is_ensemble(config.reward_model) else reward_model
-        with warnings_to(say):
+        with warnings_to(say), torch_threads(threads):
             PPOTrainer(config, reward_model=reward, gold_reward_fn=gold_reward_fn).train()
         seconds[name] = time.perf_counter() - t0
     return seconds
 
 
-def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> dict[str, float]:
+def _run_side_by_side(
+    configs: dict[str, Any], console: Any, processes: int, threads: int | None = None
+) -> dict[str, float]:
     """At most ``processes`` runs at once, each in a worker process that loads its own reward
     model; a run that fails, or whose process dies, stops them all."""
     import queue as queue_module
@@ -88,7 +93,7 @@ def _run_side_by_side(configs: dict[str, Any], console: Any, processes: int) -> 
     from rlhfkit.errors import RlhfkitError
 
     seconds: dict[str, float] = {}
-    threads = max(1, torch.get_num_threads() // processes)
+    threads = threads or max(1, torch.get_num_threads() // processes)
     ctx = worker_context()  # not a fork of this process: it would copy torch's thread pool state
     messages = ctx.Queue()
     waiting = list(configs)

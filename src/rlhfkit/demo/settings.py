@@ -61,8 +61,25 @@ class DemoSettings:
     processes: int | None = None
     """Processes that share the sampling and train the PPO runs side by side (``None``: one per
     core torch may use, so 1 with ``OMP_NUM_THREADS=1``). A model this small keeps one core busy far
-    better than it splits its matrix products over two. The samples do not depend on it; the
-    number of threads each stage gets can change float rounding, and so the trained models a little."""
+    better than it splits its matrix products over two. Neither the samples nor the trained models
+    depend on it (the training runs at ``rm_threads`` and ``ppo_threads`` whatever the count)."""
+    rm_threads: int | None = 2
+    """torch threads the reward model (and with ``mitigations`` the ensemble) trains with, whatever
+    the machine's cores: the count the demo's figures were checked with. Another count sums some
+    gradients in another order (:func:`rlhfkit.runtime.cores.torch_threads`), which makes another
+    run. None: as many threads as torch has."""
+    ppo_threads: int | None = 1
+    """torch threads each PPO run trains with, whatever the machine's cores (side by side, each
+    run's process has this many): the count the figures were checked with, as ``rm_threads``.
+    Left to torch's count, --quick kept its lesson on 3 seeds of 5 on 1 thread and on 4
+    (docs/benchmarks.md, "Thread counts"). None: torch's threads shared between the runs at once."""
+
+    def training_threads(self, cores: int) -> int:
+        """The most torch threads the demo trains with at once on a machine with ``cores`` cores
+        (0 where the counts are left to torch)."""
+        runs = len(self.runs) + (len(self.mitigation_runs) if self.mitigations else 0)
+        at_once = max(1, min(runs, self.processes or cores))
+        return max(self.rm_threads or 0, (self.ppo_threads or 0) * at_once)
 
     @classmethod
     def full(cls) -> DemoSettings:
@@ -98,9 +115,9 @@ class DemoSettings:
             ppo_episodes=640, ppo_batch_size=32, ppo_learning_rate=6e-4, ppo_mini_batches=2,
             ppo_epochs=2, response_length=40, eval_samples=128, hacking_check_every=10,
             # Models this small finish before worker processes would pay for their start-up
-            # (2 cores: 28.2 s in one process, 30.6 s in two, session 15), and the runs' thread
-            # count is part of what the lesson was checked with.
-            processes=1,
+            # (2 cores: 28.2 s in one process, 30.6 s in two, session 15). The lesson was checked
+            # with the PPO runs on 2 threads each, in turn.
+            processes=1, ppo_threads=2,
             runs=[
                 PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
                 PPORunSpec("low-beta", 0.002, "β = 0.002: too low, the policy games the reward model"),

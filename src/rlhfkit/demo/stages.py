@@ -17,6 +17,7 @@ from rlhfkit.demo.evaluate import evaluate_reward_model
 from rlhfkit.demo.ppo_runs import run_ppo
 from rlhfkit.demo.sampling import Sampler, heldout_kl
 from rlhfkit.demo.settings import DemoSettings
+from rlhfkit.runtime.cores import torch_threads
 from rlhfkit.runtime.io import write_jsonl
 from rlhfkit.world.policy import cached_policy_dir, is_built, shipped_policy_dir
 
@@ -148,14 +149,15 @@ def train_reward_model(
     s = st.s
     t0 = st.start(4, f"training the reward model ({s.rm_epochs} epochs, ranking-native)")
     rm_dir = st.out / "reward-model"
-    train(
-        RewardConfig(
-            model=str(base_dir), data=str(st.out / "rankings.jsonl"), out=str(rm_dir),
-            eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
-            learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed, overwrite=True,
-            max_length=128, logging_steps=5, report_to=list(st.report_to),
-        )
-    )  # fmt: skip
+    with torch_threads(s.rm_threads):
+        train(
+            RewardConfig(
+                model=str(base_dir), data=str(st.out / "rankings.jsonl"), out=str(rm_dir),
+                eval_split=0.05, epochs=s.rm_epochs, batch_size=s.rm_batch_size,
+                learning_rate=s.rm_learning_rate, warmup_ratio=0.05, seed=st.seed,
+                overwrite=True, max_length=128, logging_steps=5, report_to=list(st.report_to),
+            )
+        )  # fmt: skip
     reward_model = RewardModel.from_pretrained(rm_dir)
     rm_eval = {
         name: evaluate_reward_model(
@@ -210,7 +212,7 @@ def tune_policies(
     t0 = st.start(5, f"PPO, {len(runs)} runs from the same base policy{side_by_side}")
     for run in runs:
         st.say(f"      {run.name}: {run.description}")
-    run_seconds = run_ppo(configs, reward_model, st.say, console, processes)
+    run_seconds = run_ppo(configs, reward_model, st.say, console, processes, s.ppo_threads)
     st.seconds.update({f"ppo_{name}": sec for name, sec in run_seconds.items()})
     st.seconds["ppo"] = time.perf_counter() - t0
     return {name: Path(config.out) for name, config in configs.items()}

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 
 def usable_cores() -> set[int]:
@@ -43,10 +44,13 @@ def busy_cores(window: float = 0.25) -> float:
     return len(cores) * (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
 
-def openmp_wait_policy(env: Mapping[str, str], busy: float, cores: int) -> str | None:
+def openmp_wait_policy(
+    env: Mapping[str, str], busy: float, cores: int, threads: int = 0
+) -> str | None:
     """``PASSIVE`` when other work already keeps half our cores busy (``busy``, as
-    :func:`busy_cores` measures it, at least ``cores / 2``), else None (OpenMP's own default);
-    None too when the user chose (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in ``env``).
+    :func:`busy_cores` measures it, at least ``cores / 2``) or when we will run more ``threads``
+    at once than there are ``cores``, else None (OpenMP's own default); None too when the user
+    chose (``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` in ``env``).
 
     Between two parallel regions OpenMP's threads spin for a while before they sleep. On an idle
     machine that is what keeps the demo's many small 2-thread steps fast: sleeping threads made the
@@ -55,4 +59,26 @@ def openmp_wait_policy(env: Mapping[str, str], busy: float, cores: int) -> str |
     (docs/benchmarks.md, "The demo on 2 AVX2 cores" and "OpenMP's waiting threads")."""
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
         return None
-    return "PASSIVE" if busy >= cores / 2 else None
+    return "PASSIVE" if busy >= cores / 2 or threads > cores else None
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (None: as many as it has), then go back to
+    the count before it.
+
+    Some of torch's CPU kernels add up their rows in an order set by the number of threads (the
+    backward of LayerNorm sums each thread's share of the rows, then the shares): the same
+    training on another thread count rounds differently, and after a few hundred optimizer steps
+    it is another run. The demo trains with the counts its figures were checked with."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
