@@ -36,7 +36,14 @@ def _tiny() -> DemoSettings:
 
 
 def _check_outputs(out, summary):
+    import torch
+
     assert set(summary) >= SUMMARY_KEYS
+    # what decides the arithmetic besides the settings, in the summary, its last line and the report
+    kernels = summary["machine"]["cpu_kernels"]
+    assert kernels == torch.backends.cpu.get_cpu_capability() and summary["machine"]["cores"] >= 1
+    assert f"torch's {kernels} kernels" in format_summary(summary)
+    assert f"{kernels} kernels" in (out / "report.html").read_text()
     assert [r["name"] for r in summary["runs"]] == ["sensible-beta", "low-beta"]
     for r in summary["runs"]:
         assert set(r) >= RUN_KEYS
@@ -216,6 +223,7 @@ def test_the_demo_trains_the_same_models_on_any_number_of_threads(tmp_path):
             tmp_path / name, settings=replace(_tiny(), **settings), say=lambda _: None
         )
         runs = [(r["proxy_reward_tuned"], r["gold_reward_tuned"], r["kl"]) for r in summary["runs"]]
+        assert summary["machine"]["torch_threads"] == threads  # sampling's, left to torch
         return models(tmp_path / name), runs, summary["settings"]
 
     before = torch.get_num_threads()

@@ -183,10 +183,30 @@ def _summary(
         "runs": r.runs,
         "stage_seconds": st.seconds,
         "settings": asdict(st.s),
+        "machine": _machine(),
     }
     if st.s.mitigations:
         summary["mitigations"] = {"ensemble": r.ens_eval, "best_of_n": r.bon}
     return summary
+
+
+def _machine() -> dict[str, Any]:
+    """What decides the demo's arithmetic besides its settings: the figures of README came from
+    torch's AVX512 kernels, and a CPU without them rounds differently (docs/benchmarks.md, "Thread
+    counts and the demo's figures")."""
+    import platform
+
+    import torch
+
+    from rlhfkit.runtime.cores import usable_cores
+
+    return {
+        "cores": len(usable_cores()),
+        "torch_threads": torch.get_num_threads(),  # sampling's; training's are in the settings
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "platform": platform.machine(),
+    }
 
 
 def _serve_for_humans(out: Path, candidates_path: Path, say: Say) -> list[Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.demo.report_mitigations import mitigations_section
+from rlhfkit.demo.summary import machine_note
 from rlhfkit.report import (
     Run,
     esc,
@@ -285,7 +286,7 @@ def render_demo_report(
     sections.append(("Before and after, same held-out prompts", _before_after(outputs, prompts)))
     sections.append(("The lesson's quiz, answered by this run", _quiz(summary)))
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in summary.get("stage_seconds", {}).items())
-    subtitle = f"wall time {summary['wall_seconds']:.0f} s — {timing}"
+    subtitle = f"wall time {summary['wall_seconds']:.0f} s{machine_note(summary)} — {timing}"
     path = out / "report.html"
     with atomic_open(path) as f:
         f.write(

@@ -52,5 +52,17 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"gold {last['gold_gain']:+.2f} over one sample (KL {last['kl']:.2f})"
             )
     minutes = summary["wall_seconds"] / 60
-    lines.append(f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min)")
+    lines.append(
+        f"wall time {summary['wall_seconds']:.0f} s ({minutes:.1f} min){machine_note(summary)}"
+    )
     return "\n".join(lines)
+
+
+def machine_note(summary: dict[str, Any]) -> str:
+    """Where it ran, as far as the figures depend on it: the cores, and torch's CPU kernels (the
+    README's figures are AVX512's; other kernels round differently)."""
+    machine = summary.get("machine")
+    if not machine:
+        return ""
+    cores = machine["cores"]
+    return f" on {cores} core{'s' if cores != 1 else ''}, torch's {machine['cpu_kernels']} kernels"
