@@ -187,6 +187,7 @@ def test_demo_runs_every_stage_on_tiny_settings(tmp_path, processes):
     summary = run_demo(out, settings=replace(_tiny(), processes=processes), say=lines.append)
     _check_outputs(out, summary)
     assert ("side by side in 2 processes" in "\n".join(lines)) == (processes == 2)
+    assert "1 thread each" in "\n".join(lines)  # the count the figures were checked with
     assert {"ppo_sensible-beta", "ppo_low-beta"} <= set(summary["stage_seconds"])
     # the PPO schedule is the settings' (the full demo's 2 epochs came from them, issue #25)
     assert summary["settings"]["ppo_epochs"] == 1

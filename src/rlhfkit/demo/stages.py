@@ -209,6 +209,8 @@ def tune_policies(
     }  # fmt: skip
     processes = min(len(configs), workers)
     side_by_side = f", side by side in {processes} processes" if processes > 1 else ""
+    if s.ppo_threads:
+        side_by_side += f", {s.ppo_threads} thread{'s' if s.ppo_threads > 1 else ''} each"
     t0 = st.start(5, f"PPO, {len(runs)} runs from the same base policy{side_by_side}")
     for run in runs:
         st.say(f"      {run.name}: {run.description}")
