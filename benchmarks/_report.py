@@ -26,6 +26,7 @@ SIDE_LABEL = {
     "ours": "ours, separate critic (TRL's work)",
     "trl": "trl",
 }
+SHORT = {"ours-default": "ours", "ours": "ours (separate critic)", "trl": "TRL"}
 
 
 def _med(rows: list[dict], key: str) -> float:
@@ -40,6 +41,38 @@ def _verdict(key: str, value: float) -> str:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
+
+
+def _failure(run: dict) -> str:
+    """A run that failed (``vs_trl.failed_run``), in a few words."""
+    after = run.get("last_logged_episode")
+    where = f" after episode {after}" if after is not None else ""
+    return f"failed{where}: {run['error']}"
+
+
+def _learning_summary_row(res: dict) -> str:
+    """The summary's row for the longer run. A side whose training failed loses to one that
+    finished; if both failed, there is nothing to compare."""
+    lp = res["ppo_learn"]
+    n = lp["settings"]["total_episodes"]
+    head = f"| PPO final reward / gold, ~20M, {n} episodes (ours default / TRL; one run each) | "
+    ours_r, trl_r = res["ppo_learn_final_reward_ours"], res["ppo_learn_final_reward_trl"]
+    ours_g, trl_g = res["ppo_learn_final_gold_ours"], res["ppo_learn_final_gold_trl"]
+    if ours_r is not None and trl_r is not None:
+        return (
+            f"{head}{ours_r:.3f} / {trl_r:.3f}; gold {ours_g:.3f} / {trl_g:.3f} | ours ≥ TRL: "
+            f"{_met(ours_r >= trl_r)} (reward), {_met(ours_g >= trl_g)} (gold) |"
+        )
+    failed = {
+        side: next(r for r in lp["runs"][side] if r.get("failed"))
+        for side in ("ours-default", "trl")
+        if any(r.get("failed") for r in lp["runs"][side])
+    }
+    ours = f"{ours_r:.3f} (gold {ours_g:.3f})" if ours_r is not None else "failed"
+    trl = f"{trl_r:.3f} (gold {trl_g:.3f})" if trl_r is not None else "failed"
+    verdict = "met" if ours_r is not None else "NOT met"
+    why = "; ".join(f"{SHORT[side]} {_failure(r)}" for side, r in failed.items())
+    return f"{head}{ours} / {trl} | ours ≥ TRL: {verdict} ({why}) |"
 
 
 def _ours_vs_trl(res: dict, key: str, suffix: str) -> str:
@@ -125,17 +158,8 @@ def render(res: dict, argv: list[str]) -> str:
             f"| PPO final gold, {size}, {n} episodes (same order; initial {init['gold']:.3f}) | "
             f"{golds} | ours ≥ TRL: {_ours_vs_trl(res, 'gold', suffix)} |"
         )
-    if "ppo_learn_final_reward_ours" in res:
-        n = res["ppo_learn"]["settings"]["total_episodes"]
-        lines.append(
-            f"| PPO final reward / gold, ~20M, {n} episodes (ours default / TRL; one run each) | "
-            f"{res['ppo_learn_final_reward_ours']:.3f} / {res['ppo_learn_final_reward_trl']:.3f}; "
-            f"gold {res['ppo_learn_final_gold_ours']:.3f} / {res['ppo_learn_final_gold_trl']:.3f} | "
-            "ours ≥ TRL: "
-            f"{_met(res['ppo_learn_final_reward_ours'] >= res['ppo_learn_final_reward_trl'])} "
-            f"(reward), {_met(res['ppo_learn_final_gold_ours'] >= res['ppo_learn_final_gold_trl'])} "
-            "(gold) |"
-        )
+    if "ppo_learn" in res:
+        lines.append(_learning_summary_row(res))
     if any(k in res for k in ("ppo_speedup_same_critic", "ppo_speedup_large_same_critic")):
         lines += [
             "",
@@ -259,12 +283,18 @@ def render(res: dict, argv: list[str]) -> str:
             f"| initial policy | | | {lp['initial']['reward']:.3f} | {lp['initial']['gold']:.3f} | |",
         ]
         for side in ("ours-default", "trl"):
-            rows = runs[side]
-            lines.append(
-                f"| {SIDE_LABEL[side]} | {_med(rows, 'episodes_per_s'):.2f} | "
-                f"{_med(rows, 'peak_rss_mb'):.0f} | {_med(rows, 'final_reward'):.3f} | "
-                f"{_med(rows, 'final_gold'):.3f} | {_med(rows, 'process_seconds'):.1f} |"
-            )
+            rows = [r for r in runs[side] if not r.get("failed")]
+            for failed in (r for r in runs[side] if r.get("failed")):
+                lines.append(
+                    f"| {SIDE_LABEL[side]} | {_failure(failed)} (its output: `{failed['log']}`) "
+                    f"| | | | {failed['process_seconds']:.1f} |"
+                )
+            if rows:
+                lines.append(
+                    f"| {SIDE_LABEL[side]} | {_med(rows, 'episodes_per_s'):.2f} | "
+                    f"{_med(rows, 'peak_rss_mb'):.0f} | {_med(rows, 'final_reward'):.3f} | "
+                    f"{_med(rows, 'final_gold'):.3f} | {_med(rows, 'process_seconds'):.1f} |"
+                )
 
     # MFU
     mf = res["mfu"]

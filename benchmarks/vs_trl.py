@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -124,8 +125,14 @@ REUSE = False  # --reuse: keep a finished measurement whose spec is unchanged
 REUSED: list[str] = []
 
 
-def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
-    """Run one measurement in a fresh Python process and return its JSON result."""
+def run_job(
+    job: str, side: str, spec: dict, work: Path, tag: str, failure_is_a_result: bool = False
+) -> dict:
+    """Run one measurement in a fresh Python process and return its JSON result.
+
+    ``failure_is_a_result``: a run that fails (a trainer whose loss went NaN, say) returns
+    :func:`failed_run`'s record instead of stopping the benchmark; its output is kept in
+    ``work/failed-{tag}.log``."""
     spec_path = work / f"spec-{tag}.json"
     result_path = work / f"result-{tag}.json"
     if REUSE and spec_path.exists() and result_path.exists():
@@ -145,12 +152,39 @@ def run_job(job: str, side: str, spec: dict, work: Path, tag: str) -> dict:
         env={**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
     if proc.returncode != 0 or not result_path.exists():
+        if failure_is_a_result:
+            log_path = work / f"failed-{tag}.log"
+            log_path.write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr, encoding="utf-8")
+            return failed_run(proc.returncode, proc.stdout, proc.stderr, log_path,
+                              time.perf_counter() - t0)  # fmt: skip
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"vs_trl: the {job}/{side} measurement failed (exit {proc.returncode})")
     result = json.loads(result_path.read_text(encoding="utf-8"))
     result["process_seconds"] = time.perf_counter() - t0
     result_path.write_text(json.dumps(result), encoding="utf-8")
     return result
+
+
+def failed_run(code: int, stdout: str, stderr: str, log_path: Path, seconds: float) -> dict:
+    """The record of a run that failed: its exit code, its last error line, the last episode its
+    trainer logged (TRL prints ``'episode': N`` in each logged dict), where its output is kept."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    episodes = re.findall(r"'episode': (\d+)", stdout + stderr)
+    return {
+        "failed": True,
+        "exit_code": code,
+        "error": lines[-1] if lines else f"exit {code} with no message",
+        "last_logged_episode": int(episodes[-1]) if episodes else None,
+        "log": str(log_path),
+        "process_seconds": seconds,
+    }
+
+
+def describe_failure(r: dict) -> str:
+    """One line for a :func:`failed_run` record."""
+    after = r.get("last_logged_episode")
+    return (f"failed after episode {after}: {r['error']}" if after is not None
+            else f"failed: {r['error']}")  # fmt: skip
 
 
 def alternate(
@@ -161,6 +195,7 @@ def alternate(
     tag: str,
     key: str,
     sides: tuple[str, ...] = ("ours", "trl"),
+    failure_is_a_result: bool = False,
 ) -> dict:
     """ours, TRL, ours, TRL, ... ``runs`` times each; returns every result per side. PPO run i
     uses seed ``spec["seed"] + i`` on every side, so the reward figures are medians over seeds."""
@@ -168,8 +203,12 @@ def alternate(
     for i in range(runs):
         run_spec = {**spec, "seed": spec["seed"] + i} if job == "ppo" else spec
         for side in sides:
-            r = run_job(job, side, run_spec, work, f"{tag}-{side}-{i}")
+            r = run_job(job, side, run_spec, work, f"{tag}-{side}-{i}", failure_is_a_result)
             out[side].append(r)
+            if r.get("failed"):
+                log(f"  {tag} run {i + 1}/{runs} {side:9s}: {describe_failure(r)} "
+                    f"(process {r['process_seconds']:.1f} s; output in {r['log']})")  # fmt: skip
+                continue
             log(f"  {tag} run {i + 1}/{runs} {side:9s}: {key} {r[key]:.2f}, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MiB, process {r['process_seconds']:.1f} s")  # fmt: skip
     return out
@@ -404,19 +443,24 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"PPO learning: {lp['model']} policy, {lp['episodes']} episodes, ours (default critic) vs TRL"
         )
+        # a side whose training fails (diverges to NaN, say) is a result here, not a broken run
         r = alternate("ppo", spec, lp["runs"], work, f"learn-{lp['model']}", "episodes_per_s",
-                      ("ours-default", "trl"))  # fmt: skip
+                      ("ours-default", "trl"), failure_is_a_result=True)  # fmt: skip
         results["ppo_learn"] = {
             "settings": spec,
             "initial": results["ppo"][lp["model"]]["initial"],
             "runs": r,
         }
+        finished = {side: [x for x in rows if not x.get("failed")] for side, rows in r.items()}
         for side, tail in (("ours-default", "ours"), ("trl", "trl")):
-            results[f"ppo_learn_final_reward_{tail}"] = med(r[side], "final_reward")
-            results[f"ppo_learn_final_gold_{tail}"] = med(r[side], "final_gold")
-        results["ppo_learn_speedup"] = med(r["ours-default"], "episodes_per_s") / med(
-            r["trl"], "episodes_per_s"
-        )
+            for figure in ("reward", "gold"):
+                results[f"ppo_learn_final_{figure}_{tail}"] = (
+                    med(finished[side], f"final_{figure}") if finished[side] else None
+                )
+        if finished["ours-default"] and finished["trl"]:
+            results["ppo_learn_speedup"] = med(finished["ours-default"], "episodes_per_s") / med(
+                finished["trl"], "episodes_per_s"
+            )
 
     # 3. MFU of our training phase.
     mfu_name = preset["mfu_model"]

@@ -181,3 +181,48 @@ def test_generation_benchmark_samples_the_batch_it_is_given(tmp_path):
     assert "batch 6," in proc.stdout and "oneDNN-packed weights (0 layers)" in proc.stdout
     bad = subprocess.run([*cmd, "--batch", "1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--batch must be at least 2" in bad.stderr
+
+
+TRL_LIKE_OUTPUT = (
+    "{'objective/kl': '0.1418', 'lr': '0.00014', 'episode': 288, 'epoch': '4.5'}\n"
+    "{'objective/kl': '-0.02529', 'policy/approxkl_avg': 'nan', 'episode': 320, 'epoch': '5'}\n"
+)
+
+
+def test_a_training_run_that_fails_is_recorded_when_failure_is_a_result(tmp_path):
+    import vs_trl
+
+    spec = {"threads": 1}
+    with pytest.raises(SystemExit, match="measurement failed"):
+        vs_trl.run_job("no-such-job", "trl", spec, tmp_path, "strict")
+    r = vs_trl.run_job("no-such-job", "trl", spec, tmp_path, "lenient", failure_is_a_result=True)
+    assert r["failed"] and r["exit_code"] != 0 and r["process_seconds"] > 0
+    assert r["error"] == "unknown job 'no-such-job'" and r["last_logged_episode"] is None
+    assert "unknown job" in Path(r["log"]).read_text(encoding="utf-8")
+    # what TRL prints before its sampler meets NaN probabilities
+    err = "Traceback ...\nRuntimeError: probability tensor contains either `inf`, `nan` or element < 0\n"
+    r = vs_trl.failed_run(1, TRL_LIKE_OUTPUT, err, tmp_path / "x.log", 12.0)
+    assert r["last_logged_episode"] == 320 and r["error"].startswith("RuntimeError: probability")
+    assert vs_trl.describe_failure(r).startswith("failed after episode 320: RuntimeError")
+
+
+def test_the_summary_of_the_longer_run_says_which_side_failed():
+    import _report
+    import vs_trl
+
+    failed = vs_trl.failed_run(1, TRL_LIKE_OUTPUT, "RuntimeError: nan\n", Path("x.log"), 9.0)
+    res = {
+        "ppo_learn": {"settings": {"total_episodes": 480},
+                      "runs": {"ours-default": [{"final_reward": 24.2}], "trl": [failed]}},
+        "ppo_learn_final_reward_ours": 24.23, "ppo_learn_final_gold_ours": 0.49,
+        "ppo_learn_final_reward_trl": None, "ppo_learn_final_gold_trl": None,
+    }  # fmt: skip
+    row = _report._learning_summary_row(res)
+    assert "24.230 (gold 0.490) / failed" in row
+    assert "ours ≥ TRL: met (TRL failed after episode 320: RuntimeError: nan)" in row
+    res["ppo_learn_final_reward_trl"], res["ppo_learn_final_gold_trl"] = 24.5, 0.5
+    res["ppo_learn"]["runs"]["trl"] = [{"final_reward": 24.5}]
+    row = _report._learning_summary_row(res)
+    assert (
+        "24.230 / 24.500; gold 0.490 / 0.500" in row and "NOT met (reward), NOT met (gold)" in row
+    )
