@@ -43,7 +43,7 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
-def _failure(run: dict) -> str:
+def describe_failure(run: dict) -> str:
     """A run that failed (``vs_trl.failed_run``), in a few words."""
     after = run.get("last_logged_episode")
     where = f" after episode {after}" if after is not None else ""
@@ -71,7 +71,7 @@ def _learning_summary_row(res: dict) -> str:
     ours = f"{ours_r:.3f} (gold {ours_g:.3f})" if ours_r is not None else "failed"
     trl = f"{trl_r:.3f} (gold {trl_g:.3f})" if trl_r is not None else "failed"
     verdict = "met" if ours_r is not None else "NOT met"
-    why = "; ".join(f"{SHORT[side]} {_failure(r)}" for side, r in failed.items())
+    why = "; ".join(f"{SHORT[side]} {describe_failure(r)}" for side, r in failed.items())
     return f"{head}{ours} / {trl} | ours ≥ TRL: {verdict} ({why}) |"
 
 
@@ -286,7 +286,7 @@ def render(res: dict, argv: list[str]) -> str:
             rows = [r for r in runs[side] if not r.get("failed")]
             for failed in (r for r in runs[side] if r.get("failed")):
                 lines.append(
-                    f"| {SIDE_LABEL[side]} | {_failure(failed)} (its output: `{failed['log']}`) "
+                    f"| {SIDE_LABEL[side]} | {describe_failure(failed)} (its output: `{failed['log']}`) "
                     f"| | | | {failed['process_seconds']:.1f} |"
                 )
             if rows:

@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE))
 
 import _world  # noqa: E402
 from _machine import machine_info  # noqa: E402
+from _report import describe_failure  # noqa: E402
 
 # ------------------------------------------------------------------------------ presets
 
@@ -178,13 +179,6 @@ def failed_run(code: int, stdout: str, stderr: str, log_path: Path, seconds: flo
         "log": str(log_path),
         "process_seconds": seconds,
     }
-
-
-def describe_failure(r: dict) -> str:
-    """One line for a :func:`failed_run` record."""
-    after = r.get("last_logged_episode")
-    return (f"failed after episode {after}: {r['error']}" if after is not None
-            else f"failed: {r['error']}")  # fmt: skip
 
 
 def alternate(
