@@ -10,8 +10,10 @@ policy (3 layers × 96 over its 1,827-word vocabulary, batch 64, 48 new tokens, 
 samples). For each, in turn ``--runs`` times: ``transformers``' ``model.generate`` (plain sampling at
 temperature 0.7: what rlhfkit ran before its own loop), rlhfkit's
 :func:`rlhfkit.collect.generate.generate` (which packs large layers' weights for oneDNN on an x86
-CPU, :mod:`rlhfkit.runtime.packing`), the same loop with packing switched off
-(``rlhfkit_unpacked``: the sampler before it), and a training step on half the batch (forward with the
+CPU, :mod:`rlhfkit.runtime.packing`, and runs a plain GPT-2 through its lean decoding step,
+:mod:`rlhfkit.collect.gpt2_step`), the same loop with packing switched off (``rlhfkit_unpacked``)
+and with the model's own forward every step (``rlhfkit_model_forward``: the sampler before the lean
+step), and a training step on half the batch (forward with the
 logits of the response positions, backward, AdamW: the work of a PPO minibatch without the critic).
 Seconds are medians; FLOPs are counted as ``vs_trl.py`` counts them (``_ppo.generation_flops``,
 ``_ppo.forward_flops``; backward = 2 × forward). ``gen/train`` is the sampling FLOP rate over the
@@ -35,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -49,7 +52,7 @@ SIZES = {
     "demo": {"layers": 3, "dim": 96, "heads": 4, "batch": 64, "response": 48},
 }
 TEMPERATURE = 0.7
-GENERATORS = ("transformers", "rlhfkit", "rlhfkit_unpacked")
+GENERATORS = ("transformers", "rlhfkit", "rlhfkit_unpacked", "rlhfkit_model_forward")
 
 
 def build(name: str, work: Path, s: dict) -> tuple[Path, list[str]]:
@@ -82,6 +85,7 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+    from rlhfkit.collect import gpt2_step
     from rlhfkit.collect.generate import encode_prompts, generate
     from rlhfkit.ops import logprobs_from_logits
     from rlhfkit.runtime import packing
@@ -108,16 +112,21 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
         out = generate(model, ids, mask, R, TEMPERATURE, pad, [eos])
         return int((out != pad).any(0).sum())
 
-    def rlhfkit_unpacked() -> int:  # the same loop with every layer's own forward
-        saved = os.environ.get(packing.ENV)
-        os.environ[packing.ENV] = "0"
-        try:
-            return rlhfkit_generate()
-        finally:
-            if saved is None:
-                del os.environ[packing.ENV]
-            else:
-                os.environ[packing.ENV] = saved
+    def switched_off(env: str) -> Callable[[], int]:
+        """The same loop with one of its speed-ups switched off by its variable."""
+
+        def run() -> int:
+            saved = os.environ.get(env)
+            os.environ[env] = "0"
+            try:
+                return rlhfkit_generate()
+            finally:
+                if saved is None:
+                    del os.environ[env]
+                else:
+                    os.environ[env] = saved
+
+        return run
 
     # a PPO minibatch's training work on the policy: half the batch, prompt + full response
     train_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
@@ -140,7 +149,8 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     sides = {
         "transformers": transformers_generate,
         "rlhfkit": rlhfkit_generate,
-        "rlhfkit_unpacked": rlhfkit_unpacked,
+        "rlhfkit_unpacked": switched_off(packing.ENV),  # every layer's own forward
+        "rlhfkit_model_forward": switched_off(gpt2_step.ENV),  # the model's forward every step
         "train": train_step,
     }
     seconds: dict[str, list[float]] = {k: [] for k in sides}
@@ -170,6 +180,7 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
         assert new_tokens[side] == R, f"{side} stopped after {new_tokens[side]} of {R} tokens"
     out["speedup"] = out["transformers"]["seconds"] / out["rlhfkit"]["seconds"]
     out["packing_speedup"] = out["rlhfkit_unpacked"]["seconds"] / out["rlhfkit"]["seconds"]
+    out["gpt2_step_speedup"] = out["rlhfkit_model_forward"]["seconds"] / out["rlhfkit"]["seconds"]
     with packing.packed_linears(model, rows=s["batch"]) as n_packed:
         out["packed_layers"] = n_packed
     return out
@@ -211,12 +222,13 @@ def main() -> int:
             for side in GENERATORS:
                 x = r[side]
                 print(
-                    f"  {side:16s} {x['seconds']:.3f} s  {x['gflops']:6.1f} GFLOP/s  "
+                    f"  {side:21s} {x['seconds']:.3f} s  {x['gflops']:6.1f} GFLOP/s  "
                     f"{x['gflops'] / peak['gflops']:.1%} of peak  gen/train {x['gen_over_train']:.2f}"
                 )
             print(
                 f"  speedup {r['speedup']:.2f}x over transformers; oneDNN-packed weights "
-                f"({r['packed_layers']} layers) {r['packing_speedup']:.2f}x"
+                f"({r['packed_layers']} layers) {r['packing_speedup']:.2f}x; GPT-2's lean step "
+                f"{r['gpt2_step_speedup']:.2f}x"
             )
     results["load_average_end"] = machine_info()["load_average"]
     if args.json:

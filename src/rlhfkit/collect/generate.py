@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rlhfkit.collect.gpt2_step import decode_step
 from rlhfkit.runtime.packing import packed_linears
 
 if TYPE_CHECKING:
@@ -87,8 +88,10 @@ def generate(
     real tokens), so its logits are the same, and it leaves out what costs time on a CPU without
     changing the distribution: logits processors that do nothing here, stopping criteria, and
     ``torch.multinomial``, whose exponential draws over the whole vocabulary took a third of the
-    demo's sampling time (docs/benchmarks.md, "Generation"). On an x86 CPU the model's large linear
-    layers run with oneDNN-packed weights for the length of the call
+    demo's sampling time (docs/benchmarks.md, "Generation"). A plain GPT-2 runs through
+    :class:`rlhfkit.collect.gpt2_step.GPT2DecodeStep` (its own layers without ``transformers``'
+    per-call machinery) once that has matched the model's forward bit for bit. On an x86 CPU the
+    model's large linear layers run with oneDNN-packed weights for the length of the call
     (:func:`rlhfkit.runtime.packing.packed_linears`): the same samples on a ~20M GPT-2, 1.1–1.4×
     faster there. No defaults stored with the model
     (top_k=50, repetition penalties, ...) apply: the distribution is ``softmax(logits /
@@ -108,7 +111,7 @@ def generate(
     next_position = positions[:, -1:] + 1  # (B, 1)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
-    step = _ModelStep(model)
+    step = decode_step(model, _ModelStep)
     with packed_linears(model, rows=B):
         logits = step(input_ids, attention_mask, positions)  # (B, V) at the last prompt position
         for t in range(response_length):
