@@ -7,7 +7,7 @@ the same layers of the same model — every submodule called as the model calls 
 ``c_attn``, ``c_proj``, ``mlp``, ...), so packed weights, a fused activation or a user's
 replacement of a layer still apply — with the keys and values kept in plain tensors (concatenated
 as ``DynamicCache`` does) and the attention mask built the way ``transformers``' SDPA mask is. On the
-demo's policy it samples 1.2–1.3× faster (docs/benchmarks.md, "A leaner GPT-2 decoding step").
+demo's policy it samples 1.1–1.6× faster (docs/benchmarks.md, "A leaner GPT-2 decoding step").
 
 It must give the model's own logits bit for bit, so that a seed gives the same samples on either
 path. :func:`decode_step` therefore takes it only for a plain ``GPT2LMHeadModel`` with SDPA
