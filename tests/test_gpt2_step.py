@@ -125,6 +125,9 @@ def test_other_models_and_settings_keep_the_models_forward(tiny_models, monkeypa
     assert not takes_it(_gpt2(resid_pdrop=0.1).train())
     assert takes_it(_gpt2(resid_pdrop=0.1).eval())
     assert not takes_it(_gpt2(add_cross_attention=True))
+    hooked = _gpt2()  # as Accelerate's device_map leaves a model: hooks on its modules
+    hooked.transformer.h[0]._hf_hook = object()
+    assert not takes_it(hooked)
     assert not takes_it(AutoModelForCausalLM.from_pretrained(tiny_models["llama"]).eval())
     monkeypatch.setenv(gpt2_step.ENV, "0")
     assert not takes_it(_gpt2())
@@ -150,3 +153,21 @@ def test_a_step_that_differs_from_the_model_is_not_taken(monkeypatch):
     monkeypatch.setenv(gpt2_step.ENV, "0")
     torch.manual_seed(1)
     assert torch.equal(checked, generate(model, ids, mask, 12, 1.0, pad_id=0, stop_ids=[1]))
+
+
+def test_a_step_that_fails_is_not_taken(monkeypatch):
+    """Whatever goes wrong inside the lean step on its check (a device it did not expect, a future
+    GPT-2 it cannot run), the sampler runs the model's forward instead of failing."""
+
+    def fails(self, *args):
+        raise RuntimeError("Expected all tensors to be on the same device")
+
+    model = _gpt2(seed=5)
+    monkeypatch.setattr(GPT2DecodeStep, "__call__", fails)
+    assert not matches_forward(model, gen._ModelStep)
+    ids, mask = _prompts(6, 3, model.config.vocab_size, pad=0)
+    torch.manual_seed(2)
+    sampled = generate(model, ids, mask, 8, 1.0, pad_id=0, stop_ids=[1])
+    monkeypatch.setenv(gpt2_step.ENV, "0")
+    torch.manual_seed(2)
+    assert torch.equal(sampled, generate(model, ids, mask, 8, 1.0, pad_id=0, stop_ids=[1]))

@@ -38,8 +38,10 @@ def _enabled() -> bool:
 
 def supported(model: Any) -> bool:
     """Whether ``model`` is a GPT-2 this step knows how to run: exactly ``GPT2LMHeadModel`` (not a
-    subclass, a PEFT or a distributed wrapper), SDPA attention, no cross-attention, no dropout that
-    would act (eval mode, or every probability 0, as PPO sets it)."""
+    subclass, a PEFT or a distributed wrapper), on one device without Accelerate's hooks (a
+    ``device_map`` model moves tensors between its blocks in hooks this step would not call), SDPA
+    attention, no cross-attention, no dropout that would act (eval mode, or every probability 0, as
+    PPO sets it)."""
     try:
         from transformers import GPT2LMHeadModel
     except ImportError:  # pragma: no cover - transformers is a dependency
@@ -50,6 +52,10 @@ def supported(model: Any) -> bool:
     if getattr(cfg, "_attn_implementation", None) != "sdpa" or cfg.add_cross_attention:
         return False
     if any(not isinstance(getattr(b.attn, "scaling", None), float) for b in model.transformer.h):
+        return False
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):
+        return False
+    if len({p.device for p in model.parameters()}) > 1:
         return False
     dropout = torch.nn.modules.dropout._DropoutNd
     return not model.training or all(m.p == 0 for m in model.modules() if isinstance(m, dropout))
@@ -122,10 +128,19 @@ def decode_step(model: Any, reference: Any) -> Any:
     return GPT2DecodeStep(model) if verdict else reference(model)
 
 
-@torch.no_grad()
 def matches_forward(model: Any, reference: Any) -> bool:
     """Whether :class:`GPT2DecodeStep` gives exactly the logits of ``reference(model)`` on two
-    batches (two rows with one left-padded; three unpadded rows): prefill, then two tokens."""
+    batches (two rows with one left-padded; three unpadded rows): prefill, then two tokens. A lean
+    step that raises does not match (the model's own forward then runs, and says what is wrong if
+    anything is)."""
+    try:
+        return _matches_forward(model, reference)
+    except Exception:  # any failure of ours means: use the model's forward
+        return False
+
+
+@torch.no_grad()
+def _matches_forward(model: Any, reference: Any) -> bool:
     device = model.transformer.wte.weight.device
     vocab = model.config.vocab_size
     for ids, mask in (
