@@ -133,6 +133,20 @@ def test_other_models_and_settings_keep_the_models_forward(tiny_models, monkeypa
     assert not takes_it(_gpt2())
 
 
+def _refused_and_sampled_by_the_model(model, monkeypatch) -> None:
+    """The lean step (as patched by the test) fails its check, and the sampler's samples are the
+    model's forward's (the switch off) for the same seed."""
+    assert not matches_forward(model, gen._ModelStep)
+    assert not isinstance(decode_step(model, gen._ModelStep), GPT2DecodeStep)
+    ids, mask = _prompts(5, 4, model.config.vocab_size, pad=0)
+    samples = []
+    for switch in ("1", "0"):
+        monkeypatch.setenv(gpt2_step.ENV, switch)
+        torch.manual_seed(1)
+        samples.append(generate(model, ids, mask, 12, 1.0, pad_id=0, stop_ids=[1]))
+    assert torch.equal(*samples)
+
+
 def test_a_step_that_differs_from_the_model_is_not_taken(monkeypatch):
     """The check on first use is what keeps the samples: a lean step off by one rounding step on
     one logit is refused, and the sampler runs the model's forward."""
@@ -143,16 +157,8 @@ def test_a_step_that_differs_from_the_model_is_not_taken(monkeypatch):
         logits[0, 0] = torch.nextafter(logits[0, 0], torch.tensor(float("inf")))
         return logits
 
-    model = _gpt2(seed=4)
     monkeypatch.setattr(GPT2DecodeStep, "__call__", off_by_a_rounding)
-    assert not matches_forward(model, gen._ModelStep)
-    assert not isinstance(decode_step(model, gen._ModelStep), GPT2DecodeStep)
-    ids, mask = _prompts(5, 4, model.config.vocab_size, pad=0)
-    torch.manual_seed(1)
-    checked = generate(model, ids, mask, 12, 1.0, pad_id=0, stop_ids=[1])
-    monkeypatch.setenv(gpt2_step.ENV, "0")
-    torch.manual_seed(1)
-    assert torch.equal(checked, generate(model, ids, mask, 12, 1.0, pad_id=0, stop_ids=[1]))
+    _refused_and_sampled_by_the_model(_gpt2(seed=4), monkeypatch)
 
 
 def test_a_step_that_fails_is_not_taken(monkeypatch):
@@ -162,12 +168,5 @@ def test_a_step_that_fails_is_not_taken(monkeypatch):
     def fails(self, *args):
         raise RuntimeError("Expected all tensors to be on the same device")
 
-    model = _gpt2(seed=5)
     monkeypatch.setattr(GPT2DecodeStep, "__call__", fails)
-    assert not matches_forward(model, gen._ModelStep)
-    ids, mask = _prompts(6, 3, model.config.vocab_size, pad=0)
-    torch.manual_seed(2)
-    sampled = generate(model, ids, mask, 8, 1.0, pad_id=0, stop_ids=[1])
-    monkeypatch.setenv(gpt2_step.ENV, "0")
-    torch.manual_seed(2)
-    assert torch.equal(sampled, generate(model, ids, mask, 8, 1.0, pad_id=0, stop_ids=[1]))
+    _refused_and_sampled_by_the_model(_gpt2(seed=5), monkeypatch)
