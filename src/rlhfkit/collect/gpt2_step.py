@@ -141,6 +141,8 @@ def matches_forward(model: Any, reference: Any) -> bool:
 
 @torch.no_grad()
 def _matches_forward(model: Any, reference: Any) -> bool:
+    from rlhfkit.collect.generate import position_ids_from_mask  # (it imports this module)
+
     device = model.transformer.wte.weight.device
     vocab = model.config.vocab_size
     for ids, mask in (
@@ -148,16 +150,14 @@ def _matches_forward(model: Any, reference: Any) -> bool:
         (torch.tensor([[1, 2], [3, 4], [5, 6]]), torch.ones(3, 2, dtype=torch.long)),
     ):
         ids, mask = (ids % vocab).to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = position_ids_from_mask(mask)
         lean, full = GPT2DecodeStep(model), reference(model)
-        a, b = lean(ids, mask, positions), full(ids, mask, positions)
-        for t in range(2):
+        tokens = ids
+        for _ in range(3):  # the prompt, then two tokens
+            a, b = lean(tokens, mask, positions), full(tokens, mask, positions)
             if not torch.equal(a, b):
                 return False
-            token = a.argmax(-1, keepdim=True)
-            mask = torch.cat([mask, torch.ones_like(token)], 1)
-            nxt = positions[:, -1:] + 1 + t
-            a, b = lean(token, mask, nxt), full(token, mask, nxt)
-        if not torch.equal(a, b):
-            return False
+            tokens = a.argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones_like(tokens)], 1)
+            positions = positions[:, -1:] + 1
     return True
