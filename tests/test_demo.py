@@ -402,6 +402,29 @@ def test_workers_are_forks_of_a_server_that_take_the_demos_current_environment(m
     assert probe() == "second"
 
 
+def test_the_fork_server_starts_early_and_never_starts_a_thread_pool():
+    """run_demo starts the fork server before its own imports (``start_worker_server``), so that
+    the server imports torch, transformers and GPT-2's modeling (``WORKER_PRELOAD``) on another
+    core while the demo does the same. The preload must leave the server with its one thread: a
+    worker forked from a process whose thread pool had started would inherit a broken pool."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import rlhfkit.demo.sampling as demo
+
+    if "forkserver" not in mp.get_all_start_methods() or not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs a fork server and /proc")
+    assert "transformers.models.gpt2.modeling_gpt2" in demo.WORKER_PRELOAD
+    demo.start_worker_server()
+    with ProcessPoolExecutor(
+        1, mp_context=demo.worker_context(), initializer=demo.init_worker,
+        initargs=(1, dict(os.environ)),
+    ) as pool:  # fmt: skip
+        server = pool.submit(os.getppid).result(timeout=120)  # a worker's parent: the server
+        assert server != os.getpid()
+        assert len(os.listdir(f"/proc/{server}/task")) == 1
+
+
 def test_a_failing_parallel_ppo_run_stops_the_demo_with_its_reason(tmp_path):
     from rlhfkit.demo import run_ppo
     from rlhfkit.errors import RlhfkitError

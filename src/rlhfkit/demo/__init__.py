@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.demo.ppo_runs import default_processes, run_ppo
-from rlhfkit.demo.sampling import Sampler
+from rlhfkit.demo.sampling import Sampler, start_worker_server
 from rlhfkit.demo.settings import DemoSettings, PPORunSpec
 from rlhfkit.demo.summary import format_summary
 from rlhfkit.runtime.io import write_json
@@ -56,6 +56,11 @@ def run_demo(
 
     With ``settings.processes`` > 1 (the default on a machine with several cores) the demo starts
     worker processes: call it from a script under ``if __name__ == "__main__":``."""
+    s = _resolved_settings(settings, quick, human, human_items, mitigations)
+    workers = s.processes or default_processes()
+    if workers > 1:  # the workers' imports, on another core, while this process does its own
+        start_worker_server()
+
     import torch
     from rich.console import Console
     from transformers.utils import logging as hf_logging
@@ -68,13 +73,11 @@ def run_demo(
     # --quiet: no stage lines or progress bars (the summary still tells what the monitor found)
     console = Console(stderr=True, quiet=not info_enabled())
     say = say or console.print
-    s = _resolved_settings(settings, quick, human, human_items, mitigations)
     if human:
         human_serve = human_serve or _serve_for_humans
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    workers = s.processes or default_processes()
     sample = Sampler(workers, threads=max(1, torch.get_num_threads() // workers))
     st = stages.Stages(out, s, seed, say, sample, report_to=tuple(report_to))
     try:

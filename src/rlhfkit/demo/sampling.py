@@ -69,7 +69,8 @@ class Sampler:
 
 
 WORKER_PRELOAD = [
-    "torch", "transformers", "accelerate", "rlhfkit.demo.sampling", "rlhfkit.demo.ppo_runs",
+    "torch", "transformers", "transformers.models.gpt2.modeling_gpt2", "accelerate",
+    "rlhfkit.demo.sampling", "rlhfkit.demo.ppo_runs",
     "rlhfkit.ppo", "rlhfkit.reward", "rlhfkit.world", "rlhfkit.demo.forkserver_exit",
 ]  # fmt: skip
 """What the fork server imports once for every worker (about 4 s of one core's time each); the
@@ -92,6 +93,17 @@ def worker_context() -> Any:
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(WORKER_PRELOAD)
     return ctx
+
+
+def start_worker_server() -> None:
+    """Start the fork server now (where workers are its forks), so that it imports torch,
+    transformers and the trainer while this process does the same, on another core, instead
+    of when the first worker is needed."""
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def init_worker(threads: int, environ: dict[str, str] | None = None) -> None:
