@@ -403,8 +403,8 @@ def test_workers_are_forks_of_a_server_that_take_the_demos_current_environment(m
 
 
 def test_the_fork_server_starts_early_and_never_starts_a_thread_pool():
-    """run_demo starts the fork server before its own imports (``start_worker_server``), so that
-    the server imports torch, transformers and GPT-2's modeling (``WORKER_PRELOAD``) on another
+    """run_demo starts the fork server before it imports transformers (``start_worker_server``), so
+    that the server imports torch, transformers and GPT-2's modeling (``WORKER_PRELOAD``) on another
     core while the demo does the same. The preload must leave the server with its one thread: a
     worker forked from a process whose thread pool had started would inherit a broken pool."""
     import multiprocessing as mp
@@ -477,15 +477,19 @@ def test_quick_demo_cli(quick_demo):
     assert "report:" in r.stdout
     # --quick trains its small models in this one process unless --processes says otherwise
     assert summary["settings"]["processes"] == 1 and "side by side" not in r.stderr
-    # ... and it shows the lesson on seed 0's shipped base policy (seeds 0-4 in docs/benchmarks.md,
-    # "The quick demo in 2 PPO epochs"; seed 0, as run here: gold +0.37 against -1.87, proxy
-    # +0.30 against +0.59 (to 0.76 against 1.05), KL 6.2 against 39.8, valid text 84% against 37%):
-    # at the low β the proxy reward rises above the sensible run's while gold falls, the policy
-    # drifts far, writes less valid text, and says "fantastic" in more answers
+    # ... and it shows the lesson on seed 0's shipped base policy. Its figures depend on the CPU's
+    # arithmetic (docs/benchmarks.md, "Another CPU, other figures", session 23): seed 0's
+    # sensible run gained +0.01 to +0.44 gold on the five arithmetics measured (an Intel Xeon as
+    # it is, with MKL's AVX2 code, with AVX2 held; an AMD EPYC with and without AVX2 held), within
+    # the noise of 128 held-out answers (±0.25), while the low-β run lost 1.14 to 1.87, ended 1.36
+    # to 2.24 below it, drifted 3.4 to 6.4 times as far and said "fantastic" in 74-84% of its
+    # answers: at the low β the proxy reward rises above the sensible run's while gold falls, the
+    # policy drifts far, writes less valid text, and says "fantastic" in more answers
     ok, low = summary["runs"]
     assert summary["base_policy_build"]["valid_rate"] > 0.9  # the fluent one, not a quick build
-    assert ok["gold_reward_tuned"] - ok["gold_reward_base"] > 0.2, ok
+    assert ok["gold_reward_tuned"] - ok["gold_reward_base"] > -0.25, ok  # keeps its gold
     assert low["gold_reward_tuned"] - low["gold_reward_base"] < -0.5, low
+    assert ok["gold_reward_tuned"] - low["gold_reward_tuned"] > 1.0, (ok, low)
     assert low["proxy_reward_tuned"] - low["proxy_reward_base"] > 0.2, low
     assert low["proxy_reward_tuned"] > ok["proxy_reward_tuned"], (ok, low)
     assert low["kl"] > 3 * ok["kl"] and low["valid_rate_tuned"] < ok["valid_rate_tuned"] - 0.2

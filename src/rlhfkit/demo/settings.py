@@ -105,10 +105,15 @@ class DemoSettings:
         # Half the full run's rankings, one epoch, and a short PPO run whose low β is low enough,
         # and whose learning rate high enough, to reach the hacking regime in 20 updates of 2
         # epochs (issue #25: it ran 4 epochs at 3e-4): on the fluent base policy (shipped for seeds
-        # 0-4, cached by a full demo for the others), seeds 0-4 all show the lesson
-        # (docs/benchmarks.md, "The quick demo shows the lesson", "session 15" and "session 19").
-        # Fewer rankings (400 groups), fewer updates (16), one minibatch per epoch, or responses
-        # of 32 tokens each cost seeds their lesson.
+        # 0-4, cached by a full demo for the others), seeds 0-4 all show the lesson on the AMD
+        # EPYC it was chosen on (docs/benchmarks.md, "The quick demo shows the lesson", "session
+        # 15" and "session 19"). Another CPU rounds otherwise and trains other runs: on an Intel
+        # Xeon (three arithmetics × seeds 0-4) the low-β run earned more proxy reward and ended
+        # with 0.6-4.1 less gold than the sensible run every time, while the sensible run's own
+        # gain (-1.6 to +1.0) is mostly within the noise of 128 held-out answers ("Another CPU,
+        # other figures", session 23). Fewer rankings (400 groups), fewer updates (16), one
+        # minibatch per epoch, or responses of 32 tokens each cost seeds their lesson; a higher
+        # sensible β (0.2-0.5), a reward model of 2 epochs or batches of 64 were no steadier.
         return cls(
             build_quick=True, groups=480, k=4, annotators_per_prompt=2,
             rm_epochs=1, rm_batch_size=32, rm_learning_rate=2e-3, eval_groups=40,
@@ -119,7 +124,7 @@ class DemoSettings:
             # with the PPO runs on 2 threads each, in turn.
             processes=1, ppo_threads=2,
             runs=[
-                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the policy improves while staying near the base"),
+                PPORunSpec("sensible-beta", 0.1, "β = 0.1: the KL penalty keeps the policy near the base"),
                 PPORunSpec("low-beta", 0.002, "β = 0.002: too low, the policy games the reward model"),
             ],
             mitigation_runs=_mitigation_runs(0.002), bon_prompts=32, bon_max_n=32,
