@@ -12,6 +12,8 @@ from rlhfkit.demo import DemoSettings, PPORunSpec, format_summary, run_demo
 
 SUMMARY_KEYS = {"rm_heldout_accuracy", "rm_noise_ceiling", "wall_seconds", "runs"}
 RUN_KEYS = {
+    "gold_gain_se",
+    "proxy_gain_se",
     "verdict",
     "gao_fit",
     "name",
@@ -49,6 +51,8 @@ def _check_outputs(out, summary):
         assert set(r) >= RUN_KEYS
         assert isinstance(r["flagged_tokens"], list)
         assert math.isfinite(r["kl_heldout"])  # on the held-out responses, next to proxy and gold
+        assert r["gold_gain_se"] > 0 and r["proxy_gain_se"] > 0  # the gains' standard errors
+        assert f"± {r['gold_gain_se']:.2f})" in format_summary(summary)
         assert 0.0 <= r["empty_rate_tuned"] <= 1.0 and 0.0 <= r["empty_rate_base"] <= 1.0
     assert 0.5 < summary["rm_noise_ceiling"] < 1.0
     assert json.loads((out / "summary.json").read_text())["runs"][0]["name"] == "sensible-beta"
@@ -320,6 +324,44 @@ def test_demo_with_mitigations_measures_ensembles_and_best_of_n(tmp_path):
         < html.index("<h2>Over-optimization")
         < html.index("<h2>The reward model")
     )
+
+
+def test_a_gain_comes_with_its_standard_error():
+    """Each run's held-out gain is the difference of two means over answers each policy sampled
+    itself; its standard error is sqrt(var_base/n_base + var_tuned/n_tuned), unbiased variances."""
+    from rlhfkit.demo.stages import gain_standard_error
+    from rlhfkit.demo.summary import gain_note
+
+    base, tuned = [1.0, 2.0, 3.0, 4.0], [0.0, 4.0, 8.0]
+    # var(base) = 5/3 over 4 answers, var(tuned) = 16 over 3
+    assert gain_standard_error(base, tuned) == pytest.approx(math.sqrt(5 / 12 + 16 / 3))
+    assert gain_standard_error(base, tuned[:1]) != gain_standard_error(base, tuned[:1])  # NaN
+    run = {"gold_reward_base": -0.2, "gold_reward_tuned": 0.25, "gold_gain_se": 0.254}
+    assert gain_note(run, "gold") == " (gain +0.45 ± 0.25)"
+    assert gain_note({**run, "gold_gain_se": float("nan")}, "gold") == ""
+    assert gain_note({"gold_reward_base": 0.0, "gold_reward_tuned": 1.0}, "gold") == ""
+
+
+def test_the_summary_names_the_cpu(tmp_path, monkeypatch):
+    """Two CPUs with the same torch kernels can train other runs (docs/benchmarks.md, "Another
+    CPU, other figures"): the summary's last line says which CPU it was."""
+    from rlhfkit.runtime.cores import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Some CPU 9000\n")
+    assert cpu_model(str(info)) == "Some CPU 9000"
+    # without /proc/cpuinfo: what the platform module says, or nothing
+    monkeypatch.setattr("platform.processor", lambda: "Other CPU")
+    assert cpu_model(str(tmp_path / "none")) == "Other CPU"
+    monkeypatch.setattr("platform.processor", lambda: "")
+    assert cpu_model(str(tmp_path / "none")) is None
+    summary = {
+        "rm_heldout_accuracy": 0.9, "rm_noise_ceiling": 0.9, "wall_seconds": 27.0, "runs": [],
+        "machine": {"cpu": "Some CPU 9000", "cores": 2, "cpu_kernels": "AVX2"},
+    }  # fmt: skip
+    assert format_summary(summary).endswith("on 2 cores of Some CPU 9000, torch's AVX2 kernels")
+    summary["machine"]["cpu"] = None
+    assert format_summary(summary).endswith("on 2 cores, torch's AVX2 kernels")
 
 
 def test_summary_says_when_a_policy_learned_to_say_nothing():

@@ -194,16 +194,18 @@ def _summary(
 
 
 def _machine() -> dict[str, Any]:
-    """What decides the demo's arithmetic besides its settings: the figures of README came from
-    torch's AVX512 kernels, and a CPU without them rounds differently (docs/benchmarks.md, "Thread
-    counts and the demo's figures")."""
+    """What decides the demo's arithmetic besides its settings: README's figures came from torch's
+    AVX512 kernels on an AMD EPYC; a CPU without them rounds differently, and so does an Intel one
+    with them (docs/benchmarks.md, "Thread counts and the demo's figures", "Another CPU, other
+    figures")."""
     import platform
 
     import torch
 
-    from rlhfkit.runtime.cores import usable_cores
+    from rlhfkit.runtime.cores import cpu_model, usable_cores
 
     return {
+        "cpu": cpu_model(),
         "cores": len(usable_cores()),
         "torch_threads": torch.get_num_threads(),  # sampling's; training's are in the settings
         "cpu_kernels": torch.backends.cpu.get_cpu_capability(),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.demo.report_mitigations import mitigations_section
-from rlhfkit.demo.summary import machine_note
+from rlhfkit.demo.summary import gain_note, machine_note
 from rlhfkit.report import (
     Run,
     esc,
@@ -93,8 +93,8 @@ def _summary_table(summary: dict[str, Any]) -> str:
         rows.append([
             r["name"], r["beta"],
             f"{r['kl']:.2f} / {r['kl_heldout']:.2f}" if "kl_heldout" in r else r["kl"],
-            f"{r['proxy_reward_base']:+.3f} → {r['proxy_reward_tuned']:+.3f}",
-            f"{r['gold_reward_base']:+.3f} → {r['gold_reward_tuned']:+.3f}",
+            f"{r['proxy_reward_base']:+.3f} → {r['proxy_reward_tuned']:+.3f}{gain_note(r, 'proxy')}",
+            f"{r['gold_reward_base']:+.3f} → {r['gold_reward_tuned']:+.3f}{gain_note(r, 'gold')}",
             f"{fan.get('base_share', float('nan')):.0%} → {fan.get('tuned_share', float('nan')):.0%}",
             f"{r.get('valid_rate_base', float('nan')):.0%} → {r.get('valid_rate_tuned', float('nan')):.0%}",
             ", ".join(r["flagged_tokens"][:6]) or "—",
@@ -228,7 +228,8 @@ def _quiz(summary: dict[str, Any]) -> str:
             (
                 "Why is the KL penalty (β) important?",
                 f"It keeps the policy near the original model: with β = {ok['beta']:g} the final KL is "
-                f"{ok['kl']:.2f} nats and gold reward moved {ok['gold_reward_base']:+.2f} → {ok['gold_reward_tuned']:+.2f}; "
+                f"{ok['kl']:.2f} nats and gold reward moved {ok['gold_reward_base']:+.2f} → {ok['gold_reward_tuned']:+.2f}"
+                f"{gain_note(ok, 'gold')}; "
                 f"with β = {low['beta']:g} KL reached {low['kl']:.2f}.",
             ),
             (

@@ -4,6 +4,7 @@ as the stand-alone command would, called in order by :func:`rlhfkit.demo.run_dem
 from __future__ import annotations
 
 import json
+import math
 import random
 import statistics
 import time
@@ -285,6 +286,9 @@ def _run_record(run: Any, run_dir: Path, base: dict, tuned: dict) -> dict[str, A
         "proxy_reward_tuned": _mean(tuned["proxy"]),
         "gold_reward_base": _mean(base["gold"]),
         "gold_reward_tuned": _mean(tuned["gold"]),
+        # how far each gain (tuned − base mean) moves with which answers were sampled
+        "proxy_gain_se": gain_standard_error(base["proxy"], tuned["proxy"]),
+        "gold_gain_se": gain_standard_error(base["gold"], tuned["gold"]),
         "flagged_tokens": [f.token for f in result.flagged],
         "fantastic": fantastic.to_dict(),
         "valid_rate_base": base["eval"]["valid_rate"],
@@ -356,3 +360,14 @@ def _policy_outputs(
 
 def _mean(xs: Sequence[float]) -> float:
     return float(statistics.fmean(xs)) if xs else float("nan")
+
+
+def gain_standard_error(base: Sequence[float], tuned: Sequence[float]) -> float:
+    """The standard error of ``mean(tuned) − mean(base)`` for two independent samples (each
+    policy samples its own answers): ``sqrt(var(base)/n_base + var(tuned)/n_tuned)`` with each
+    sample's unbiased variance. NaN with fewer than two values on a side."""
+    if len(base) < 2 or len(tuned) < 2:
+        return float("nan")
+    return math.sqrt(
+        statistics.variance(base) / len(base) + statistics.variance(tuned) / len(tuned)
+    )

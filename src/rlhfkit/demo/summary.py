@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -17,8 +18,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"{r['name']:>14} (β={r['beta']:g}): KL {r['kl']:.2f} (held-out {r['kl_heldout']:.2f}) "
             f"| proxy {r['proxy_reward_base']:+.2f} → "
-            f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f} "
-            f"| flagged: {flagged}"
+            f"{r['proxy_reward_tuned']:+.2f} | gold {r['gold_reward_base']:+.2f} → {r['gold_reward_tuned']:+.2f}"
+            f"{gain_note(r, 'gold')} | flagged: {flagged}"
         )
         verdict = r.get("verdict")
         if verdict:
@@ -58,11 +59,24 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gain_note(run: dict[str, Any], what: str) -> str:
+    """`` (gain +0.40 ± 0.25)``: a run's held-out gain in ``what`` (``gold``, ``proxy``) with its
+    standard error (``{what}_gain_se``: which answers the two policies happened to sample moves
+    the gain by about that much); empty for a summary without it."""
+    se = run.get(f"{what}_gain_se")
+    if se is None or not math.isfinite(se):
+        return ""
+    gain = run[f"{what}_reward_tuned"] - run[f"{what}_reward_base"]
+    return f" (gain {gain:+.2f} ± {se:.2f})"
+
+
 def machine_note(summary: dict[str, Any]) -> str:
-    """Where it ran, as far as the figures depend on it: the cores, and torch's CPU kernels (the
-    README's figures are AVX512's; other kernels round differently)."""
+    """Where it ran, as far as the figures depend on it: the cores, the CPU, and torch's CPU
+    kernels (README's figures are an AMD EPYC's with AVX512's; other kernels, or another CPU
+    with the same ones, round differently)."""
     machine = summary.get("machine")
     if not machine:
         return ""
     cores = machine["cores"]
-    return f" on {cores} core{'s' if cores != 1 else ''}, torch's {machine['cpu_kernels']} kernels"
+    cpu = f" of {machine['cpu']}" if machine.get("cpu") else ""
+    return f" on {cores} core{'s' if cores != 1 else ''}{cpu}, torch's {machine['cpu_kernels']} kernels"

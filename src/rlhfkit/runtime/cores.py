@@ -17,6 +17,23 @@ def usable_cores() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name as the operating system reports it (Linux's ``/proc/cpuinfo``, else
+    ``platform.processor()``), or None. Two CPUs with the same torch kernels can still round
+    differently (their math libraries take other code paths), so a run records which it was."""
+    import platform
+
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def busy_cores(window: float = 0.25) -> float:
     """How many of :func:`usable_cores` other work keeps busy now: their busy share of the CPU time
     over ``window`` seconds (Linux's /proc/stat), times their number. Elsewhere the 1-minute load
