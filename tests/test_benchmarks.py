@@ -163,7 +163,8 @@ def test_peak_rss_of_a_worker_is_its_own_not_its_parents():
 
 def test_generation_benchmark_samples_the_batch_it_is_given(tmp_path):
     """``benchmarks/generation.py --batch N``: N rows sampled at once by every side (rlhfkit's loop
-    with and without packed weights and GPT-2's lean step too), the training step on N / 2; every ratio finite; a batch
+    with packed weights forced on and off and GPT-2's lean step too), the training step on N / 2;
+    every ratio finite; a batch
     too small to halve is refused with a message."""
     script = BENCH / "generation.py"
     out = tmp_path / "gen.json"
@@ -172,13 +173,21 @@ def test_generation_benchmark_samples_the_batch_it_is_given(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (size,) = json.loads(out.read_text())["sizes"]
     assert size["model"] == "demo" and size["batch"] == 6
-    for side in ("transformers", "rlhfkit", "rlhfkit_unpacked", "rlhfkit_model_forward"):
+    sides = (
+        "transformers",
+        "rlhfkit",
+        "rlhfkit_packed",
+        "rlhfkit_unpacked",
+        "rlhfkit_model_forward",
+    )
+    for side in sides:
         assert size[side]["new_tokens"] == size["response"]
         ratio = size[side]["gen_over_train"]
         assert math.isfinite(ratio) and ratio > 0
     # the demo-sized policy (96 wide) has no layer large enough to pack
     assert size["packed_layers"] == 0 and math.isfinite(size["packing_speedup"])
     assert "batch 6," in proc.stdout and "oneDNN-packed weights (0 layers)" in proc.stdout
+    assert size["packed_by_default"] == 0 and "packs 0 of them by default" in proc.stdout
     assert math.isfinite(size["gpt2_step_speedup"]) and "GPT-2's lean step" in proc.stdout
     bad = subprocess.run([*cmd, "--batch", "1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--batch must be at least 2" in bad.stderr

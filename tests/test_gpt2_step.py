@@ -84,7 +84,9 @@ def test_generate_samples_the_same_with_and_without_it(padded, monkeypatch):
         mask[:] = 1
     taken = []
     monkeypatch.setattr(
-        gen, "decode_step", lambda m, ref: taken.append(decode_step(m, ref)) or taken[-1]
+        gen,
+        "decode_step",
+        lambda m, ref, **kw: taken.append(decode_step(m, ref, **kw)) or taken[-1],
     )
 
     def sample(on: bool) -> torch.Tensor:

@@ -11,12 +11,39 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from rlhfkit.runtime import packing
-from rlhfkit.runtime.packing import packed_linears, packing_available
+from rlhfkit.runtime.packing import min_packed_weights, packed_linears, packing_available
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 needs_packing = pytest.mark.skipif(
     not packing_available(), reason="packing needs an x86-64 CPU and torch built with oneDNN"
 )
+
+
+@pytest.fixture(autouse=True)
+def _every_large_layer(monkeypatch):
+    """Layers of 2^18 weights and up packed whoever made the CPU (on an Intel one rlhfkit packs
+    only a real vocabulary's head): the tests below pack 512-wide layers."""
+    monkeypatch.setattr(packing, "min_packed_weights", lambda: packing.MIN_PACKED_WEIGHTS)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "least"),
+    [("GenuineIntel", 1 << 24), ("AuthenticAMD", 1 << 18), ("HygonGenuine", 1 << 18)],
+)
+def test_on_an_intel_cpu_only_a_vocabularys_head_is_packed(vendor, least, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: a CPU\n")
+    assert min_packed_weights(str(cpuinfo)) == least  # the real one (the fixture replaces it)
+    assert min_packed_weights(str(tmp_path / "missing")) == packing.MIN_PACKED_WEIGHTS
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packing, "min_packed_weights", lambda: min_packed_weights(str(cpuinfo)))
+        heads = torch.nn.ModuleDict({
+            "gpt2_head": torch.nn.Linear(768, 50257, bias=False),  # 38.6M weights
+            "mlp": torch.nn.Linear(512, 2048),
+        })  # fmt: skip
+        with packed_linears(heads, rows=8) as n:
+            assert n == (1 if least > 1 << 18 else 2) or not packing_available()
+            assert ("forward" in heads["mlp"].__dict__) is (least == 1 << 18 and n > 0)
 
 
 def test_packing_is_available_on_this_kind_of_machine():

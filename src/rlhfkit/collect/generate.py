@@ -111,7 +111,7 @@ def generate(
     next_position = positions[:, -1:] + 1  # (B, 1)
     stops = torch.tensor(stop_ids, dtype=torch.long, device=device)
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
-    step = decode_step(model, _ModelStep)
+    step = decode_step(model, _ModelStep, capacity=P + response_length)
     with packed_linears(model, rows=B):
         logits = step(input_ids, attention_mask, positions)  # (B, V) at the last prompt position
         for t in range(response_length):

@@ -5,9 +5,12 @@ the model's forward builds a 4-D attention mask, checks its arguments, updates a
 object, wraps its outputs in dataclasses, through a dozen decorators. :class:`GPT2DecodeStep` runs
 the same layers of the same model — every submodule called as the model calls it (``ln_1``,
 ``c_attn``, ``c_proj``, ``mlp``, ...), so packed weights, a fused activation or a user's
-replacement of a layer still apply — with the keys and values kept in plain tensors (concatenated
-as ``DynamicCache`` does) and the attention mask built the way ``transformers``' SDPA mask is. On the
-demo's policy it samples 1.1–1.6× faster (docs/benchmarks.md, "A leaner GPT-2 decoding step").
+replacement of a layer still apply — with the keys and values written in place into one buffer per
+layer, allocated once for the whole call (``DynamicCache`` concatenates, a copy of the whole cache
+per step; attention reads a view of the buffer and gives the same bits), and the attention mask
+built the way ``transformers``' SDPA mask is. On the demo's policy it samples 1.1–1.6× faster
+(docs/benchmarks.md, "A leaner GPT-2 decoding step"), a ~20M GPT-2 1.17× on an Intel Xeon
+("Sampling on an Intel Xeon (session 24)").
 
 It must give the model's own logits bit for bit, so that a seed gives the same samples on either
 path. :func:`decode_step` therefore takes it only for a plain ``GPT2LMHeadModel`` with SDPA
@@ -69,11 +72,14 @@ class GPT2DecodeStep:
     ``attention_mask`` (B, L) covers the cached and the new tokens (1 = real, left padding only);
     ``position_ids`` (B, T) are the new tokens' positions."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, capacity: int = 0) -> None:
         self.model = model
         self.blocks = list(model.transformer.h)
-        self.keys: list[torch.Tensor | None] = [None] * len(self.blocks)
-        self.values: list[torch.Tensor | None] = [None] * len(self.blocks)
+        self.capacity = capacity  # positions the caches are first allocated for; they grow past it
+        self.length = 0  # positions cached
+        # per layer (B, capacity, 2E): each position's keys then values, as c_attn lays them out,
+        # written in place; attention reads a view of the first `length` positions
+        self.cache: list[torch.Tensor] = []
 
     def __call__(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
@@ -81,16 +87,20 @@ class GPT2DecodeStep:
         gpt2 = self.model.transformer
         h = gpt2.wte(input_ids) + gpt2.wpe(position_ids)  # (B, T, E)
         B, T, E = h.shape
+        start, end = self.length, self.length + T
+        if not self.cache or end > self.cache[0].shape[1]:
+            self._grow(h, end)
         mask = _sdpa_mask(attention_mask, T)
-        for i, block in enumerate(self.blocks):
+        for block, cache in zip(self.blocks, self.cache, strict=True):
             attn = block.attn
             residual = h
-            q, k, v = attn.c_attn(block.ln_1(h)).split(E, dim=2)
-            q, k, v = (x.view(B, T, -1, attn.head_dim).transpose(1, 2) for x in (q, k, v))
-            if self.keys[i] is not None:  # as DynamicCache: concatenated along the sequence
-                k = torch.cat([self.keys[i], k], dim=-2)
-                v = torch.cat([self.values[i], v], dim=-2)
-            self.keys[i], self.values[i] = k, v
+            x = attn.c_attn(block.ln_1(h))  # (B, T, 3E): queries, keys, values
+            cache[:, start:end].copy_(x[..., E:])
+            q = x[..., :E].view(B, T, -1, attn.head_dim).transpose(1, 2)  # (B, heads, T, d)
+            k, v = (
+                cache[:, :end, part].view(B, end, -1, attn.head_dim).transpose(1, 2)
+                for part in (slice(0, E), slice(E, 2 * E))
+            )  # (B, heads, end, d), strided views: no copy of the cache per step
             a = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling,
                 is_causal=T > 1 and mask is None,
@@ -98,8 +108,20 @@ class GPT2DecodeStep:
             a = a.transpose(1, 2).contiguous().reshape(B, T, E).contiguous()
             h = attn.c_proj(a) + residual
             h = h + block.mlp(block.ln_2(h))
+        self.length = end
         h = gpt2.ln_f(h[:, -1:])
         return self.model.lm_head(h)[:, -1]  # (B, V)
+
+    def _grow(self, like: torch.Tensor, needed: int) -> None:
+        """Caches for at least ``needed`` positions (the capacity, else twice what they held),
+        keeping what they hold."""
+        B, _, E = like.shape
+        held = self.cache[0].shape[1] if self.cache else 0
+        size = max(needed, self.capacity, 2 * held)
+        grown = [like.new_empty(B, size, 2 * E) for _ in self.blocks]
+        for new, old in zip(grown, self.cache, strict=False):  # none held at first
+            new[:, : self.length].copy_(old[:, : self.length])
+        self.cache = grown
 
 
 def _sdpa_mask(attention_mask: torch.Tensor, q_length: int) -> torch.Tensor | None:
@@ -116,16 +138,17 @@ def _sdpa_mask(attention_mask: torch.Tensor, q_length: int) -> torch.Tensor | No
     return causal[None, None] & attention_mask.bool()[:, None, None, :]
 
 
-def decode_step(model: Any, reference: Any) -> Any:
+def decode_step(model: Any, reference: Any, capacity: int = 0) -> Any:
     """The step :func:`rlhfkit.collect.generate.generate` runs ``model`` with: a
-    :class:`GPT2DecodeStep` where it is supported, switched on and matches the model's own
-    forward, else ``reference(model)`` (the model's forward through its own cache)."""
+    :class:`GPT2DecodeStep` (caches first allocated for ``capacity`` positions) where it is
+    supported, switched on and matches the model's own forward, else ``reference(model)`` (the
+    model's forward through its own cache)."""
     if not (_enabled() and supported(model)):
         return reference(model)
     verdict = _VERIFIED.get(model)
     if verdict is None:
         verdict = _VERIFIED[model] = matches_forward(model, reference)
-    return GPT2DecodeStep(model) if verdict else reference(model)
+    return GPT2DecodeStep(model, capacity) if verdict else reference(model)
 
 
 def matches_forward(model: Any, reference: Any) -> bool:

@@ -6,7 +6,9 @@ over a weight reordered once into its blocked layout runs GPT-2-sized products o
 (512 × 512 and up) 1.1-1.9× faster on one thread of an AMD EPYC, 1.2-2.9× on two (0.95-1.45× with
 oneDNN held to AVX2; docs/benchmarks.md, "oneDNN-packed weights while sampling"). On small matrices
 its fixed cost per call loses: 96 → 288 runs at 0.68-0.83× of ``sgemm``. So :func:`packed_linears`
-packs only weights of at least :data:`MIN_PACKED_WEIGHTS` entries, and only while it is open: the
+packs only weights of at least :data:`MIN_PACKED_WEIGHTS` entries (on an Intel CPU, whose MKL
+``sgemm`` runs better, only a real vocabulary's head: :func:`min_packed_weights`), and only while
+it is open: the
 sampler opens it around a call (a loop over batches around the loop), after the weights last
 changed.
 
@@ -37,6 +39,9 @@ ENV = "RLHFKIT_PACK_WEIGHTS"
 # nothing beyond the noise (the demo policy's 96 × 1,827 head packed: 1.00-1.13× against 0.95-1.06×
 # for no change), and the demo's samples stay bit for bit what they were.
 MIN_PACKED_WEIGHTS = 1 << 18
+# On an Intel CPU, where MKL's sgemm runs its own best code: only layers of 2^24 weights and up,
+# a real vocabulary's head (GPT-2's 768 × 50,257, Qwen2-0.5B's 896 × 151,936).
+MIN_PACKED_WEIGHTS_INTEL = 1 << 24
 
 
 def packing_available() -> bool:
@@ -50,7 +55,30 @@ def packing_available() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 
-def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+def min_packed_weights(cpuinfo: str = "/proc/cpuinfo") -> int:
+    """The fewest weights a layer needs to be packed on this CPU: :data:`MIN_PACKED_WEIGHTS`, or
+    :data:`MIN_PACKED_WEIGHTS_INTEL` on an Intel CPU (Linux's ``/proc/cpuinfo`` says
+    ``GenuineIntel``). MKL's ``sgemm`` runs its own best code on Intel CPUs and generic AVX2 code on
+    others (AMD's), where oneDNN's packed layers gained 1.1-1.4× on a whole sampling call of a
+    ~20M GPT-2. On an Intel Xeon (AVX-512, AMX) packing those 512-2,048-wide layers lost up to 14%
+    on two threads and gained nothing on one (reordering the weights cost 55-130 ms a call), while
+    packing a Qwen2-0.5B shape's 896 × 151,936 head alone gained 1.05-1.17× against packing nothing
+    and every layer lost (docs/benchmarks.md, "Sampling on an Intel Xeon (session 24)")."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    intel = value.strip() == "GenuineIntel"
+                    return MIN_PACKED_WEIGHTS_INTEL if intel else MIN_PACKED_WEIGHTS
+    except OSError:
+        pass
+    return MIN_PACKED_WEIGHTS
+
+
+def _weight_and_bias(
+    module: torch.nn.Module, min_weights: int = MIN_PACKED_WEIGHTS
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """The (out, in) weight and the bias of a layer that can be packed, else None."""
     from transformers.pytorch_utils import Conv1D
 
@@ -68,7 +96,7 @@ def _weight_and_bias(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tenso
             or t.layout != torch.strided
         ):
             return None
-    if weight.numel() < MIN_PACKED_WEIGHTS:
+    if weight.numel() < min_weights:
         return None
     w = weight.detach()
     if kind is Conv1D:  # GPT-2 stores (in, out)
@@ -114,9 +142,10 @@ def packed_linears(model: Any, rows: int | None = None) -> Iterator[int]:
         return
     patched: list[torch.nn.Module] = []
     try:
+        min_weights = min_packed_weights()
         with torch.no_grad():
             for module in model.modules():
-                found = _weight_and_bias(module)
+                found = _weight_and_bias(module, min_weights)
                 if found is None:
                     continue
                 weight, bias = found
