@@ -9,8 +9,9 @@ replacement of a layer still apply — with the keys and values written in place
 layer, allocated once for the whole call (``DynamicCache`` concatenates, a copy of the whole cache
 per step; attention reads a view of the buffer and gives the same bits), and the attention mask
 built the way ``transformers``' SDPA mask is. On the demo's policy it samples 1.1–1.6× faster
-(docs/benchmarks.md, "A leaner GPT-2 decoding step"), a ~20M GPT-2 1.17× on an Intel Xeon
-("Sampling on an Intel Xeon (session 24)").
+(docs/benchmarks.md, "A leaner GPT-2 decoding step"); the buffer sampled a ~20M GPT-2 1.07-1.09×
+faster than concatenating on two threads of an Intel Xeon ("Sampling on an Intel Xeon (session
+24)").
 
 It must give the model's own logits bit for bit, so that a seed gives the same samples on either
 path. :func:`decode_step` therefore takes it only for a plain ``GPT2LMHeadModel`` with SDPA

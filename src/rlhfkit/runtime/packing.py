@@ -8,9 +8,8 @@ oneDNN held to AVX2; docs/benchmarks.md, "oneDNN-packed weights while sampling")
 its fixed cost per call loses: 96 → 288 runs at 0.68-0.83× of ``sgemm``. So :func:`packed_linears`
 packs only weights of at least :data:`MIN_PACKED_WEIGHTS` entries (on an Intel CPU, whose MKL
 ``sgemm`` runs better, only a real vocabulary's head: :func:`min_packed_weights`), and only while
-it is open: the
-sampler opens it around a call (a loop over batches around the loop), after the weights last
-changed.
+it is open: the sampler opens it around a call (a loop over batches around the loop), after the
+weights last changed.
 
 Packing is the same arithmetic in another order: over three seeds × 32 rows × 32 tokens of a ~20M
 GPT-2 the samples were identical, and log-probabilities differed by at most 4e-6 (at most 1e-5 on
@@ -61,7 +60,7 @@ def min_packed_weights(cpuinfo: str = "/proc/cpuinfo") -> int:
     ``GenuineIntel``). MKL's ``sgemm`` runs its own best code on Intel CPUs and generic AVX2 code on
     others (AMD's), where oneDNN's packed layers gained 1.1-1.4× on a whole sampling call of a
     ~20M GPT-2. On an Intel Xeon (AVX-512, AMX) packing those 512-2,048-wide layers lost up to 14%
-    on two threads and gained nothing on one (reordering the weights cost 55-130 ms a call), while
+    on two threads and gained nothing on one (reordering the weights cost 55-134 ms a call), while
     packing a Qwen2-0.5B shape's 896 × 151,936 head alone gained 1.05-1.17× against packing nothing
     and every layer lost (docs/benchmarks.md, "Sampling on an Intel Xeon (session 24)")."""
     try:
