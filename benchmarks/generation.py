@@ -33,13 +33,14 @@ decoding step multiplies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -83,6 +84,20 @@ def build(name: str, work: Path, s: dict) -> tuple[Path, list[str]]:
     tok.save_pretrained(work / name)
     topics = list(world.TRAIN_TOPICS)
     return work / name, [world.make_prompt(topics[i % len(topics)]) for i in range(s["batch"])]
+
+
+@contextlib.contextmanager
+def every_large_layer() -> Iterator[None]:
+    """rlhfkit's packing rule for CPUs not made by Intel (every layer of 2^18 weights and up), on
+    any CPU, while the block is open."""
+    from rlhfkit.runtime import packing
+
+    own = packing.min_packed_weights
+    packing.min_packed_weights = lambda: packing.MIN_PACKED_WEIGHTS
+    try:
+        yield
+    finally:
+        packing.min_packed_weights = own
 
 
 def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
@@ -135,12 +150,8 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     def every_large_layer_packed() -> int:
         """The loop with every layer of 2^18 weights and up packed, whoever made the CPU (on an
         Intel CPU rlhfkit packs only a real vocabulary's head)."""
-        own = packing.min_packed_weights
-        packing.min_packed_weights = lambda: packing.MIN_PACKED_WEIGHTS
-        try:
+        with every_large_layer():
             return rlhfkit_generate()
-        finally:
-            packing.min_packed_weights = own
 
     # a PPO minibatch's training work on the policy: half the batch, prompt + full response
     train_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).train()
@@ -198,13 +209,8 @@ def measure(name: str, work: Path, runs: int, batch: int | None = None) -> dict:
     with packing.packed_linears(model, rows=s["batch"]) as n_packed:
         out["packed_by_default"] = n_packed
     out["gpt2_step_speedup"] = out["rlhfkit_model_forward"]["seconds"] / out["rlhfkit"]["seconds"]
-    own = packing.min_packed_weights
-    packing.min_packed_weights = lambda: packing.MIN_PACKED_WEIGHTS
-    try:
-        with packing.packed_linears(model, rows=s["batch"]) as n_packed:
-            out["packed_layers"] = n_packed
-    finally:
-        packing.min_packed_weights = own
+    with every_large_layer(), packing.packed_linears(model, rows=s["batch"]) as n_packed:
+        out["packed_layers"] = n_packed
     return out
 
 

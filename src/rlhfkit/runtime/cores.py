@@ -23,15 +23,21 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
     differently (their math libraries take other code paths), so a run records which it was."""
     import platform
 
+    return cpuinfo_field("model name", cpuinfo) or platform.processor() or None
+
+
+def cpuinfo_field(name: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The first non-empty value of a field of Linux's ``/proc/cpuinfo`` (``model name``,
+    ``vendor_id``, ...), or None where the file or the field is missing."""
     try:
-        with open(cpuinfo) as f:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
+                if key.strip() == name and value.strip():
                     return value.strip()
     except OSError:
         pass
-    return platform.processor() or None
+    return None
 
 
 def busy_cores(window: float = 0.25) -> float:

@@ -63,16 +63,10 @@ def min_packed_weights(cpuinfo: str = "/proc/cpuinfo") -> int:
     on two threads and gained nothing on one (reordering the weights cost 55-134 ms a call), while
     packing a Qwen2-0.5B shape's 896 × 151,936 head alone gained 1.05-1.17× against packing nothing
     and every layer lost (docs/benchmarks.md, "Sampling on an Intel Xeon (session 24)")."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    intel = value.strip() == "GenuineIntel"
-                    return MIN_PACKED_WEIGHTS_INTEL if intel else MIN_PACKED_WEIGHTS
-    except OSError:
-        pass
-    return MIN_PACKED_WEIGHTS
+    from rlhfkit.runtime.cores import cpuinfo_field
+
+    intel = cpuinfo_field("vendor_id", cpuinfo) == "GenuineIntel"
+    return MIN_PACKED_WEIGHTS_INTEL if intel else MIN_PACKED_WEIGHTS
 
 
 def _weight_and_bias(
